@@ -1,0 +1,458 @@
+//! `rolecall-demo-node`: a stand-in for an application node, used by rolecall's tests and demos.
+//!
+//! It holds real TCP connections to Redis so that rolecall finds them through `/proc` by pid:
+//!
+//! - `pin --addr HOST:PORT` keeps writing (`INCR rolecall-demo:<name>:count`) to one fixed
+//!   address and redials that same address after any error. That is the bug rolecall exists to
+//!   catch: a client that cached the old master's address and, after a failover, ends up on a
+//!   replica (`READONLY`) or on a resumed old master. With `--pubsub-addr` it also keeps a
+//!   subscriber connection on a second fixed address.
+//! - `follow --sentinel HOST:PORT... --master-name NAME` asks Sentinel for the master before
+//!   every (re)connection, as a correct client does.
+//!
+//! Protocol is hand-written RESP2 over `std::net::TcpStream`, with no client library between
+//! the node and its sockets: exactly one command socket (plus one subscriber socket), no pool,
+//! no hidden reconnects. Every wait is bounded (connect and read timeouts of 1 s, 100 ms between
+//! retries), and Redis errors never end the process: it retries until it is killed.
+//!
+//! Stdout, one line per event, for the tests to read: `connected IP:PORT` on every command
+//! connection, `subscribed IP:PORT` on every subscriber connection, `ready` once after the
+//! first connection(s), and `acked N` (acknowledged INCRs) on SIGTERM or SIGINT before a clean
+//! exit. Each connection is named with `CLIENT SETNAME rolecall-demo-<name>` (the subscriber
+//! `rolecall-demo-<name>-sub`) so tests can find it in `CLIENT LIST`. Errors go to stderr.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Idle read timeouts in a row after which the subscriber gives its connection up: it sends a
+/// `PING` after each one, so this many unanswered pings mean the server is gone or frozen.
+const SUBSCRIBER_MAX_IDLE: u32 = 3;
+/// Caps on what a reply may announce, so a broken or hostile peer cannot make us allocate
+/// without bound (this node only ever needs small replies).
+const MAX_BULK: usize = 1 << 20;
+const MAX_ARRAY: usize = 1 << 16;
+const MAX_DEPTH: usize = 8;
+
+#[derive(Parser)]
+#[command(
+    name = "rolecall-demo-node",
+    about = "A sample Redis client standing in for an application node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Write to one fixed address forever, redialling that same address after errors.
+    Pin {
+        /// The Redis server to write to.
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: String,
+        /// Also keep a subscriber connection on this address.
+        #[arg(long, value_name = "HOST:PORT")]
+        pubsub_addr: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Ask Sentinel for the master before every connection and write to it.
+    Follow {
+        /// A sentinel to ask (repeat for several; the first that answers wins).
+        #[arg(long = "sentinel", value_name = "HOST:PORT", required = true)]
+        sentinels: Vec<String>,
+        /// The master name the sentinels monitor.
+        #[arg(long, value_name = "NAME")]
+        master_name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Names the counter key, the pub/sub channel and the client name.
+    #[arg(long, default_value = "demo", value_parser = parse_name)]
+    name: String,
+    /// Time between writes.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    interval: Duration,
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    // CLIENT SETNAME rejects spaces and newlines; keep names to a safe, greppable set.
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        Ok(s.to_owned())
+    } else {
+        Err("use letters, digits, '-', '_' and '.' only".to_owned())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let acked = Arc::new(AtomicU64::new(0));
+    if let Err(e) = spawn_signal_thread(Arc::clone(&acked)) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    match cli.mode {
+        Mode::Pin {
+            addr,
+            pubsub_addr,
+            common,
+        } => {
+            let subscribed = pubsub_addr.map(|pubsub| {
+                let (tx, rx) = mpsc::channel();
+                let name = common.name.clone();
+                thread::spawn(move || subscriber(&pubsub, &name, tx));
+                rx
+            });
+            let target = Target::Fixed(addr);
+            writer(&target, &common, subscribed, &acked)
+        }
+        Mode::Follow {
+            sentinels,
+            master_name,
+            common,
+        } => {
+            let target = Target::Sentinel {
+                sentinels,
+                master_name,
+            };
+            writer(&target, &common, None, &acked)
+        }
+    }
+}
+
+/// Prints `acked N` and exits 0 on SIGTERM or SIGINT. The writer thread is never interrupted
+/// mid-command; an INCR in flight at that moment is simply not counted.
+fn spawn_signal_thread(acked: Arc<AtomicU64>) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    // Register before returning so a SIGTERM right after `ready` is already handled.
+    let (mut term, mut int) = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    thread::spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        println!("acked {}", acked.load(Ordering::SeqCst));
+        let _ = io::stdout().flush();
+        std::process::exit(0);
+    });
+    Ok(())
+}
+
+enum Target {
+    Fixed(String),
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+    },
+}
+
+impl Target {
+    fn resolve(&self) -> Result<String, String> {
+        match self {
+            Target::Fixed(addr) => Ok(addr.clone()),
+            Target::Sentinel {
+                sentinels,
+                master_name,
+            } => ask_sentinels(sentinels, master_name),
+        }
+    }
+}
+
+/// The command connection: connect, name it, `INCR` every interval until an error, repeat.
+fn writer(
+    target: &Target,
+    common: &Common,
+    subscribed: Option<mpsc::Receiver<()>>,
+    acked: &AtomicU64,
+) -> ExitCode {
+    let key = format!("rolecall-demo:{}:count", common.name);
+    let client_name = format!("rolecall-demo-{}", common.name);
+    let mut ready = false;
+    loop {
+        let result = target.resolve().and_then(|addr| -> Result<(), String> {
+            let mut conn = Conn::open(&addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+            conn.expect_ok(&["CLIENT", "SETNAME", &client_name])
+                .map_err(|e| format!("{}: CLIENT SETNAME: {e}", conn.peer))?;
+            println!("connected {}", conn.peer);
+            if !ready {
+                if let Some(rx) = &subscribed {
+                    // The subscriber retries forever; the caller bounds how long it waits for
+                    // `ready`.
+                    let _ = rx.recv();
+                }
+                println!("ready");
+                ready = true;
+            }
+            loop {
+                match conn.call(&["INCR", &key]) {
+                    Ok(Reply::Int) => {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(Reply::Error(e)) => return Err(format!("{}: INCR: {e}", conn.peer)),
+                    Ok(other) => {
+                        return Err(format!("{}: INCR: unexpected reply {other:?}", conn.peer));
+                    }
+                    Err(e) => return Err(format!("{}: INCR: {e}", conn.peer)),
+                }
+                thread::sleep(common.interval);
+            }
+        });
+        if let Err(e) = result {
+            eprintln!("error: {e}; reconnecting");
+        }
+        thread::sleep(RETRY_DELAY);
+    }
+}
+
+/// The subscriber connection, always redialled to the same address. Signals `first` once.
+fn subscriber(addr: &str, name: &str, first: mpsc::Sender<()>) {
+    let channel = format!("rolecall-demo:{name}:events");
+    let client_name = format!("rolecall-demo-{name}-sub");
+    let mut first = Some(first);
+    loop {
+        let result = (|| -> Result<(), String> {
+            let mut conn = Conn::open(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+            let peer = conn.peer;
+            conn.expect_ok(&["CLIENT", "SETNAME", &client_name])
+                .map_err(|e| format!("{peer}: CLIENT SETNAME: {e}"))?;
+            match conn.call(&["SUBSCRIBE", &channel]) {
+                Ok(Reply::Array(Some(_))) => {}
+                Ok(other) => return Err(format!("{peer}: SUBSCRIBE: unexpected reply {other:?}")),
+                Err(e) => return Err(format!("{peer}: SUBSCRIBE: {e}")),
+            }
+            println!("subscribed {peer}");
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
+            let mut idle = 0;
+            loop {
+                if conn.readable().map_err(|e| format!("{peer}: {e}"))? {
+                    // A message or a PING reply (`["pong", ""]` in RESP2 subscribed mode).
+                    conn.read_reply().map_err(|e| format!("{peer}: {e}"))?;
+                    idle = 0;
+                } else {
+                    idle += 1;
+                    if idle > SUBSCRIBER_MAX_IDLE {
+                        return Err(format!("{peer}: no reply to PING"));
+                    }
+                    conn.send(&["PING"]).map_err(|e| format!("{peer}: {e}"))?;
+                }
+            }
+        })();
+        if let Err(e) = result {
+            eprintln!("error: subscriber: {e}; reconnecting");
+        }
+        thread::sleep(RETRY_DELAY);
+    }
+}
+
+/// `SENTINEL get-master-addr-by-name` on each sentinel in turn; the first answer wins.
+fn ask_sentinels(sentinels: &[String], master_name: &str) -> Result<String, String> {
+    let mut errors = Vec::new();
+    for sentinel in sentinels {
+        let answer = Conn::open(sentinel)
+            .map_err(|e| e.to_string())
+            .and_then(|mut conn| {
+                conn.call(&["SENTINEL", "get-master-addr-by-name", master_name])
+                    .map_err(|e| e.to_string())
+            });
+        match answer {
+            Ok(Reply::Array(Some(items))) => match items.as_slice() {
+                [Reply::Bulk(Some(host)), Reply::Bulk(Some(port))] => {
+                    let host = String::from_utf8_lossy(host);
+                    let port = String::from_utf8_lossy(port);
+                    return Ok(if host.contains(':') {
+                        format!("[{host}]:{port}")
+                    } else {
+                        format!("{host}:{port}")
+                    });
+                }
+                _ => errors.push(format!("{sentinel}: unexpected reply {items:?}")),
+            },
+            Ok(Reply::Array(None)) => errors.push(format!("{sentinel}: master name unknown")),
+            Ok(other) => errors.push(format!("{sentinel}: unexpected reply {other:?}")),
+            Err(e) => errors.push(format!("{sentinel}: {e}")),
+        }
+    }
+    Err(format!("no sentinel answered: {}", errors.join("; ")))
+}
+
+#[derive(Debug)]
+enum Reply {
+    Status(String),
+    Error(String),
+    /// The value is checked to be an integer and dropped: this node only counts acks.
+    Int,
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+/// One RESP2 connection with bounded connect, read and write times.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    fn open(addr: &str) -> io::Result<Conn> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
+        for candidate in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+                    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+                    stream.set_nodelay(true)?;
+                    return Ok(Conn {
+                        writer: stream.try_clone()?,
+                        reader: BufReader::new(stream),
+                        peer: candidate,
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn send(&mut self, args: &[&str]) -> io::Result<()> {
+        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            buf.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            buf.extend_from_slice(arg.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&buf)
+    }
+
+    fn call(&mut self, args: &[&str]) -> io::Result<Reply> {
+        self.send(args)?;
+        self.read_reply()
+    }
+
+    fn expect_ok(&mut self, args: &[&str]) -> Result<(), String> {
+        match self.call(args) {
+            Ok(Reply::Status(s)) if s == "OK" => Ok(()),
+            Ok(Reply::Error(e)) => Err(e),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Waits up to the read timeout for the start of a reply: `Ok(false)` when nothing came.
+    /// Only a timeout *between* replies is idleness; one inside a reply breaks the framing
+    /// and is returned as an error by `read_reply`, which drops the connection.
+    fn readable(&mut self) -> io::Result<bool> {
+        match self.reader.fill_buf() {
+            Ok([]) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            )),
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_reply(&mut self) -> io::Result<Reply> {
+        read_reply(&mut self.reader, 0)
+    }
+}
+
+fn protocol_error(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn read_line(r: &mut impl BufRead) -> io::Result<String> {
+    let mut line = Vec::new();
+    // Bounded: a line longer than MAX_BULK is a protocol error, not a reason to keep reading.
+    let n = r.take(MAX_BULK as u64).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    if !line.ends_with(b"\r\n") {
+        return Err(protocol_error("unterminated line".to_owned()));
+    }
+    line.truncate(line.len() - 2);
+    String::from_utf8(line).map_err(|_| protocol_error("line is not UTF-8".to_owned()))
+}
+
+fn read_reply(r: &mut impl BufRead, depth: usize) -> io::Result<Reply> {
+    if depth > MAX_DEPTH {
+        return Err(protocol_error("reply nested too deeply".to_owned()));
+    }
+    let line = read_line(r)?;
+    let (kind, rest) = line.split_at_checked(1).unwrap_or(("", ""));
+    let length = |rest: &str, max: usize| -> io::Result<Option<usize>> {
+        let n: i64 = rest
+            .parse()
+            .map_err(|_| protocol_error(format!("bad length {rest:?}")))?;
+        match usize::try_from(n) {
+            Ok(n) if n <= max => Ok(Some(n)),
+            Ok(n) => Err(protocol_error(format!("length {n} over the cap {max}"))),
+            Err(_) if n == -1 => Ok(None),
+            Err(_) => Err(protocol_error(format!("bad length {n}"))),
+        }
+    };
+    match kind {
+        "+" => Ok(Reply::Status(rest.to_owned())),
+        "-" => Ok(Reply::Error(rest.to_owned())),
+        ":" => rest
+            .parse::<i64>()
+            .map(|_| Reply::Int)
+            .map_err(|_| protocol_error(format!("bad integer {rest:?}"))),
+        "$" => match length(rest, MAX_BULK)? {
+            None => Ok(Reply::Bulk(None)),
+            Some(n) => {
+                let mut data = vec![0; n + 2];
+                r.read_exact(&mut data)?;
+                if !data.ends_with(b"\r\n") {
+                    return Err(protocol_error("unterminated bulk string".to_owned()));
+                }
+                data.truncate(n);
+                Ok(Reply::Bulk(Some(data)))
+            }
+        },
+        "*" => match length(rest, MAX_ARRAY)? {
+            None => Ok(Reply::Array(None)),
+            Some(n) => (0..n)
+                .map(|_| read_reply(r, depth + 1))
+                .collect::<io::Result<Vec<_>>>()
+                .map(|items| Reply::Array(Some(items))),
+        },
+        _ => Err(protocol_error(format!("unknown reply type in {line:?}"))),
+    }
+}

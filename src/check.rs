@@ -1,0 +1,424 @@
+//! The check loop: the only owner of Redis I/O and the only writer of the snapshot.
+//!
+//! One check: find the node's live connections (/proc), ask every group's sentinels (all
+//! concurrently), route the node's connections to the servers of each group's topology, ask
+//! `ROLE` of those servers and of Sentinel's master, make the write probe on the master, then
+//! let the pure verdict code decide and publish one [`Snapshot`].
+//!
+//! Checks run every `interval`, and every `fast_interval` while a change of verdict waits for
+//! its rise/fall confirmation. A check can also be asked for at once through [`Trigger`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::join_all;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, GroupConfig};
+use crate::metrics::Metrics;
+use crate::probe::{Auth, Pool, ServerError, ServerFacts, server_facts};
+use crate::sentinel::{SentinelView, ServerAddr, ask_all, decide};
+use crate::snapshot::{
+    ConnectionStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus, ServerStatus,
+    Snapshot,
+};
+use crate::sockets::{DiscoverError, NodeSockets, discover};
+use crate::verdict::{GroupFacts, Observation, RoutedConnection, Tracker, observe, observe_group};
+
+/// Asks the check loop for a check now (a Sentinel event, an operator).
+#[derive(Clone, Default)]
+pub struct Trigger(Arc<Notify>);
+
+impl Trigger {
+    pub fn check_now(&self) {
+        self.0.notify_one();
+    }
+}
+
+struct Group {
+    config: GroupConfig,
+    sentinels: Vec<ServerAddr>,
+    sentinel_pool: Pool,
+    server_pool: Pool,
+    tracker: Tracker,
+}
+
+/// State kept across checks.
+pub struct Checker {
+    config: Arc<Config>,
+    groups: Vec<Group>,
+    tracker: Tracker,
+    checks: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Resolves a server address to the socket addresses a node connection may show.
+async fn resolve(addr: &ServerAddr, timeout: Duration) -> Vec<SocketAddr> {
+    if let Ok(ip) = addr.host.parse::<IpAddr>() {
+        return vec![SocketAddr::new(ip, addr.port)];
+    }
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((addr.host.as_str(), addr.port)))
+        .await
+    {
+        Ok(Ok(it)) => it
+            .map(|sa| match sa.ip() {
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => SocketAddr::new(IpAddr::V4(v4), sa.port()),
+                    None => sa,
+                },
+                IpAddr::V4(_) => sa,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Checker {
+    pub fn new(config: Arc<Config>) -> Checker {
+        let now = Instant::now();
+        let timeout = config.check.timeout;
+        let groups = config
+            .groups
+            .iter()
+            .map(|g| Group {
+                sentinels: g
+                    .sentinels
+                    .iter()
+                    .map(|s| s.parse().expect("validated sentinel address"))
+                    .collect(),
+                sentinel_pool: Pool::new(
+                    "sentinel",
+                    Auth {
+                        username: g.sentinel_username.clone(),
+                        password: g.sentinel_password.clone(),
+                    },
+                    timeout,
+                ),
+                server_pool: Pool::new(
+                    "server",
+                    Auth {
+                        username: g.username.clone(),
+                        password: g.password.clone(),
+                    },
+                    timeout,
+                ),
+                tracker: Tracker::new(config.check.policy.clone(), now),
+                config: g.clone(),
+            })
+            .collect();
+        Checker {
+            tracker: Tracker::new(config.check.policy.clone(), now),
+            groups,
+            checks: 0,
+            config,
+        }
+    }
+
+    /// The snapshot before any check.
+    pub fn starting_snapshot(&self) -> Snapshot {
+        Snapshot::starting(
+            NodeStatus {
+                name: self.config.node.name.clone(),
+                selector: self.config.node.selector.to_string(),
+                pids: Vec::new(),
+                running: false,
+            },
+            self.stale_after(),
+            self.config.check.policy.unknown_hold,
+        )
+    }
+
+    fn stale_after(&self) -> Duration {
+        // A check takes at most about 4 timeouts (sentinels: connect + commands; servers: the
+        // same); three missed intervals beyond that mean the loop is stuck.
+        self.config.check.interval * 3 + self.config.check.timeout * 4
+    }
+
+    /// Whether a verdict change is waiting for confirmation.
+    pub fn pending(&self) -> bool {
+        self.tracker.pending() || self.groups.iter().any(|g| g.tracker.pending())
+    }
+
+    /// Runs one complete check and returns the snapshot to publish.
+    pub async fn check(&mut self) -> Snapshot {
+        let started = Instant::now();
+        let selector = self.config.node.selector.clone();
+        let node = tokio::task::spawn_blocking(move || discover(&selector))
+            .await
+            .unwrap_or_else(|e| Err(DiscoverError::Unreadable(format!("discovery task failed: {e}"))));
+        let node_ok: Result<(), DiscoverError> = match &node {
+            Ok(_) => Ok(()),
+            Err(DiscoverError::NodeMissing(m)) => Err(DiscoverError::NodeMissing(m.clone())),
+            Err(DiscoverError::Unreadable(m)) => Err(DiscoverError::Unreadable(m.clone())),
+        };
+        let empty = NodeSockets::default();
+        let sockets = node.as_ref().unwrap_or(&empty);
+
+        let probe_key_base = format!(
+            "{}:{}",
+            self.config.check.probe_key_prefix, self.config.node.name
+        );
+        let probe = self
+            .config
+            .check
+            .write_probe
+            .then(|| (probe_key_base, self.config.check.probe_ttl));
+        let timeout = self.config.check.timeout;
+        let results = join_all(
+            self.groups
+                .iter_mut()
+                .map(|g| check_group(g, sockets, probe.clone(), timeout)),
+        )
+        .await;
+
+        let now = Instant::now();
+        let mut statuses = Vec::with_capacity(results.len());
+        let mut observations = Vec::with_capacity(results.len());
+        for (g, (obs, mut status)) in self.groups.iter_mut().zip(results) {
+            let group_obs = observe(&node_ok, std::slice::from_ref(&obs));
+            let d = g.tracker.update(group_obs, now);
+            status.verdict = d.verdict;
+            status.in_rotation = d.in_rotation;
+            status.reason = d.reason;
+            observations.push(obs);
+            statuses.push(status);
+        }
+        let obs = observe(&node_ok, &observations);
+        let (observed, observed_reason) = (obs.verdict, obs.reason.clone());
+        let decision = self.tracker.update(obs, now);
+        self.checks += 1;
+        Snapshot {
+            verdict: decision.verdict,
+            in_rotation: decision.in_rotation,
+            reason: decision.reason,
+            observed,
+            observed_reason,
+            checked: true,
+            checks: self.checks,
+            check_duration_ms: ms(started.elapsed()),
+            node: NodeStatus {
+                name: self.config.node.name.clone(),
+                selector: self.config.node.selector.to_string(),
+                pids: sockets.pids.clone(),
+                running: !matches!(node_ok, Err(DiscoverError::NodeMissing(_))),
+            },
+            groups: statuses,
+            completed: Some(Instant::now()),
+            stale_after: self.stale_after(),
+            fail_open_after: self.config.check.policy.unknown_hold,
+        }
+    }
+}
+
+fn now_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
+
+async fn check_group(
+    g: &mut Group,
+    sockets: &NodeSockets,
+    probe: Option<(String, Duration)>,
+    timeout: Duration,
+) -> (Observation, GroupStatus) {
+    let answers = ask_all(&mut g.sentinel_pool, &g.sentinels, &g.config.master_name).await;
+    let view: SentinelView = decide(&g.config.master_name, g.sentinels.len(), &answers);
+
+    // Route the node's connections to the servers of this topology, by address.
+    let servers: Vec<ServerAddr> = view.servers().cloned().collect();
+    let resolved = join_all(servers.iter().map(|s| resolve(s, timeout))).await;
+    let mut by_socket: HashMap<SocketAddr, ServerAddr> = HashMap::new();
+    for (s, addrs) in servers.iter().zip(resolved) {
+        for a in addrs {
+            by_socket.entry(a).or_insert_with(|| s.clone());
+        }
+    }
+    let routed: Vec<RoutedConnection> = sockets
+        .connections
+        .iter()
+        .filter_map(|c| {
+            by_socket.get(&c.remote).map(|s| RoutedConnection {
+                connection: *c,
+                server: s.clone(),
+            })
+        })
+        .collect();
+
+    // ROLE of every server the node talks to and of Sentinel's master; the probe on the master.
+    let mut ask: BTreeSet<ServerAddr> = routed.iter().map(|r| r.server.clone()).collect();
+    if let Some(m) = &view.master {
+        ask.insert(m.clone());
+    }
+    let stamp = now_millis().to_string();
+    let fact_futures: Vec<_> = ask
+        .iter()
+        .map(|addr| {
+            let conn = g.server_pool.connection(addr);
+            let p = match (&probe, &view.master) {
+                (Some((key, ttl)), Some(m)) if m == addr => {
+                    Some((key.clone(), stamp.clone(), *ttl))
+                }
+                _ => None,
+            };
+            let addr = addr.clone();
+            async move {
+                let deadline = timeout * 3;
+                match tokio::time::timeout(deadline, async {
+                    server_facts(conn.await, addr.clone(), timeout, p.clone()).await
+                })
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let e = ServerError::timeout("server", &addr, deadline);
+                        (
+                            addr,
+                            ServerFacts {
+                                role: Err(e.clone()),
+                                latency: None,
+                                probe: p.map(|_| Err(e)),
+                            },
+                            None,
+                        )
+                    }
+                }
+            }
+        })
+        .collect();
+    let mut facts: BTreeMap<ServerAddr, ServerFacts> = BTreeMap::new();
+    for (addr, f, conn) in join_all(fact_futures).await {
+        match conn {
+            Some(c) => g.server_pool.keep(&addr, c),
+            None => g.server_pool.forget(&addr),
+        }
+        facts.insert(addr, f);
+    }
+    let known: BTreeSet<ServerAddr> = servers.iter().cloned().collect();
+    g.server_pool.retain(|a| known.contains(a));
+
+    let probe_result = view
+        .master
+        .as_ref()
+        .and_then(|m| facts.get(m))
+        .and_then(|f| f.probe.clone());
+    let role_of = |a: &ServerAddr| facts.get(a).map(|f| f.role.clone());
+    let obs = observe_group(&GroupFacts {
+        view: &view,
+        connections: &routed,
+        role_of: &role_of,
+        probe: probe_result.as_ref(),
+    });
+
+    let status = GroupStatus {
+        name: g.config.name.clone(),
+        master_name: g.config.master_name.clone(),
+        verdict: obs.verdict,
+        in_rotation: true,
+        reason: obs.reason.clone(),
+        master: view.master.clone(),
+        votes: view.votes,
+        configured_sentinels: view.configured,
+        dissent: {
+            let mut d = view.dissent.clone();
+            if let Some(p) = &view.problem {
+                d.insert(0, p.clone());
+            }
+            d
+        },
+        sentinels: answers
+            .iter()
+            .map(|a| SentinelStatus {
+                addr: a.addr.clone(),
+                master: a.result.as_ref().ok().and_then(|r| r.master.clone()),
+                tilt: a.result.as_ref().is_ok_and(|r| r.tilt),
+                error: a.result.as_ref().err().map(|e| e.to_string()),
+                latency_ms: a.latency.map(ms),
+            })
+            .collect(),
+        connections: routed
+            .iter()
+            .map(|r| ConnectionStatus {
+                local: r.connection.local.to_string(),
+                remote: r.connection.remote.to_string(),
+                server: r.server.clone(),
+                role: facts
+                    .get(&r.server)
+                    .and_then(|f| f.role.as_ref().ok())
+                    .map(|role| role.name().to_string()),
+            })
+            .collect(),
+        servers: facts
+            .iter()
+            .map(|(addr, f)| ServerStatus {
+                addr: addr.clone(),
+                role: f.role.as_ref().ok().map(|r| r.name().to_string()),
+                error: f.role.as_ref().err().map(|e| e.to_string()),
+                latency_ms: f.latency.map(ms),
+            })
+            .collect(),
+        probe: probe_result.as_ref().map(|r| ProbeStatus {
+            ok: r.is_ok(),
+            error: r.as_ref().err().map(|e| e.to_string()),
+        }),
+    };
+    (obs, status)
+}
+
+/// Runs checks until `shutdown`, publishing each snapshot.
+pub async fn run(
+    mut checker: Checker,
+    tx: watch::Sender<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+    trigger: Trigger,
+    shutdown: CancellationToken,
+) {
+    let interval = checker.config.check.interval;
+    let fast = checker.config.check.fast_interval;
+    let mut last: Option<(crate::verdict::Verdict, bool)> = None;
+    loop {
+        let snapshot = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = checker.check() => s,
+        };
+        metrics.observe_check(&snapshot);
+        let now = (snapshot.verdict, snapshot.in_rotation);
+        if last != Some(now) {
+            metrics.verdict_changed();
+            if snapshot.in_rotation {
+                tracing::info!(
+                    verdict = %snapshot.verdict,
+                    in_rotation = snapshot.in_rotation,
+                    reason = %snapshot.reason,
+                    "verdict changed"
+                );
+            } else {
+                tracing::warn!(
+                    verdict = %snapshot.verdict,
+                    in_rotation = snapshot.in_rotation,
+                    reason = %snapshot.reason,
+                    "verdict changed"
+                );
+            }
+            crate::systemd::status(&snapshot);
+            last = Some(now);
+        } else {
+            tracing::debug!(verdict = %snapshot.verdict, duration_ms = snapshot.check_duration_ms, "check complete");
+        }
+        crate::systemd::watchdog();
+        let _ = tx.send(Arc::new(snapshot));
+        let wait = if checker.pending() { fast } else { interval };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = trigger.0.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! Configuration: the TOML file as written (`Raw*`, serde, unknown keys rejected) and the
+//! validated [`Config`] the rest of rolecall uses.
+//!
+//! Two stages, as ripgrep does with its flags: the raw stage only mirrors the file, the
+//! validated stage holds decisions (defaults applied, durations checked against each other,
+//! secrets read from their files). [`Config::from_toml_str`] is what tests call;
+//! [`Config::load`] opens the file and puts its path in front of every error.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+use crate::sockets::NodeSelector;
+use crate::verdict::{Policy, Verdict};
+
+/// A configuration error, printed as `FILE:LINE:COL: message` where a position is known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{location}{message}")]
+    Parse { location: String, message: String },
+    #[error("{location}{message}")]
+    Invalid { location: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            location: String::new(),
+            message: message.into(),
+        }
+    }
+
+    fn with_path(self, path: &Path) -> Self {
+        let p = path.display();
+        match self {
+            ConfigError::Parse { location, message } => ConfigError::Parse {
+                location: format!("{p}:{location}"),
+                message,
+            },
+            ConfigError::Invalid { location, message } => ConfigError::Invalid {
+                location: format!("{p}: {location}"),
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    node: RawNode,
+    #[serde(default)]
+    redis: Vec<RawRedis>,
+    #[serde(default)]
+    check: RawCheck,
+    agent: Option<RawAgent>,
+    http: Option<RawHttp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Option<String>,
+    pid: Option<u32>,
+    pid_file: Option<PathBuf>,
+    process: Option<String>,
+    namespace: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    name: Option<String>,
+    master_name: String,
+    sentinels: Vec<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    sentinel_username: Option<String>,
+    sentinel_password_file: Option<PathBuf>,
+    sentinel_password_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    #[serde(default, with = "humantime_serde")]
+    interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    fast_interval: Option<Duration>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    unknown_hold: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    disconnected_grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    stale_master_grace: Option<Duration>,
+    write_probe: Option<bool>,
+    probe_key_prefix: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    probe_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    listen: String,
+    out_reply: Option<String>,
+    #[serde(default)]
+    reply: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub groups: Vec<GroupConfig>,
+    pub check: CheckConfig,
+    pub agent: Option<AgentConfig>,
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub selector: NodeSelector,
+}
+
+/// One Sentinel-managed master.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub name: String,
+    pub master_name: String,
+    pub sentinels: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fast_interval: Duration,
+    pub policy: Policy,
+    pub write_probe: bool,
+    pub probe_key_prefix: String,
+    pub probe_ttl: Duration,
+}
+
+/// HAProxy agent reply words (see `agent`), validated to words HAProxy accepts.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    /// Reply word per verdict that takes the node out of rotation.
+    pub out_reply: std::collections::BTreeMap<Verdict, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// Words HAProxy's agent check understands as an administrative or operational state
+/// (HAProxy configuration.txt, "agent-check"). `up`/`ready` are rolecall's own and not
+/// configurable.
+const OUT_WORDS: &[&str] = &["drain", "down", "maint", "fail", "stopped"];
+
+pub const EXAMPLE: &str = include_str!("../rolecall.example.toml");
+
+impl Config {
+    /// Reads and validates the file at `path`; errors carry the path.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Config::from_toml_str(&text).map_err(|e| e.with_path(path))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let location = e
+                .span()
+                .map(|span| {
+                    let (line, col) = line_col(text, span.start);
+                    format!("{line}:{col}: ")
+                })
+                .unwrap_or_default();
+            ConfigError::Parse {
+                location,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        validate(raw)
+    }
+
+    /// The group with this name, if any.
+    pub fn group(&self, name: &str) -> Option<&GroupConfig> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn parse_listen(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        ConfigError::invalid(format!(
+            "{what}.listen: {s:?} is not an address like \"0.0.0.0:7070\" or \"[::]:7070\""
+        ))
+    })
+}
+
+fn read_secret(
+    what: &str,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(format!(
+            "{what}: set either a password file or a password environment variable, not both"
+        ))),
+        (Some(path), None) => Secret::from_file(&path)
+            .map(Some)
+            .map_err(|e| ConfigError::invalid(format!("{what}: {e}"))),
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+            _ => Err(ConfigError::invalid(format!(
+                "{what}: environment variable {var} is not set or empty"
+            ))),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let n = &raw.node;
+    let mut selectors = Vec::new();
+    if let Some(pid) = n.pid {
+        if pid == 0 {
+            return Err(ConfigError::invalid("node.pid: 0 is not a process id"));
+        }
+        selectors.push(NodeSelector::Pid(pid));
+    }
+    if let Some(p) = &n.pid_file {
+        selectors.push(NodeSelector::PidFile(p.clone()));
+    }
+    if let Some(p) = &n.process {
+        if p.is_empty() {
+            return Err(ConfigError::invalid("node.process: empty process name"));
+        }
+        selectors.push(NodeSelector::Process(p.clone()));
+    }
+    if n.namespace == Some(true) {
+        selectors.push(NodeSelector::Namespace);
+    }
+    let selector = match selectors.len() {
+        1 => selectors.remove(0),
+        0 => {
+            return Err(ConfigError::invalid(
+                "node: say how to find the node: one of pid, pid_file, process or namespace = true",
+            ));
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                "node: pid, pid_file, process and namespace are alternatives; set exactly one",
+            ));
+        }
+    };
+    let node = NodeConfig {
+        name: n.name.clone().unwrap_or_else(host_name),
+        selector,
+    };
+    if node.name.is_empty() {
+        return Err(ConfigError::invalid("node.name: empty"));
+    }
+
+    if raw.redis.is_empty() {
+        return Err(ConfigError::invalid(
+            "no [[redis]] group: add one with master_name and sentinels",
+        ));
+    }
+    let mut groups: Vec<GroupConfig> = Vec::new();
+    for r in raw.redis {
+        let name = r.name.unwrap_or_else(|| r.master_name.clone());
+        let what = format!("redis {name:?}");
+        if r.master_name.is_empty() {
+            return Err(ConfigError::invalid(format!("{what}: empty master_name")));
+        }
+        if r.sentinels.is_empty() {
+            return Err(ConfigError::invalid(format!(
+                "{what}: sentinels is empty; list every sentinel (\"host:port\")"
+            )));
+        }
+        for s in &r.sentinels {
+            if !valid_host_port(s) {
+                return Err(ConfigError::invalid(format!(
+                    "{what}: sentinel {s:?} is not \"host:port\""
+                )));
+            }
+        }
+        let mut uniq = r.sentinels.clone();
+        uniq.sort();
+        uniq.dedup();
+        if uniq.len() != r.sentinels.len() {
+            return Err(ConfigError::invalid(format!(
+                "{what}: a sentinel is listed twice (it would vote twice)"
+            )));
+        }
+        if groups.iter().any(|g| g.name == name) {
+            return Err(ConfigError::invalid(format!(
+                "{what}: two [[redis]] groups share this name"
+            )));
+        }
+        groups.push(GroupConfig {
+            password: read_secret(
+                &format!("{what} password"),
+                r.password_file,
+                r.password_env,
+            )?,
+            sentinel_password: read_secret(
+                &format!("{what} sentinel password"),
+                r.sentinel_password_file,
+                r.sentinel_password_env,
+            )?,
+            name,
+            master_name: r.master_name,
+            sentinels: r.sentinels,
+            username: r.username,
+            sentinel_username: r.sentinel_username,
+        });
+    }
+
+    let c = raw.check;
+    let interval = c.interval.unwrap_or(Duration::from_secs(1));
+    let timeout = c.timeout.unwrap_or(Duration::from_millis(300));
+    let fast_interval = c.fast_interval.unwrap_or(Duration::from_millis(100));
+    if interval < Duration::from_millis(10) {
+        return Err(ConfigError::invalid(
+            "check.interval: must be at least 10ms",
+        ));
+    }
+    if timeout.is_zero() || timeout >= interval {
+        return Err(ConfigError::invalid(format!(
+            "check.timeout ({}) must be above zero and below check.interval ({})",
+            humantime::format_duration(timeout),
+            humantime::format_duration(interval)
+        )));
+    }
+    if fast_interval.is_zero() || fast_interval > interval {
+        return Err(ConfigError::invalid(
+            "check.fast_interval: must be above zero and at most check.interval",
+        ));
+    }
+    let rise = c.rise.unwrap_or(2);
+    let fall = c.fall.unwrap_or(2);
+    if rise == 0 || fall == 0 {
+        return Err(ConfigError::invalid(
+            "check.rise and check.fall: must be at least 1",
+        ));
+    }
+    let probe_ttl = c.probe_ttl.unwrap_or(Duration::from_secs(10));
+    if probe_ttl < Duration::from_millis(1) {
+        return Err(ConfigError::invalid("check.probe_ttl: must be at least 1ms"));
+    }
+    let probe_key_prefix = c.probe_key_prefix.unwrap_or_else(|| "rolecall".to_string());
+    if probe_key_prefix.is_empty() {
+        return Err(ConfigError::invalid("check.probe_key_prefix: empty"));
+    }
+    let check = CheckConfig {
+        interval,
+        timeout,
+        fast_interval,
+        policy: Policy {
+            rise,
+            fall,
+            unknown_hold: c.unknown_hold.unwrap_or(Duration::from_secs(30)),
+            disconnected_grace: c.disconnected_grace.unwrap_or(Duration::from_secs(5)),
+            stale_master_grace: c.stale_master_grace.unwrap_or(Duration::from_secs(15)),
+        },
+        write_probe: c.write_probe.unwrap_or(true),
+        probe_key_prefix,
+        probe_ttl,
+    };
+
+    let agent = match raw.agent {
+        None => None,
+        Some(a) => {
+            let listen = parse_listen("agent", &a.listen)?;
+            let default = a.out_reply.unwrap_or_else(|| "drain".to_string());
+            check_out_word("agent.out_reply", &default)?;
+            let mut out_reply = std::collections::BTreeMap::new();
+            for v in Verdict::ALL {
+                if !v.in_rotation_by_default() {
+                    out_reply.insert(v, default.clone());
+                }
+            }
+            for (k, word) in a.reply {
+                let v = Verdict::from_name(&k).ok_or_else(|| {
+                    ConfigError::invalid(format!(
+                        "agent.reply: {k:?} is not a verdict (one of {})",
+                        Verdict::ALL.map(|v| v.as_str()).join(", ")
+                    ))
+                })?;
+                if v.in_rotation_by_default() {
+                    return Err(ConfigError::invalid(format!(
+                        "agent.reply.{k}: this verdict keeps the node in rotation; only verdicts that take it out have a reply"
+                    )));
+                }
+                check_out_word(&format!("agent.reply.{k}"), &word)?;
+                out_reply.insert(v, word);
+            }
+            Some(AgentConfig { listen, out_reply })
+        }
+    };
+    let http = match raw.http {
+        None => None,
+        Some(h) => Some(HttpConfig {
+            listen: parse_listen("http", &h.listen)?,
+        }),
+    };
+    if agent.is_none() && http.is_none() {
+        return Err(ConfigError::invalid(
+            "neither [agent] nor [http] is configured: rolecall would have nobody to tell",
+        ));
+    }
+    Ok(Config {
+        node,
+        groups,
+        check,
+        agent,
+        http,
+    })
+}
+
+fn check_out_word(what: &str, word: &str) -> Result<(), ConfigError> {
+    if OUT_WORDS.contains(&word) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(format!(
+            "{what}: {word:?} is not an agent word HAProxy accepts for a node out of rotation (one of {})",
+            OUT_WORDS.join(", ")
+        )))
+    }
+}
+
+fn valid_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+impl fmt::Display for CheckConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "interval {} timeout {} rise {} fall {}",
+            humantime::format_duration(self.interval),
+            humantime::format_duration(self.timeout),
+            self.policy.rise,
+            self.policy.fall
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESIGN_EXAMPLE: &str = r#"
+[node]
+name = "centrifugo-1"          # default: the host name
+pid_file = "/run/centrifugo.pid" # or: pid = 1234 / process = "centrifugo" / systemd_unit = "centrifugo.service" / namespace = true
+
+[[redis]]                        # one table per Sentinel-managed master; several for a sharded setup
+name = "main"
+master_name = "mymaster"
+sentinels = ["10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"]
+
+[check]
+interval = "1s"
+timeout = "300ms"
+
+[agent]
+listen = "0.0.0.0:7070"
+
+[http]
+listen = "0.0.0.0:7071"
+"#;
+
+    #[test]
+    fn the_design_example_loads_as_written() {
+        let c = Config::from_toml_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(c.node.name, "centrifugo-1");
+        assert_eq!(
+            c.node.selector,
+            NodeSelector::PidFile("/run/centrifugo.pid".into())
+        );
+        assert_eq!(c.groups.len(), 1);
+        assert_eq!(c.groups[0].sentinels.len(), 3);
+        assert_eq!(c.check.interval, Duration::from_secs(1));
+        assert_eq!(c.check.timeout, Duration::from_millis(300));
+        assert_eq!(c.agent.unwrap().listen.port(), 7070);
+        assert_eq!(c.http.unwrap().listen.port(), 7071);
+    }
+
+    #[test]
+    fn the_shipped_example_loads() {
+        let c = Config::from_toml_str(EXAMPLE).unwrap();
+        assert!(!c.groups.is_empty());
+    }
+
+    #[test]
+    fn pid_is_accepted_as_selector() {
+        let text = DESIGN_EXAMPLE.replace("pid_file = \"/run/centrifugo.pid\"", "pid = 1234");
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(c.node.selector, NodeSelector::Pid(1234));
+    }
+
+    #[test]
+    fn a_misspelt_key_is_reported_with_line_and_column() {
+        let text = DESIGN_EXAMPLE.replace("timeout = \"300ms\"", "timout = \"300ms\"");
+        let err = Config::from_toml_str(&text).unwrap_err().to_string();
+        assert!(err.starts_with("13:1: "), "{err}");
+        assert!(err.contains("timout"), "{err}");
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused_with_a_reason() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("timeout = \"300ms\"", "timeout = \"2s\"", "below check.interval"),
+            ("interval = \"1s\"", "interval = \"1s\"\nrise = 0", "at least 1"),
+            ("interval = \"1s\"", "interval = \"soon\"", "12:12: invalid value"),
+            (
+                "sentinels = [\"10.0.0.1:26379\", \"10.0.0.2:26379\", \"10.0.0.3:26379\"]",
+                "sentinels = []",
+                "sentinels is empty",
+            ),
+            (
+                "\"10.0.0.3:26379\"]",
+                "\"10.0.0.2:26379\"]",
+                "listed twice",
+            ),
+            ("\"10.0.0.3:26379\"]", "\"10.0.0.3\"]", "not \"host:port\""),
+            (
+                "pid_file = \"/run/centrifugo.pid\"",
+                "pid_file = \"/run/centrifugo.pid\"\npid = 3",
+                "exactly one",
+            ),
+            ("pid_file = \"/run/centrifugo.pid\"", "", "how to find the node"),
+            ("listen = \"0.0.0.0:7070\"", "listen = \"7070\"", "not an address"),
+            (
+                "listen = \"0.0.0.0:7070\"",
+                "listen = \"0.0.0.0:7070\"\nout_reply = \"failed\"",
+                "not an agent word",
+            ),
+        ];
+        for (from, to, expect) in cases {
+            assert!(DESIGN_EXAMPLE.contains(from), "{from}");
+            let text = DESIGN_EXAMPLE.replacen(from, to, 1);
+            let err = Config::from_toml_str(&text)
+                .expect_err(to)
+                .to_string();
+            assert!(err.contains(expect), "{to:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn agent_replies_are_configurable_per_verdict() {
+        let text = DESIGN_EXAMPLE.replace(
+            "listen = \"0.0.0.0:7070\"",
+            "listen = \"0.0.0.0:7070\"\nreply.stuck_on_replica = \"down\"",
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        let a = c.agent.unwrap();
+        assert_eq!(a.out_reply[&Verdict::StuckOnReplica], "down");
+        assert_eq!(a.out_reply[&Verdict::NodeMissing], "drain");
+        let bad = DESIGN_EXAMPLE.replace(
+            "listen = \"0.0.0.0:7070\"",
+            "listen = \"0.0.0.0:7070\"\nreply.ok = \"down\"",
+        );
+        assert!(Config::from_toml_str(&bad).is_err());
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,268 @@
+//! The HTTP server for Kubernetes probes and monitoring.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/livez` | always `200 ok` while the process serves: liveness never depends on Redis |
+//! | `/readyz` | `200 ready` in rotation, `503 not ready` otherwise and until the first complete check; `?verbose` lists each check |
+//! | `/status` | the snapshot as JSON (never a secret) |
+//! | `/metrics` | Prometheus text |
+//!
+//! GET and HEAD only (405 otherwise); any other path is 404. Every answer comes from the
+//! published snapshot. Connections are capped and each has a header-read timeout, so slow or
+//! idle clients cannot starve the probes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+const MAX_CONNECTIONS: usize = 1024;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle keep-alive connection is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// `/readyz?verbose`: one line per check, as kube-apiserver prints them.
+fn readyz_verbose(s: &Snapshot, now: Instant) -> String {
+    let e = s.at(now);
+    let mark = |ok: bool| if ok { "[+]" } else { "[-]" };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{}first-check {}\n",
+        mark(s.checked),
+        if s.checked { "ok" } else { "pending" }
+    ));
+    out.push_str(&format!(
+        "{}snapshot {}\n",
+        mark(!e.stale),
+        if e.stale { "stale" } else { "fresh" }
+    ));
+    for g in &s.groups {
+        out.push_str(&format!(
+            "{}group {} {}: {}\n",
+            mark(g.in_rotation),
+            g.name,
+            g.verdict,
+            g.reason
+        ));
+    }
+    out.push_str(&format!("{}node {}: {}\n", mark(e.in_rotation), e.verdict, e.reason));
+    out.push_str(if e.in_rotation {
+        "readyz check passed\n"
+    } else {
+        "readyz check failed\n"
+    });
+    out
+}
+
+/// Answers one request from the snapshot. Pure apart from reading the clock.
+pub fn respond(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    snapshot: &Snapshot,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
+    let known = matches!(path, "/livez" | "/readyz" | "/status" | "/metrics");
+    if !known {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let now = Instant::now();
+    let mut r = match path {
+        "/livez" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let e = snapshot.at(now);
+            let status = if e.in_rotation {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let verbose = query.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
+            if verbose {
+                text(status, readyz_verbose(snapshot, now))
+            } else if e.in_rotation {
+                text(status, "ready\n")
+            } else {
+                text(status, "not ready\n")
+            }
+        }
+        "/status" => {
+            let body = serde_json::to_vec_pretty(&snapshot.to_json(now)).unwrap_or_default();
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        _ => {
+            let mut r = text(StatusCode::OK, metrics.encode());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+    };
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Serves HTTP on `listener` until `shutdown`, then drains open connections for a bounded time.
+pub async fn serve(
+    listener: TcpListener,
+    rx: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (rx, metrics) = (rx.clone(), metrics.clone());
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let snapshot = rx.borrow().clone();
+            let r = respond(
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+                &snapshot,
+                &metrics,
+            );
+            let head = req.method() == Method::HEAD;
+            async move {
+                let mut r = r;
+                if head {
+                    *r.body_mut() = Full::new(Bytes::new());
+                }
+                Ok::<_, Infallible>(r)
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(16 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Bound a connection's whole life, so idle keep-alive clients give their slot back.
+            let _ = tokio::time::timeout(IDLE_TIMEOUT, conn).await;
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "http connections still open at shutdown; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::NodeStatus;
+    use crate::verdict::Verdict;
+
+    fn snapshot(in_rotation: bool, checked: bool) -> Snapshot {
+        let mut s = Snapshot::starting(
+            NodeStatus {
+                name: "n".into(),
+                selector: "pid 1".into(),
+                pids: vec![1],
+                running: true,
+            },
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        s.checked = checked;
+        s.in_rotation = in_rotation;
+        s.verdict = if in_rotation { Verdict::Ok } else { Verdict::StuckOnReplica };
+        if checked {
+            s.completed = Some(Instant::now());
+        }
+        s
+    }
+
+    fn status(m: Method, path: &str, q: Option<&str>, s: &Snapshot) -> (u16, String) {
+        let r = respond(&m, path, q, s, &Metrics::new());
+        let code = r.status().as_u16();
+        let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(r.into_body()))
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        (code, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn endpoints_answer_from_the_snapshot() {
+        let ready = snapshot(true, true);
+        let out = snapshot(false, true);
+        let starting = snapshot(false, false);
+        assert_eq!(status(Method::GET, "/livez", None, &out), (200, "ok\n".into()));
+        assert_eq!(status(Method::GET, "/readyz", None, &ready), (200, "ready\n".into()));
+        assert_eq!(status(Method::GET, "/readyz", None, &out), (503, "not ready\n".into()));
+        assert_eq!(status(Method::GET, "/readyz", None, &starting).0, 503);
+        let (code, body) = status(Method::GET, "/readyz", Some("verbose"), &out);
+        assert_eq!(code, 503);
+        assert!(body.contains("[-]node stuck_on_replica") && body.ends_with("readyz check failed\n"), "{body}");
+        let (code, body) = status(Method::GET, "/status", None, &out);
+        assert_eq!(code, 200);
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(j["verdict"], "stuck_on_replica");
+        assert_eq!(j["in_rotation"], false);
+        let (code, body) = status(Method::GET, "/metrics", None, &out);
+        assert_eq!(code, 200);
+        assert!(body.contains("# TYPE rolecall_in_rotation gauge"), "{body}");
+    }
+
+    #[test]
+    fn wrong_methods_and_paths_are_refused() {
+        let s = snapshot(true, true);
+        assert_eq!(status(Method::POST, "/readyz", None, &s).0, 405);
+        assert_eq!(status(Method::DELETE, "/status", None, &s).0, 405);
+        assert_eq!(status(Method::GET, "/nope", None, &s).0, 404);
+        assert_eq!(status(Method::HEAD, "/livez", None, &s).0, 200);
+    }
+}

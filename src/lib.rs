@@ -1,0 +1,99 @@
+//! rolecall: tells load balancers and orchestrators whether a node's live Redis traffic goes to
+//! Sentinel's one true master, and whether it can write there.
+//!
+//! # Layout
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! config ──► sentinel (Sentinel's view) ─┐
+//!            sockets  (node's connections)┼─► check ──► verdict (pure) ──► snapshot (watch) ──► agent / http / metrics / systemd
+//!            probe    (ROLE, write probe) ┘
+//! ```
+//!
+//! - [`config`]: the TOML file, raw and validated.
+//! - [`sentinel`]: every sentinel asked concurrently; the master decided by majority.
+//! - [`sockets`]: the node's established TCP connections, from /proc.
+//! - [`probe`]: rolecall's own connections to the servers: `ROLE`, the write probe, error classes.
+//! - [`verdict`]: the pure decision and its rise/fall/grace/hold policy.
+//! - [`check`]: the check loop, the only owner of Redis I/O and the only writer of the snapshot.
+//! - [`snapshot`]: the one published state every server reads.
+//! - [`agent`], [`http`], [`metrics`], [`systemd`]: the outputs.
+//! - [`secret`]: passwords that never print.
+//!
+//! [`run`] wires them together with bound listeners and one cancellation token.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod check;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod probe;
+pub mod secret;
+pub mod sentinel;
+pub mod snapshot;
+pub mod sockets;
+pub mod systemd;
+pub mod verdict;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::check::{Checker, Trigger};
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Listeners bound before [`run`] (so that bad addresses fail before anything starts).
+pub struct Listeners {
+    pub agent: Option<TcpListener>,
+    pub http: Option<TcpListener>,
+}
+
+/// How long the servers get to finish open connections after `shutdown`.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(6);
+
+/// Runs rolecall until `shutdown` is cancelled.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
+    let config = Arc::new(config);
+    let checker = Checker::new(config.clone());
+    let (tx, rx) = watch::channel(Arc::new(checker.starting_snapshot()));
+    let metrics = Arc::new(Metrics::new());
+    let trigger = Trigger::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(check::run(
+        checker,
+        tx,
+        metrics.clone(),
+        trigger,
+        shutdown.clone(),
+    ));
+    if let (Some(l), Some(cfg)) = (listeners.agent, config.agent.clone()) {
+        tasks.spawn(agent::serve(l, rx.clone(), cfg, shutdown.clone()));
+    }
+    if let Some(l) = listeners.http {
+        tasks.spawn(http::serve(l, rx.clone(), metrics, shutdown.clone()));
+    }
+    systemd::ready();
+    shutdown.cancelled().await;
+    systemd::stopping();
+    if tokio::time::timeout(SHUTDOWN_DRAIN, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(timeout = ?SHUTDOWN_DRAIN, "shutdown drain ran out; stopping anyway");
+    }
+}
+
+/// Runs one complete check (for `rolecall check`) and returns its snapshot.
+pub async fn check_once(config: Config) -> snapshot::Snapshot {
+    let mut checker = Checker::new(Arc::new(config));
+    checker.check().await
+}

@@ -1,0 +1,195 @@
+//! Prometheus metrics, updated by the check loop (the one writer) and encoded on a scrape.
+//!
+//! The values are atomics inside `prometheus-client` families, so a scrape never waits on a
+//! check.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::snapshot::Snapshot;
+use crate::verdict::Verdict;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    verdict: Family<Labels, Gauge>,
+    in_rotation: Gauge,
+    checks: Counter,
+    changes: Counter,
+    check_duration: Histogram,
+    sentinel_up: Family<Labels, Gauge>,
+    node_connections: Family<Labels, Gauge>,
+    probe_ok: Family<Labels, Gauge>,
+    server_latency: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Label sets written by the previous check, so vanished ones are removed.
+    last_servers: Mutex<Vec<Labels>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("rolecall");
+        let verdict = Family::<Labels, Gauge>::default();
+        registry.register(
+            "verdict",
+            "1 for the node's current verdict, 0 for the others",
+            verdict.clone(),
+        );
+        let in_rotation = Gauge::default();
+        registry.register(
+            "in_rotation",
+            "1 when rolecall tells load balancers to send traffic to the node",
+            in_rotation.clone(),
+        );
+        let checks = Counter::default();
+        registry.register("checks", "Complete checks", checks.clone());
+        let changes = Counter::default();
+        registry.register(
+            "verdict_changes",
+            "Changes of the published verdict or rotation",
+            changes.clone(),
+        );
+        let check_duration = Histogram::new(
+            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5].into_iter(),
+        );
+        registry.register(
+            "check_duration_seconds",
+            "Duration of one complete check",
+            check_duration.clone(),
+        );
+        let sentinel_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sentinel_up",
+            "1 when the sentinel answered the last check",
+            sentinel_up.clone(),
+        );
+        let node_connections = Family::<Labels, Gauge>::default();
+        registry.register(
+            "node_connections",
+            "The node's live connections to the group's servers",
+            node_connections.clone(),
+        );
+        let probe_ok = Family::<Labels, Gauge>::default();
+        registry.register(
+            "probe_write_ok",
+            "1 when the write probe on Sentinel's master succeeded",
+            probe_ok.clone(),
+        );
+        let server_latency = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "server_role_latency_seconds",
+            "Latency of ROLE on each server asked in the last check",
+            server_latency.clone(),
+        );
+        Metrics {
+            registry,
+            verdict,
+            in_rotation,
+            checks,
+            changes,
+            check_duration,
+            sentinel_up,
+            node_connections,
+            probe_ok,
+            server_latency,
+            last_servers: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn verdict_changed(&self) {
+        self.changes.inc();
+    }
+
+    /// Records one completed check.
+    pub fn observe_check(&self, s: &Snapshot) {
+        self.checks.inc();
+        self.check_duration.observe(s.check_duration_ms / 1000.0);
+        for v in Verdict::ALL {
+            self.verdict
+                .get_or_create(&vec![("verdict".to_string(), v.as_str().to_string())])
+                .set(i64::from(v == s.verdict));
+        }
+        self.in_rotation.set(i64::from(s.in_rotation));
+        let mut servers = Vec::new();
+        for g in &s.groups {
+            let group = ("group".to_string(), g.name.clone());
+            for sen in &g.sentinels {
+                self.sentinel_up
+                    .get_or_create(&vec![group.clone(), ("sentinel".to_string(), sen.addr.to_string())])
+                    .set(i64::from(sen.error.is_none()));
+            }
+            self.node_connections
+                .get_or_create(&vec![group.clone()])
+                .set(g.connections.len() as i64);
+            self.probe_ok
+                .get_or_create(&vec![group.clone()])
+                .set(i64::from(g.probe.as_ref().is_some_and(|p| p.ok)));
+            for srv in &g.servers {
+                let labels = vec![group.clone(), ("server".to_string(), srv.addr.to_string())];
+                if let Some(l) = srv.latency_ms {
+                    self.server_latency.get_or_create(&labels).set(l / 1000.0);
+                    servers.push(labels);
+                }
+            }
+        }
+        // A poisoned lock only means a panic elsewhere; the list is still usable.
+        let mut last = self.last_servers.lock().unwrap_or_else(|e| e.into_inner());
+        for old in last.iter() {
+            if !servers.contains(old) {
+                self.server_latency.remove(old);
+            }
+        }
+        *last = servers;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn metrics_show_the_verdict_and_check_duration() {
+        let m = Metrics::new();
+        let mut s = Snapshot::starting(
+            crate::snapshot::NodeStatus {
+                name: "n".into(),
+                selector: "pid 1".into(),
+                pids: vec![],
+                running: true,
+            },
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        s.verdict = Verdict::StuckOnReplica;
+        s.check_duration_ms = 2.0;
+        m.observe_check(&s);
+        let text = m.encode();
+        assert!(text.contains("rolecall_verdict{verdict=\"stuck_on_replica\"} 1"), "{text}");
+        assert!(text.contains("rolecall_verdict{verdict=\"ok\"} 0"), "{text}");
+        assert!(text.contains("rolecall_check_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("rolecall_in_rotation 0"), "{text}");
+    }
+}

@@ -1,0 +1,250 @@
+//! The published state: one immutable [`Snapshot`] per check, written only by the check loop
+//! and read by every server (agent, HTTP, metrics) without waiting on Redis.
+//!
+//! Readers hold an `Arc<Snapshot>` copied out of a `tokio::sync::watch` channel; nobody keeps
+//! a borrow across an `.await`. What depends on the time of reading (is the snapshot stale?
+//! has a wedged check loop been blind long enough to fail open?) is computed by
+//! [`Snapshot::at`], so a stuck check loop is visible to every reader.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::sentinel::ServerAddr;
+use crate::verdict::Verdict;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub verdict: Verdict,
+    pub in_rotation: bool,
+    pub reason: String,
+    /// What the last check alone saw, before rise/fall thresholds and grace periods.
+    pub observed: Verdict,
+    pub observed_reason: String,
+    /// False until the first complete check.
+    pub checked: bool,
+    /// Number of complete checks so far.
+    pub checks: u64,
+    pub check_duration_ms: f64,
+    pub node: NodeStatus,
+    pub groups: Vec<GroupStatus>,
+    /// When this check completed (reader-side staleness).
+    #[serde(skip)]
+    pub completed: Option<Instant>,
+    /// A snapshot older than this is stale: the check loop is not making progress.
+    #[serde(skip)]
+    pub stale_after: Duration,
+    /// Blind for this long (stale), rolecall fails open like any `unknown`.
+    #[serde(skip)]
+    pub fail_open_after: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub selector: String,
+    pub pids: Vec<u32>,
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub master_name: String,
+    pub verdict: Verdict,
+    pub in_rotation: bool,
+    pub reason: String,
+    /// The master named by a majority of the configured sentinels.
+    pub master: Option<ServerAddr>,
+    pub votes: usize,
+    pub configured_sentinels: usize,
+    pub dissent: Vec<String>,
+    pub sentinels: Vec<SentinelStatus>,
+    pub connections: Vec<ConnectionStatus>,
+    pub servers: Vec<ServerStatus>,
+    pub probe: Option<ProbeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SentinelStatus {
+    pub addr: ServerAddr,
+    pub master: Option<ServerAddr>,
+    pub tilt: bool,
+    pub error: Option<String>,
+    pub latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionStatus {
+    pub local: String,
+    pub remote: String,
+    pub server: ServerAddr,
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStatus {
+    pub addr: ServerAddr,
+    pub role: Option<String>,
+    pub error: Option<String>,
+    pub latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeStatus {
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// What a reader acts on at a given moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub verdict: Verdict,
+    pub in_rotation: bool,
+    pub reason: String,
+    pub stale: bool,
+}
+
+impl Snapshot {
+    /// The snapshot before the first check: not ready.
+    pub fn starting(node: NodeStatus, stale_after: Duration, fail_open_after: Duration) -> Snapshot {
+        Snapshot {
+            verdict: Verdict::Unknown,
+            in_rotation: false,
+            reason: "no complete check yet".to_string(),
+            observed: Verdict::Unknown,
+            observed_reason: "no complete check yet".to_string(),
+            checked: false,
+            checks: 0,
+            check_duration_ms: 0.0,
+            node,
+            groups: Vec::new(),
+            completed: None,
+            stale_after,
+            fail_open_after,
+        }
+    }
+
+    pub fn is_stale(&self, now: Instant) -> bool {
+        self.completed
+            .is_some_and(|c| now.saturating_duration_since(c) > self.stale_after)
+    }
+
+    /// The node's state as of `now`.
+    pub fn at(&self, now: Instant) -> Effective {
+        let stale = self.is_stale(now);
+        if stale {
+            let age = self
+                .completed
+                .map(|c| now.saturating_duration_since(c))
+                .unwrap_or_default();
+            let fail_open = age > self.fail_open_after;
+            return Effective {
+                verdict: Verdict::Unknown,
+                in_rotation: self.in_rotation || fail_open,
+                reason: format!(
+                    "no check completed for {}ms (check loop stalled); last verdict {}: {}{}",
+                    age.as_millis(),
+                    self.verdict,
+                    self.reason,
+                    if fail_open { "; failing open" } else { "" }
+                ),
+                stale,
+            };
+        }
+        Effective {
+            verdict: self.verdict,
+            in_rotation: self.in_rotation,
+            reason: self.reason.clone(),
+            stale,
+        }
+    }
+
+    /// The state of one group as of `now`, by its configured name.
+    pub fn group_at(&self, name: &str, now: Instant) -> Option<Effective> {
+        let g = self.groups.iter().find(|g| g.name == name)?;
+        let node = self.at(now);
+        if node.stale || !self.node.running {
+            return Some(node);
+        }
+        Some(Effective {
+            verdict: g.verdict,
+            in_rotation: g.in_rotation,
+            reason: g.reason.clone(),
+            stale: false,
+        })
+    }
+
+    /// The JSON of `/status`, with the reader-side fields.
+    pub fn to_json(&self, now: Instant) -> serde_json::Value {
+        let e = self.at(now);
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("verdict".into(), serde_json::json!(e.verdict));
+            o.insert("in_rotation".into(), e.in_rotation.into());
+            o.insert("reason".into(), e.reason.into());
+            o.insert("stale".into(), e.stale.into());
+            o.insert(
+                "age_ms".into(),
+                self.completed
+                    .map(|c| now.saturating_duration_since(c).as_millis() as u64)
+                    .into(),
+            );
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        let mut s = Snapshot::starting(
+            NodeStatus {
+                name: "n".into(),
+                selector: "pid 1".into(),
+                pids: vec![1],
+                running: true,
+            },
+            Duration::from_secs(3),
+            Duration::from_secs(30),
+        );
+        s.checked = true;
+        s.verdict = Verdict::StuckOnReplica;
+        s.in_rotation = false;
+        s
+    }
+
+    #[test]
+    fn a_stalled_check_loop_is_reported_and_fails_open_after_the_hold() {
+        let t0 = Instant::now();
+        let mut s = snap();
+        s.completed = Some(t0);
+        assert_eq!(s.at(t0 + Duration::from_secs(1)).verdict, Verdict::StuckOnReplica);
+        let e = s.at(t0 + Duration::from_secs(5));
+        assert!(e.stale && !e.in_rotation && e.verdict == Verdict::Unknown);
+        assert!(e.reason.contains("stalled"));
+        assert!(s.at(t0 + Duration::from_secs(31)).in_rotation);
+        let j = s.to_json(t0 + Duration::from_secs(5));
+        assert_eq!(j["stale"], true);
+        assert_eq!(j["verdict"], "unknown");
+    }
+
+    #[test]
+    fn before_the_first_check_the_node_is_not_ready() {
+        let s = Snapshot::starting(
+            NodeStatus {
+                name: "n".into(),
+                selector: "pid 1".into(),
+                pids: vec![],
+                running: false,
+            },
+            Duration::from_secs(3),
+            Duration::from_secs(30),
+        );
+        let e = s.at(Instant::now() + Duration::from_secs(100));
+        assert!(!e.in_rotation && !e.stale);
+        assert_eq!(s.to_json(Instant::now())["checked"], false);
+    }
+}

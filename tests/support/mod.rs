@@ -1,0 +1,79 @@
+//! The integration-test harness: real `redis-server`, `redis-sentinel`, demo nodes and rolecall
+//! itself, each a child process on a free loopback port with its own temp dir, killed on drop.
+//!
+//! Modelled on redis-rs's `redis-test` (`src/server.rs`, `src/sentinel.rs`): RAII servers, binary
+//! paths overridable by environment variables (`REDIS_SERVER_BIN`, `REDIS_SENTINEL_BIN`), and
+//! bounded polling that dumps `SENTINEL MASTERS` / `ROLE` when it gives up.
+//!
+//! # Layout
+//!
+//! - `process`: child processes (`Proc`, killed on drop), binary lookup, free ports, log tails.
+//! - `redis`: [`RedisServer`] and [`Sentinel`], and a small sync client (`call`).
+//! - `topology`: [`Topology`], a master, its replicas and the sentinels watching it, with
+//!   `failover()`.
+//! - `node`: [`DemoNode`], the `rolecall-demo-node` binary as a separate process, so rolecall
+//!   discovers its sockets by pid.
+//! - `rolecall`: [`Rolecall`] and [`RolecallConfig`], the daemon under test with a tiny HTTP and
+//!   agent client.
+//!
+//! Every wait here has a deadline ([`wait_until`], [`wait_for`]); nothing sleeps to "let a state
+//! settle". Deadlines are generous for a slow two-core machine and cost nothing when things go
+//! well, since each poll returns as soon as its condition holds.
+
+// Each test file compiles its own copy of this module and uses a different part of it.
+#![allow(dead_code, unused_imports)]
+
+mod node;
+mod process;
+mod redis;
+mod rolecall;
+mod topology;
+
+use std::time::{Duration, Instant};
+
+pub use node::DemoNode;
+pub use process::free_port;
+pub use redis::{RedisServer, Sentinel, call, call_timeout, parse_info, parse_kv_lines, value_to_string};
+pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, run_rolecall};
+pub use topology::{Topology, TopologyBuilder};
+
+/// How often the pollers below look again.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Polls `f` until it returns true; panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    wait_for(timeout, what, || f().then_some(()))
+}
+
+/// Polls `f` until it returns `Some`; panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or_dump(timeout, what, f, String::new)
+}
+
+/// Like [`wait_for`], and on timeout adds `dump()` (state worth seeing) to the panic message.
+pub fn wait_for_or_dump<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+    dump: impl FnOnce() -> String,
+) -> T {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    // Bounded in count too: a poll that returns at once cannot spin more than this.
+    let max_polls = timeout.as_millis() / POLL.as_millis().max(1) + 2;
+    for _ in 0..max_polls {
+        if let Some(v) = f() {
+            return v;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep(POLL.min(deadline - now));
+    }
+    panic!(
+        "timed out after {:.1?} waiting for {what}\n{}",
+        start.elapsed(),
+        dump()
+    );
+}

@@ -1,0 +1,216 @@
+//! [`DemoNode`]: the `rolecall-demo-node` binary as a separate process, so rolecall finds its
+//! sockets by pid. Stdout lines (`connected ADDR`, `subscribed ADDR`, `ready`, `acked N`) are
+//! collected by a thread; stderr goes to a file in the node's temp dir.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::process::{Proc, tail};
+use super::topology::Topology;
+use super::wait_for_or_dump;
+
+/// Connecting and printing `ready` (milliseconds normally).
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// A running `rolecall-demo-node`, SIGKILLed on drop.
+pub struct DemoNode {
+    proc: Proc,
+    name: String,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: PathBuf,
+    _dir: TempDir,
+}
+
+impl DemoNode {
+    /// `pin --addr ADDR`: writes to `addr` and only ever redials `addr`.
+    pub fn pin(addr: SocketAddr) -> DemoNode {
+        DemoNode::start("pin", &["pin", "--addr", &addr.to_string()])
+    }
+
+    /// `pin --addr ADDR --pubsub-addr PUBSUB`: also a subscriber connection, only ever
+    /// redialled to `pubsub`.
+    pub fn pin_with_pubsub(addr: SocketAddr, pubsub: SocketAddr) -> DemoNode {
+        DemoNode::start(
+            "pinsub",
+            &[
+                "pin",
+                "--addr",
+                &addr.to_string(),
+                "--pubsub-addr",
+                &pubsub.to_string(),
+            ],
+        )
+    }
+
+    /// `follow`: asks the topology's sentinels for the master before every connection.
+    pub fn follow(topology: &Topology) -> DemoNode {
+        DemoNode::follow_sentinels(&topology.sentinel_addrs(), topology.master_name())
+    }
+
+    pub fn follow_sentinels(sentinels: &[SocketAddr], master_name: &str) -> DemoNode {
+        let mut args = vec!["follow".to_owned(), "--master-name".to_owned(), master_name.to_owned()];
+        for s in sentinels {
+            args.push("--sentinel".to_owned());
+            args.push(s.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        DemoNode::start("follow", &args)
+    }
+
+    /// Runs the binary with `args` plus a unique `--name` (from `kind`), and waits for `ready`.
+    pub fn start(kind: &str, args: &[&str]) -> DemoNode {
+        let name = format!("{kind}{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let dir = tempfile::Builder::new()
+            .prefix("rolecall-test-node-")
+            .tempdir()
+            .expect("create a temp dir");
+        let stderr = dir.path().join("stderr.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolecall-demo-node"));
+        cmd.args(args)
+            .args(["--name", &name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("create stderr.log"));
+        let mut proc = Proc::spawn(cmd, format!("rolecall-demo-node {name}"));
+        let stdout = proc.take_stdout();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        // Drains stdout so the node never blocks on a full pipe; ends at EOF (node exit).
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut node = DemoNode {
+            proc,
+            name,
+            lines,
+            stderr,
+            _dir: dir,
+        };
+        node.wait_for_line(READY_TIMEOUT, |l| l == "ready");
+        node
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The `--name` it runs with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `CLIENT SETNAME` of its command connection.
+    pub fn client_name(&self) -> String {
+        format!("rolecall-demo-{}", self.name)
+    }
+
+    /// `CLIENT SETNAME` of its subscriber connection.
+    pub fn subscriber_client_name(&self) -> String {
+        format!("rolecall-demo-{}-sub", self.name)
+    }
+
+    /// The key it INCRs.
+    pub fn count_key(&self) -> String {
+        format!("rolecall-demo:{}:count", self.name)
+    }
+
+    /// Every stdout line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The addresses of its `connected ADDR` lines, oldest first.
+    pub fn connections(&self) -> Vec<SocketAddr> {
+        self.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("connected ")?.parse().ok())
+            .collect()
+    }
+
+    /// Waits for a stdout line matching `pred` (already printed or yet to come) and returns it;
+    /// panics with its stderr if it times out or the node exits.
+    pub fn wait_for_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let (name, lines, stderr) = (self.name.clone(), Arc::clone(&self.lines), self.stderr.clone());
+        let mut exited = None;
+        wait_for_or_dump(
+            timeout,
+            &format!("a matching stdout line from demo node {name}"),
+            || {
+                if let Some(l) = lines.lock().unwrap().iter().find(|l| pred(l)) {
+                    return Some(l.clone());
+                }
+                exited = self.proc.try_wait();
+                // Exited: let the collector thread drain the pipe, then give up.
+                if exited.is_some() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if let Some(l) = lines.lock().unwrap().iter().find(|l| pred(l)) {
+                        return Some(l.clone());
+                    }
+                    panic!("demo node {name} exited ({exited:?})\n{}", report(&name, &lines, &stderr));
+                }
+                None
+            },
+            || report(&name, &lines, &stderr),
+        )
+    }
+
+    /// Its stdout so far and the tail of its stderr.
+    pub fn report(&self) -> String {
+        report(&self.name, &self.lines, &self.stderr)
+    }
+
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        tail(&self.stderr, lines)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// SIGTERM, then the `acked N` it prints as it exits.
+    pub fn terminate(&mut self) -> u64 {
+        self.proc.signal(libc::SIGTERM);
+        let line = self.wait_for_line(EXIT_TIMEOUT, |l| l.starts_with("acked "));
+        let status: Option<ExitStatus> = self.proc.wait_exit(EXIT_TIMEOUT);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "demo node {} did not exit cleanly on SIGTERM: {status:?}\n{}",
+            self.name,
+            self.report()
+        );
+        line["acked ".len()..].parse().expect("acked N")
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.signal(libc::SIGSTOP);
+    }
+
+    pub fn cont(&mut self) {
+        self.proc.signal(libc::SIGCONT);
+    }
+
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+}
+
+fn report(name: &str, lines: &Mutex<Vec<String>>, stderr: &std::path::Path) -> String {
+    format!(
+        "--- demo node {name} stdout ---\n{}\n--- stderr ---\n{}",
+        lines.lock().unwrap().join("\n"),
+        tail(stderr, 40)
+    )
+}

@@ -1,0 +1,568 @@
+//! [`RedisServer`] and [`Sentinel`]: one `redis-server` / `redis-sentinel` process each, on a
+//! free loopback port, with its own temp dir and log file, killed on drop; plus `call`, a sync
+//! one-command client (redis-rs) with bounded connect and read times.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use tempfile::TempDir;
+
+use super::process::{Proc, find_binary, free_port, tail};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// How long a server may take to answer its first PING (a loaded CI machine can be slow to
+/// exec and map a binary; a healthy start takes a few milliseconds).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attempts at a fresh port when the one picked was taken before the server bound it.
+const PORT_ATTEMPTS: usize = 5;
+/// Per-command bounds of [`call`]: long enough for a loaded machine, short enough that a
+/// SIGSTOPped server costs a test only a few seconds.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+const LOG_TAIL_LINES: usize = 40;
+
+/// Runs one command on the server at `addr` on a fresh connection (connect and read bounded by
+/// 3 s). Server error replies come back as `Err`.
+pub fn call(addr: SocketAddr, args: &[&str]) -> redis::RedisResult<Value> {
+    call_timeout(addr, args, CALL_TIMEOUT)
+}
+
+/// [`call`] with its own bound for connecting and for each read and write.
+pub fn call_timeout(addr: SocketAddr, args: &[&str], timeout: Duration) -> redis::RedisResult<Value> {
+    let (name, rest) = args.split_first().expect("a command");
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let mut con = client.get_connection_with_timeout(timeout)?;
+    con.set_read_timeout(Some(timeout))?;
+    con.set_write_timeout(Some(timeout))?;
+    let mut cmd = redis::cmd(name);
+    for arg in rest {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut con)
+}
+
+/// A reply as text, roughly as `redis-cli` prints it: arrays one item per line (nested ones
+/// indented), maps as `key: value` lines.
+pub fn value_to_string(value: &Value) -> String {
+    fn write(out: &mut String, value: &Value, indent: usize) {
+        let pad = " ".repeat(indent);
+        match value {
+            Value::Nil => out.push_str("(nil)"),
+            Value::Int(n) => write!(out, "{n}").unwrap(),
+            Value::BulkString(b) => out.push_str(&String::from_utf8_lossy(b)),
+            Value::SimpleString(s) => out.push_str(s),
+            Value::Okay => out.push_str("OK"),
+            Value::Double(d) => write!(out, "{d}").unwrap(),
+            Value::Boolean(b) => write!(out, "{b}").unwrap(),
+            Value::VerbatimString { text, .. } => out.push_str(text),
+            Value::ServerError(e) => write!(out, "(error) {e:?}").unwrap(),
+            Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                        out.push_str(&pad);
+                    }
+                    if matches!(item, Value::Array(_) | Value::Map(_)) {
+                        out.push_str("-\n");
+                        out.push_str(&pad);
+                        out.push_str("  ");
+                        write(out, item, indent + 2);
+                    } else {
+                        write(out, item, indent);
+                    }
+                }
+            }
+            Value::Map(pairs) => {
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                        out.push_str(&pad);
+                    }
+                    write(out, k, indent);
+                    out.push_str(": ");
+                    write(out, v, indent + 2);
+                }
+            }
+            other => write!(out, "{other:?}").unwrap(),
+        }
+    }
+    let mut out = String::new();
+    write(&mut out, value, 0);
+    out
+}
+
+/// `INFO` text as a map of `field -> value` (section headers and blank lines dropped).
+pub fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// `CLIENT LIST` text: one map per line of `key=value` fields.
+pub fn parse_kv_lines(text: &str) -> Vec<BTreeMap<String, String>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A flat `[k1, v1, k2, v2, ...]` array (or a RESP3 map) as a map, as `SENTINEL MASTERS`,
+/// `SENTINEL replicas` and `SENTINEL sentinels` return each instance.
+pub(crate) fn flat_pairs(value: &Value) -> BTreeMap<String, String> {
+    match value {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter(|kv| kv.len() == 2)
+            .map(|kv| (value_to_string(&kv[0]), value_to_string(&kv[1])))
+            .collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| (value_to_string(k), value_to_string(v)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// A list of instances (`SENTINEL replicas NAME` and the like) as one map each.
+pub(crate) fn instances(value: &Value) -> Vec<BTreeMap<String, String>> {
+    match value {
+        Value::Array(items) => items.iter().map(flat_pairs).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An `[ip, port]` reply (`SENTINEL get-master-addr-by-name`) as an address.
+pub(crate) fn addr_reply(value: &Value) -> Option<SocketAddr> {
+    match value {
+        Value::Array(items) if items.len() == 2 => {
+            let ip: IpAddr = value_to_string(&items[0]).parse().ok()?;
+            let port: u16 = value_to_string(&items[1]).parse().ok()?;
+            Some(SocketAddr::new(ip, port))
+        }
+        _ => None,
+    }
+}
+
+/// The process, port, temp dir and log of one server or sentinel.
+struct Instance {
+    proc: Proc,
+    port: u16,
+    dir: TempDir,
+    log: PathBuf,
+    /// stdout and stderr, where a server writes what happens before its log file is open
+    /// (a config error, say).
+    stdio: PathBuf,
+}
+
+impl Instance {
+    /// Starts `what` with the command `make(port, dir)` builds, on a fresh port, and waits
+    /// until it answers PING. Retries on another port if the one picked was taken meanwhile.
+    fn start(what: &str, mut make: impl FnMut(u16, &Path) -> Command) -> Instance {
+        let dir = tempfile::Builder::new()
+            .prefix("rolecall-test-")
+            .tempdir()
+            .expect("create a temp dir");
+        let log = dir.path().join("redis.log");
+        let stdio = dir.path().join("stdio.log");
+        for attempt in 1..=PORT_ATTEMPTS {
+            let port = free_port();
+            let _ = std::fs::remove_file(&log);
+            let out = std::fs::File::create(&stdio).expect("create stdio.log");
+            let mut cmd = make(port, dir.path());
+            cmd.current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("dup stdio.log"))
+                .stderr(out);
+            let mut proc = Proc::spawn(cmd, format!("{what} on port {port}"));
+            let addr = SocketAddr::new(LOOPBACK, port);
+            let started = Instant::now();
+            loop {
+                if let Some(status) = proc.try_wait() {
+                    let log_tail = tail(&log, LOG_TAIL_LINES);
+                    if log_tail.contains("Address already in use") && attempt < PORT_ATTEMPTS {
+                        break;
+                    }
+                    panic!(
+                        "{what} on port {port} exited ({status}) before answering PING\n\
+                         --- log ---\n{log_tail}\n--- stdout/stderr ---\n{}",
+                        tail(&stdio, LOG_TAIL_LINES)
+                    );
+                }
+                if call_timeout(addr, &["PING"], Duration::from_secs(1)).is_ok() {
+                    return Instance {
+                        proc,
+                        port,
+                        dir,
+                        log,
+                        stdio,
+                    };
+                }
+                assert!(
+                    started.elapsed() < START_TIMEOUT,
+                    "{what} on port {port} did not answer PING within {START_TIMEOUT:?}\n\
+                     --- log ---\n{}\n--- stdout/stderr ---\n{}",
+                    tail(&log, LOG_TAIL_LINES),
+                    tail(&stdio, LOG_TAIL_LINES)
+                );
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+        unreachable!("the last attempt panics instead of retrying")
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::new(LOOPBACK, self.port)
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let mut out = tail(&self.log, lines);
+        let stdio = tail(&self.stdio, lines);
+        if !stdio.trim().is_empty() {
+            out.push_str("\n--- stdout/stderr ---\n");
+            out.push_str(&stdio);
+        }
+        out
+    }
+
+    fn cli(&self, args: &[&str]) -> Value {
+        call(self.addr(), args).unwrap_or_else(|e| {
+            panic!("{args:?} on {}: {e}", self.addr());
+        })
+    }
+}
+
+/// Whether this `redis-server` takes `--enable-debug-command` (Redis 7 and Valkey do; older
+/// Redis refuses to start with an unknown option).
+fn supports_enable_debug_command(bin: &Path) -> bool {
+    static CACHE: OnceLock<bool> = OnceLock::new();
+    *CACHE.get_or_init(|| {
+        let out = Command::new(bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{} --version: {e}", bin.display()));
+        // "Redis server v=7.0.15 sha=..." / "Valkey server v=8.0.2 ..."
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse::<u32>().ok())
+            .is_some_and(|major| major >= 7)
+    })
+}
+
+fn redis_server_bin() -> PathBuf {
+    find_binary(
+        "REDIS_SERVER_BIN",
+        "redis-server",
+        "apt-get install -y redis-server",
+    )
+}
+
+fn redis_sentinel_bin() -> PathBuf {
+    find_binary(
+        "REDIS_SENTINEL_BIN",
+        "redis-sentinel",
+        "apt-get install -y redis-sentinel",
+    )
+}
+
+/// One `redis-server` on a free loopback port: no persistence, its own temp dir and log,
+/// `DEBUG` enabled where supported. SIGKILLed on drop.
+pub struct RedisServer {
+    inner: Instance,
+}
+
+impl RedisServer {
+    /// A standalone master.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// A standalone master with extra command-line options, e.g. `["--min-replicas-to-write", "1"]`.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let bin = redis_server_bin();
+        let debug = supports_enable_debug_command(&bin);
+        let inner = Instance::start("redis-server", |port, dir| {
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(dir)
+                .arg("--logfile")
+                .arg(dir.join("redis.log"));
+            if debug {
+                cmd.args(["--enable-debug-command", "yes"]);
+            }
+            cmd.args(extra);
+            cmd
+        });
+        RedisServer { inner }
+    }
+
+    /// A replica of `master` (started answering PING; see [`RedisServer::wait_link_up`]).
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        RedisServer::start_replica_of_with(master, &[])
+    }
+
+    pub fn start_replica_of_with(master: &RedisServer, extra: &[&str]) -> RedisServer {
+        let port = master.port().to_string();
+        let mut args = vec!["--replicaof", "127.0.0.1", &port];
+        args.extend_from_slice(extra);
+        RedisServer::start_with(&args)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.inner.proc.pid()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.inner.dir.path()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.inner.log_tail(lines)
+    }
+
+    /// Runs one command; panics on a connection or server error.
+    pub fn cli(&self, args: &[&str]) -> Value {
+        self.inner.cli(args)
+    }
+
+    pub fn try_cli(&self, args: &[&str]) -> redis::RedisResult<Value> {
+        call(self.addr(), args)
+    }
+
+    /// [`RedisServer::cli`] as text (see [`value_to_string`]).
+    pub fn cli_str(&self, args: &[&str]) -> String {
+        value_to_string(&self.cli(args))
+    }
+
+    /// `INFO section` as a map.
+    pub fn info(&self, section: &str) -> BTreeMap<String, String> {
+        parse_info(&self.cli_str(&["INFO", section]))
+    }
+
+    /// The first word of `ROLE` (`master`, `slave`), or `None` if the server did not answer.
+    pub fn role(&self) -> Option<String> {
+        match call(self.addr(), &["ROLE"]) {
+            Ok(Value::Array(items)) => items.first().map(value_to_string),
+            _ => None,
+        }
+    }
+
+    /// `CLIENT LIST`, one map per client (`name`, `addr`, `laddr`, `flags`, `sub`, ...).
+    pub fn client_list(&self) -> Vec<BTreeMap<String, String>> {
+        parse_kv_lines(&self.cli_str(&["CLIENT", "LIST"]))
+    }
+
+    /// The clients that set this name (`CLIENT SETNAME`).
+    pub fn clients_named(&self, name: &str) -> Vec<BTreeMap<String, String>> {
+        self.client_list()
+            .into_iter()
+            .filter(|c| c.get("name").is_some_and(|n| n == name))
+            .collect()
+    }
+
+    /// Waits until this replica reports `master_link_status:up`.
+    pub fn wait_link_up(&self, timeout: Duration) {
+        super::wait_for_or_dump(
+            timeout,
+            &format!("replica {} to report master_link_status:up", self.addr()),
+            || {
+                let info = parse_info(&value_to_string(
+                    &call(self.addr(), &["INFO", "replication"]).ok()?,
+                ));
+                (info.get("master_link_status").map(String::as_str) == Some("up")).then_some(())
+            },
+            || self.log_tail(LOG_TAIL_LINES),
+        )
+    }
+
+    /// SIGSTOP: the kernel still accepts connections to it, but it answers nothing.
+    pub fn stop(&mut self) {
+        self.inner.proc.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`RedisServer::stop`].
+    pub fn cont(&mut self) {
+        self.inner.proc.signal(libc::SIGCONT);
+    }
+
+    /// SIGKILL and reap. The temp dir (and log) stay until drop.
+    pub fn kill(&mut self) {
+        self.inner.proc.kill();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.inner.proc.is_running()
+    }
+}
+
+/// Default `down-after-milliseconds`: Sentinel marks a silent master down after this long, so
+/// a frozen master fails over in about 3 s.
+pub(crate) const DOWN_AFTER_MS: u64 = 1000;
+/// Default `failover-timeout`: also how long a sentinel waits before retrying a failover of the
+/// same master (twice this), so keep it short for tests that fail over more than once.
+pub(crate) const FAILOVER_TIMEOUT_MS: u64 = 5000;
+
+/// One `redis-sentinel` monitoring one master, with a generated `sentinel.conf` in its temp dir.
+/// SIGKILLed on drop.
+pub struct Sentinel {
+    inner: Instance,
+    master_name: String,
+}
+
+impl Sentinel {
+    /// Monitors `master` as `master_name` with the given quorum, `down-after-milliseconds 1000`,
+    /// `failover-timeout 5000` and `parallel-syncs 1`.
+    pub fn start(master: &RedisServer, master_name: &str, quorum: usize) -> Sentinel {
+        Sentinel::start_with(master.addr(), master_name, quorum, &[])
+    }
+
+    /// Like [`Sentinel::start`], for a master address, with extra `sentinel.conf` lines (each
+    /// may use `{name}` for the master name).
+    pub fn start_with(
+        master: SocketAddr,
+        master_name: &str,
+        quorum: usize,
+        extra_conf: &[String],
+    ) -> Sentinel {
+        let bin = redis_sentinel_bin();
+        let inner = Instance::start("redis-sentinel", |port, dir| {
+            let name = master_name;
+            let mut conf = format!(
+                "port {port}\n\
+                 bind 127.0.0.1\n\
+                 daemonize no\n\
+                 dir {dir}\n\
+                 logfile {log}\n\
+                 sentinel monitor {name} {ip} {mport} {quorum}\n\
+                 sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}\n\
+                 sentinel failover-timeout {name} {FAILOVER_TIMEOUT_MS}\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.display(),
+                log = dir.join("redis.log").display(),
+                ip = master.ip(),
+                mport = master.port(),
+            );
+            for line in extra_conf {
+                conf.push_str(&line.replace("{name}", name));
+                conf.push('\n');
+            }
+            // Sentinel rewrites its config file (it must be writable), so it lives in the dir.
+            let path = dir.join("sentinel.conf");
+            std::fs::write(&path, conf).expect("write sentinel.conf");
+            let mut cmd = Command::new(&bin);
+            cmd.arg(path);
+            cmd
+        });
+        Sentinel {
+            inner,
+            master_name: master_name.to_owned(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.inner.proc.pid()
+    }
+
+    pub fn master_name(&self) -> &str {
+        &self.master_name
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.inner.dir.path()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.inner.log_tail(lines)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Value {
+        self.inner.cli(args)
+    }
+
+    pub fn try_cli(&self, args: &[&str]) -> redis::RedisResult<Value> {
+        call(self.addr(), args)
+    }
+
+    pub fn cli_str(&self, args: &[&str]) -> String {
+        value_to_string(&self.cli(args))
+    }
+
+    /// This sentinel's answer to `SENTINEL get-master-addr-by-name`, or `None` when it does not
+    /// answer (stopped, killed) or does not know the name.
+    pub fn master_addr(&self) -> Option<SocketAddr> {
+        let reply = call(
+            self.addr(),
+            &["SENTINEL", "get-master-addr-by-name", &self.master_name],
+        )
+        .ok()?;
+        addr_reply(&reply)
+    }
+
+    /// `SENTINEL replicas NAME`: one map per replica (`ip`, `port`, `flags`, ...).
+    pub fn replicas(&self) -> Vec<BTreeMap<String, String>> {
+        call(self.addr(), &["SENTINEL", "replicas", &self.master_name])
+            .map(|v| instances(&v))
+            .unwrap_or_default()
+    }
+
+    /// `SENTINEL sentinels NAME`: the *other* sentinels this one knows.
+    pub fn sentinels(&self) -> Vec<BTreeMap<String, String>> {
+        call(self.addr(), &["SENTINEL", "sentinels", &self.master_name])
+            .map(|v| instances(&v))
+            .unwrap_or_default()
+    }
+
+    /// `SENTINEL MASTER NAME` as a map (empty if it does not answer).
+    pub fn master_info(&self) -> BTreeMap<String, String> {
+        call(self.addr(), &["SENTINEL", "MASTER", &self.master_name])
+            .map(|v| flat_pairs(&v))
+            .unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        self.inner.proc.signal(libc::SIGSTOP);
+    }
+
+    pub fn cont(&mut self) {
+        self.inner.proc.signal(libc::SIGCONT);
+    }
+
+    pub fn kill(&mut self) {
+        self.inner.proc.kill();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.inner.proc.is_running()
+    }
+}
