@@ -54,16 +54,22 @@ pub fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) 
 pub fn wait_for_or_dump<T>(
     timeout: Duration,
     what: &str,
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
     dump: impl FnOnce() -> String,
 ) -> T {
     let start = Instant::now();
-    let deadline = start + timeout;
+    poll_for(timeout, f).unwrap_or_else(|| timed_out(what, start, &dump()))
+}
+
+/// Polls `f` until it returns `Some`, or returns `None` after `timeout`: for callers whose
+/// panic message needs what `f` borrowed.
+pub fn poll_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
     // Bounded in count too: a poll that returns at once cannot spin more than this.
     let max_polls = timeout.as_millis() / POLL.as_millis().max(1) + 2;
     for _ in 0..max_polls {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -71,9 +77,13 @@ pub fn wait_for_or_dump<T>(
         }
         std::thread::sleep(POLL.min(deadline - now));
     }
+    None
+}
+
+/// The panic of a wait that started at `start` and gave up.
+pub fn timed_out(what: &str, start: Instant, dump: &str) -> ! {
     panic!(
-        "timed out after {:.1?} waiting for {what}\n{}",
-        start.elapsed(),
-        dump()
-    );
+        "timed out after {:.1?} waiting for {what}\n{dump}",
+        start.elapsed()
+    )
 }

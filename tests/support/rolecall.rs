@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use super::process::{Proc, free_port, tail};
 use super::topology::{Topology, dump_state};
-use super::wait_for_or_dump;
+use super::{poll_for, timed_out};
 
 const ROLECALL: &str = env!("CARGO_BIN_EXE_rolecall");
 /// Until `/livez` answers after the spawn.
@@ -320,32 +320,35 @@ impl Rolecall {
     pub fn wait_live(&mut self) {
         let mut last = String::new();
         let mut exited = None;
-        wait_for_or_dump(
-            LIVE_TIMEOUT,
-            "rolecall to answer GET /livez with 200",
-            || {
-                if let Some(status) = self.proc.try_wait() {
-                    exited = Some(status);
-                    return Some(());
+        let start = Instant::now();
+        let live = poll_for(LIVE_TIMEOUT, || {
+            if let Some(status) = self.proc.try_wait() {
+                exited = Some(status);
+                return Some(());
+            }
+            match http_request(self.http, "GET", "/livez") {
+                Ok(r) if r.status == 200 => Some(()),
+                Ok(r) => {
+                    last = format!("{} {}", r.status, r.body);
+                    None
                 }
-                match http_request(self.http, "GET", "/livez") {
-                    Ok(r) if r.status == 200 => Some(()),
-                    Ok(r) => {
-                        last = format!("{} {}", r.status, r.body);
-                        None
-                    }
-                    Err(e) => {
-                        last = e;
-                        None
-                    }
+                Err(e) => {
+                    last = e;
+                    None
                 }
-            },
-            || format!("last answer: {last}\n{}", self.report(None)),
-        );
+            }
+        });
         if let Some(status) = exited {
             panic!(
                 "rolecall exited ({status}) before answering /livez\n{}",
                 self.report(None)
+            );
+        }
+        if live.is_none() {
+            timed_out(
+                "rolecall to answer GET /livez with 200",
+                start,
+                &format!("last answer: {last}\n{}", self.report(None)),
             );
         }
     }

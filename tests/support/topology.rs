@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
 use super::redis::{RedisServer, Sentinel, call_timeout, instances, value_to_string};
-use super::wait_for_or_dump;
+use super::{poll_for, timed_out, wait_for_or_dump};
 
 /// Replicas syncing with a fresh master (a few ms on loopback; generous for a loaded machine).
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -220,22 +220,25 @@ impl Topology {
         // NOGOODSLAVE while the sentinels' view of the replicas is not fresh yet (e.g. right
         // after a previous failover), INPROG while one is still running: both pass, so retry.
         let mut last_error = String::new();
-        wait_for_or_dump(
-            FAILOVER_TIMEOUT,
-            "a sentinel to accept SENTINEL FAILOVER",
-            || {
-                sentinels.iter().find_map(|&i| {
-                    match self.sentinels[i].try_cli(&["SENTINEL", "FAILOVER", &self.master_name]) {
-                        Ok(_) => Some(()),
-                        Err(e) => {
-                            last_error = format!("{}: {e}", self.sentinels[i].addr());
-                            None
-                        }
+        let start = Instant::now();
+        let accepted = poll_for(FAILOVER_TIMEOUT, || {
+            sentinels.iter().find_map(|&i| {
+                match self.sentinels[i].try_cli(&["SENTINEL", "FAILOVER", &self.master_name]) {
+                    Ok(_) => Some(()),
+                    Err(e) => {
+                        last_error = format!("{}: {e}", self.sentinels[i].addr());
+                        None
                     }
-                })
-            },
-            || format!("last error: {last_error}\n{}", self.dump()),
-        );
+                }
+            })
+        });
+        if accepted.is_none() {
+            timed_out(
+                "a sentinel to accept SENTINEL FAILOVER",
+                start,
+                &format!("last error: {last_error}\n{}", self.dump()),
+            );
+        }
         let new = wait_for_or_dump(
             FAILOVER_TIMEOUT,
             &format!("every sentinel to report a new master instead of {old}"),

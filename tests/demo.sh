@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# rolecall end to end on loopback: 1 master + 1 replica + 3 sentinels, two sample nodes (one
+# pins the master's address, one follows Sentinel), one rolecall per node. Shows the verdicts,
+# runs a real SENTINEL FAILOVER and shows the pinned node leave rotation while the
+# Sentinel-following node stays in. Installs redis-server/redis-sentinel with apt-get if missing.
+#
+#   bash tests/demo.sh          # from the repository root
+#
+# Ports: 127.0.0.1:{16379,16380} redis, {26479,26480,26481} sentinels, {17070..17073} rolecall.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need redis-server || ! need redis-sentinel || ! need redis-cli; then
+  echo "== installing redis-server and redis-sentinel (apt-get)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-sentinel >/dev/null
+fi
+need cargo || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+
+echo "== building rolecall"
+cargo build --quiet --bins
+BIN=target/debug
+
+WORK=$(mktemp -d /tmp/rolecall-demo.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+M=16379; R=16380; S=(26479 26480 26481)
+for p in $M $R; do
+  mkdir -p "$WORK/$p"
+  args=(--port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK/$p" --logfile "$WORK/$p/log")
+  [ "$p" = "$R" ] && args+=(--replicaof 127.0.0.1 $M)
+  redis-server "${args[@]}" & PIDS+=($!)
+done
+for p in "${S[@]}"; do
+  cat >"$WORK/sentinel-$p.conf" <<EOF
+port $p
+bind 127.0.0.1
+dir $WORK
+logfile $WORK/sentinel-$p.log
+sentinel monitor mymaster 127.0.0.1 $M 2
+sentinel down-after-milliseconds mymaster 1000
+sentinel failover-timeout mymaster 5000
+EOF
+  redis-sentinel "$WORK/sentinel-$p.conf" & PIDS+=($!)
+done
+
+wait_for() { # what, seconds, command...
+  local what=$1 secs=$2; shift 2
+  for _ in $(seq 1 $((secs * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "timed out waiting for $what" >&2; exit 1
+}
+wait_for "replica in sync" 20 sh -c "redis-cli -p $R info replication | grep -q 'master_link_status:up'"
+for p in "${S[@]}"; do
+  wait_for "sentinel $p to see the replica and its peers" 30 sh -c \
+    "redis-cli -p $p sentinel replicas mymaster | grep -q $R && [ \$(redis-cli -p $p sentinel sentinels mymaster | grep -c '^name$') -ge 2 ]"
+done
+echo "== topology up: master 127.0.0.1:$M, replica 127.0.0.1:$R, sentinels ${S[*]}"
+
+SENTS=""
+for p in "${S[@]}"; do SENTS="$SENTS --sentinel 127.0.0.1:$p"; done
+$BIN/rolecall-demo-node pin --addr 127.0.0.1:$M --name pinned >"$WORK/pinned.out" 2>&1 & PINNED=$!; PIDS+=($PINNED)
+# shellcheck disable=SC2086
+$BIN/rolecall-demo-node follow $SENTS --master-name mymaster --name follower >"$WORK/follower.out" 2>&1 & FOLLOWER=$!; PIDS+=($FOLLOWER)
+
+start_rolecall() { # name pid agent-port http-port
+  cat >"$WORK/$1.toml" <<EOF
+[node]
+name = "$1"
+pid = $2
+
+[[redis]]
+name = "main"
+master_name = "mymaster"
+sentinels = ["127.0.0.1:${S[0]}", "127.0.0.1:${S[1]}", "127.0.0.1:${S[2]}"]
+
+[check]
+interval = "500ms"
+timeout = "200ms"
+
+[agent]
+listen = "127.0.0.1:$3"
+
+[http]
+listen = "127.0.0.1:$4"
+EOF
+  $BIN/rolecall config check --config "$WORK/$1.toml"
+  ROLECALL_LOG=info $BIN/rolecall run --config "$WORK/$1.toml" 2>"$WORK/$1.log" & PIDS+=($!)
+}
+start_rolecall pinned $PINNED 17070 17071
+start_rolecall follower $FOLLOWER 17072 17073
+
+agent() { # port -> the agent's reply line
+  exec 3<>"/dev/tcp/127.0.0.1/$1" && printf '\n' >&3 && head -n1 <&3; exec 3<&- 3>&-
+}
+verdict() { # http port
+  curl -s "http://127.0.0.1:$1/status" 2>/dev/null | sed -n 's/^  "verdict": "\([a-z_]*\)",*/\1/p'
+}
+show() {
+  printf '%-8s pinned: %-17s agent: %-40.40s | follower: %-17s agent: %s\n' "$1" \
+    "$(verdict 17071)" "$(agent 17070)" "$(verdict 17073)" "$(agent 17072)"
+}
+need curl || { echo "curl not found: apt-get install -y curl" >&2; exit 1; }
+wait_for "both nodes ok" 20 sh -c "curl -sf http://127.0.0.1:17071/readyz && curl -sf http://127.0.0.1:17073/readyz"
+show "before"
+
+echo "== SENTINEL FAILOVER mymaster"
+redis-cli -p "${S[0]}" sentinel failover mymaster >/dev/null
+START=$(date +%s%N)
+for _ in $(seq 1 40); do
+  show "+$(( ($(date +%s%N) - START) / 1000000 ))ms"
+  sleep 0.5
+  if [ "$(verdict 17071)" = "stuck_on_replica" ] && [ "$(verdict 17073)" = "ok" ]; then break; fi
+done
+show "after"
+echo "== new master: $(redis-cli -p "${S[0]}" sentinel get-master-addr-by-name mymaster | paste -sd: -)"
+echo "== what rolecall logged for the pinned node:"
+grep -E "verdict changed" "$WORK/pinned.log" | sed 's/^/   /' || true
+echo "== readiness: pinned $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:17071/readyz), follower $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:17073/readyz)"
+if [ "$(verdict 17071)" != "stuck_on_replica" ] || [ "$(verdict 17073)" != "ok" ]; then
+  echo "== unexpected verdicts; rolecall logs: $WORK/*.log" >&2
+  tail -n 20 "$WORK"/pinned.log "$WORK"/pinned.out >&2 || true
+  exit 1
+fi
+echo "== demo complete: the pinned node is out of rotation, the Sentinel-following node is in"
