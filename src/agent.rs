@@ -52,7 +52,11 @@ pub struct Memory {
 pub fn reply(e: &Effective, cfg: &AgentConfig, last_out: Option<Instant>, now: Instant) -> String {
     if e.in_rotation {
         let undo = last_out.is_some_and(|t| now.saturating_duration_since(t) < READY_WINDOW);
-        return if undo { "up ready\n".to_string() } else { "up\n".to_string() };
+        return if undo {
+            "up ready\n".to_string()
+        } else {
+            "up\n".to_string()
+        };
     }
     let word = cfg
         .out_reply
@@ -74,7 +78,13 @@ pub fn reply(e: &Effective, cfg: &AgentConfig, last_out: Option<Instant>, now: I
 fn sanitize(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(200)
         .collect();
     if out.len() < s.len() && s.chars().count() > 200 {
@@ -87,7 +97,11 @@ fn sanitize(s: &str) -> String {
 pub fn parse_request(buf: &[u8]) -> Option<String> {
     let line = buf.split(|b| *b == b'\n').next().unwrap_or(&[]);
     let line = std::str::from_utf8(line).ok()?.trim();
-    if line.is_empty() { None } else { Some(line.to_string()) }
+    if line.is_empty() {
+        None
+    } else {
+        Some(line.to_string())
+    }
 }
 
 async fn read_request(stream: &mut TcpStream) -> Vec<u8> {
@@ -202,14 +216,23 @@ mod tests {
         let stuck = eff(Verdict::StuckOnReplica, false);
         assert_eq!(reply(&ok, &cfg("drain"), None, now), "up\n");
         let r = reply(&stuck, &cfg("drain"), None, now);
-        assert!(r.starts_with("drain up #stuck_on_replica: connection"), "{r}");
+        assert!(
+            r.starts_with("drain up #stuck_on_replica: connection"),
+            "{r}"
+        );
         assert_eq!(r.matches('\n').count(), 1);
         assert!(r.ends_with('\n'));
         let r = reply(&stuck, &cfg("down"), None, now);
         assert!(r.starts_with("down #stuck_on_replica"), "{r}");
         // Degraded and unknown within rotation stay up.
-        assert_eq!(reply(&eff(Verdict::Degraded, true), &cfg("drain"), None, now), "up\n");
-        assert_eq!(reply(&eff(Verdict::Unknown, true), &cfg("drain"), None, now), "up\n");
+        assert_eq!(
+            reply(&eff(Verdict::Degraded, true), &cfg("drain"), None, now),
+            "up\n"
+        );
+        assert_eq!(
+            reply(&eff(Verdict::Unknown, true), &cfg("drain"), None, now),
+            "up\n"
+        );
     }
 
     #[test]
@@ -217,9 +240,17 @@ mod tests {
         let now = Instant::now();
         let ok = eff(Verdict::Ok, true);
         assert_eq!(reply(&ok, &cfg("drain"), None, now), "up\n");
-        assert_eq!(reply(&ok, &cfg("drain"), Some(now), now + Duration::from_secs(2)), "up ready\n");
         assert_eq!(
-            reply(&ok, &cfg("drain"), Some(now), now + READY_WINDOW + Duration::from_secs(1)),
+            reply(&ok, &cfg("drain"), Some(now), now + Duration::from_secs(2)),
+            "up ready\n"
+        );
+        assert_eq!(
+            reply(
+                &ok,
+                &cfg("drain"),
+                Some(now),
+                now + READY_WINDOW + Duration::from_secs(1)
+            ),
             "up\n"
         );
     }

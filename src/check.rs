@@ -22,8 +22,7 @@ use crate::metrics::Metrics;
 use crate::probe::{Auth, Pool, ServerError, ServerFacts, server_facts};
 use crate::sentinel::{SentinelView, ServerAddr, ask_all, decide};
 use crate::snapshot::{
-    ConnectionStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus, ServerStatus,
-    Snapshot,
+    ConnectionStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus, ServerStatus, Snapshot,
 };
 use crate::sockets::{DiscoverError, NodeSockets, discover};
 use crate::verdict::{GroupFacts, Observation, RoutedConnection, Tracker, observe, observe_group};
@@ -63,8 +62,11 @@ async fn resolve(addr: &ServerAddr, timeout: Duration) -> Vec<SocketAddr> {
     if let Ok(ip) = addr.host.parse::<IpAddr>() {
         return vec![SocketAddr::new(ip, addr.port)];
     }
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((addr.host.as_str(), addr.port)))
-        .await
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::lookup_host((addr.host.as_str(), addr.port)),
+    )
+    .await
     {
         Ok(Ok(it)) => it
             .map(|sa| match sa.ip() {
@@ -151,7 +153,11 @@ impl Checker {
         let selector = self.config.node.selector.clone();
         let node = tokio::task::spawn_blocking(move || discover(&selector))
             .await
-            .unwrap_or_else(|e| Err(DiscoverError::Unreadable(format!("discovery task failed: {e}"))));
+            .unwrap_or_else(|e| {
+                Err(DiscoverError::Unreadable(format!(
+                    "discovery task failed: {e}"
+                )))
+            });
         let node_ok: Result<(), DiscoverError> = match &node {
             Ok(_) => Ok(()),
             Err(DiscoverError::NodeMissing(m)) => Err(DiscoverError::NodeMissing(m.clone())),

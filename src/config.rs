@@ -345,11 +345,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             )));
         }
         groups.push(GroupConfig {
-            password: read_secret(
-                &format!("{what} password"),
-                r.password_file,
-                r.password_env,
-            )?,
+            password: read_secret(&format!("{what} password"), r.password_file, r.password_env)?,
             sentinel_password: read_secret(
                 &format!("{what} sentinel password"),
                 r.sentinel_password_file,
@@ -393,7 +389,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let probe_ttl = c.probe_ttl.unwrap_or(Duration::from_secs(10));
     if probe_ttl < Duration::from_millis(1) {
-        return Err(ConfigError::invalid("check.probe_ttl: must be at least 1ms"));
+        return Err(ConfigError::invalid(
+            "check.probe_ttl: must be at least 1ms",
+        ));
     }
     let probe_key_prefix = c.probe_key_prefix.unwrap_or_else(|| "rolecall".to_string());
     if probe_key_prefix.is_empty() {
@@ -566,27 +564,43 @@ listen = "0.0.0.0:7071"
     #[test]
     fn invalid_configurations_are_refused_with_a_reason() {
         let cases: &[(&str, &str, &str)] = &[
-            ("timeout = \"300ms\"", "timeout = \"2s\"", "below check.interval"),
-            ("interval = \"1s\"", "interval = \"1s\"\nrise = 0", "at least 1"),
-            ("interval = \"1s\"", "interval = \"soon\"", "12:12: invalid value"),
+            (
+                "timeout = \"300ms\"",
+                "timeout = \"2s\"",
+                "below check.interval",
+            ),
+            (
+                "interval = \"1s\"",
+                "interval = \"1s\"\nrise = 0",
+                "at least 1",
+            ),
+            (
+                "interval = \"1s\"",
+                "interval = \"soon\"",
+                "12:12: invalid value",
+            ),
             (
                 "sentinels = [\"10.0.0.1:26379\", \"10.0.0.2:26379\", \"10.0.0.3:26379\"]",
                 "sentinels = []",
                 "sentinels is empty",
             ),
-            (
-                "\"10.0.0.3:26379\"]",
-                "\"10.0.0.2:26379\"]",
-                "listed twice",
-            ),
+            ("\"10.0.0.3:26379\"]", "\"10.0.0.2:26379\"]", "listed twice"),
             ("\"10.0.0.3:26379\"]", "\"10.0.0.3\"]", "not \"host:port\""),
             (
                 "pid_file = \"/run/centrifugo.pid\"",
                 "pid_file = \"/run/centrifugo.pid\"\npid = 3",
                 "exactly one",
             ),
-            ("pid_file = \"/run/centrifugo.pid\"", "", "how to find the node"),
-            ("listen = \"0.0.0.0:7070\"", "listen = \"7070\"", "not an address"),
+            (
+                "pid_file = \"/run/centrifugo.pid\"",
+                "",
+                "how to find the node",
+            ),
+            (
+                "listen = \"0.0.0.0:7070\"",
+                "listen = \"7070\"",
+                "not an address",
+            ),
             (
                 "listen = \"0.0.0.0:7070\"",
                 "listen = \"0.0.0.0:7070\"\nout_reply = \"failed\"",
@@ -596,9 +610,7 @@ listen = "0.0.0.0:7071"
         for (from, to, expect) in cases {
             assert!(DESIGN_EXAMPLE.contains(from), "{from}");
             let text = DESIGN_EXAMPLE.replacen(from, to, 1);
-            let err = Config::from_toml_str(&text)
-                .expect_err(to)
-                .to_string();
+            let err = Config::from_toml_str(&text).expect_err(to).to_string();
             assert!(err.contains(expect), "{to:?}: {err}");
         }
     }

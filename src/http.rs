@@ -68,7 +68,12 @@ fn readyz_verbose(s: &Snapshot, now: Instant) -> String {
             g.reason
         ));
     }
-    out.push_str(&format!("{}node {}: {}\n", mark(e.in_rotation), e.verdict, e.reason));
+    out.push_str(&format!(
+        "{}node {}: {}\n",
+        mark(e.in_rotation),
+        e.verdict,
+        e.reason
+    ));
     out.push_str(if e.in_rotation {
         "readyz check passed\n"
     } else {
@@ -105,7 +110,10 @@ pub fn respond(
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            let verbose = query.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
+            let verbose = query.is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "verbose" || p.starts_with("verbose="))
+            });
             if verbose {
                 text(status, readyz_verbose(snapshot, now))
             } else if e.in_rotation {
@@ -218,7 +226,11 @@ mod tests {
         );
         s.checked = checked;
         s.in_rotation = in_rotation;
-        s.verdict = if in_rotation { Verdict::Ok } else { Verdict::StuckOnReplica };
+        s.verdict = if in_rotation {
+            Verdict::Ok
+        } else {
+            Verdict::StuckOnReplica
+        };
         if checked {
             s.completed = Some(Instant::now());
         }
@@ -228,10 +240,11 @@ mod tests {
     fn status(m: Method, path: &str, q: Option<&str>, s: &Snapshot) -> (u16, String) {
         let r = respond(&m, path, q, s, &Metrics::new());
         let code = r.status().as_u16();
-        let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(r.into_body()))
-            .unwrap()
-            .unwrap()
-            .to_bytes();
+        let body =
+            futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(r.into_body()))
+                .unwrap()
+                .unwrap()
+                .to_bytes();
         (code, String::from_utf8(body.to_vec()).unwrap())
     }
 
@@ -240,13 +253,25 @@ mod tests {
         let ready = snapshot(true, true);
         let out = snapshot(false, true);
         let starting = snapshot(false, false);
-        assert_eq!(status(Method::GET, "/livez", None, &out), (200, "ok\n".into()));
-        assert_eq!(status(Method::GET, "/readyz", None, &ready), (200, "ready\n".into()));
-        assert_eq!(status(Method::GET, "/readyz", None, &out), (503, "not ready\n".into()));
+        assert_eq!(
+            status(Method::GET, "/livez", None, &out),
+            (200, "ok\n".into())
+        );
+        assert_eq!(
+            status(Method::GET, "/readyz", None, &ready),
+            (200, "ready\n".into())
+        );
+        assert_eq!(
+            status(Method::GET, "/readyz", None, &out),
+            (503, "not ready\n".into())
+        );
         assert_eq!(status(Method::GET, "/readyz", None, &starting).0, 503);
         let (code, body) = status(Method::GET, "/readyz", Some("verbose"), &out);
         assert_eq!(code, 503);
-        assert!(body.contains("[-]node stuck_on_replica") && body.ends_with("readyz check failed\n"), "{body}");
+        assert!(
+            body.contains("[-]node stuck_on_replica") && body.ends_with("readyz check failed\n"),
+            "{body}"
+        );
         let (code, body) = status(Method::GET, "/status", None, &out);
         assert_eq!(code, 200);
         let j: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -16,7 +16,10 @@ use rolecall::config::{Config, EXAMPLE};
 const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(version, about = "Tells HAProxy and Kubernetes whether a node's live Redis connections go to Sentinel's writable master")]
+#[command(
+    version,
+    about = "Tells HAProxy and Kubernetes whether a node's live Redis connections go to Sentinel's writable master"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

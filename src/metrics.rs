@@ -61,9 +61,9 @@ impl Metrics {
             "Changes of the published verdict or rotation",
             changes.clone(),
         );
-        let check_duration = Histogram::new(
-            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5].into_iter(),
-        );
+        let check_duration = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
         registry.register(
             "check_duration_seconds",
             "Duration of one complete check",
@@ -127,7 +127,10 @@ impl Metrics {
             let group = ("group".to_string(), g.name.clone());
             for sen in &g.sentinels {
                 self.sentinel_up
-                    .get_or_create(&vec![group.clone(), ("sentinel".to_string(), sen.addr.to_string())])
+                    .get_or_create(&vec![
+                        group.clone(),
+                        ("sentinel".to_string(), sen.addr.to_string()),
+                    ])
                     .set(i64::from(sen.error.is_none()));
             }
             self.node_connections
@@ -164,7 +167,6 @@ impl Metrics {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,9 +189,18 @@ mod tests {
         s.check_duration_ms = 2.0;
         m.observe_check(&s);
         let text = m.encode();
-        assert!(text.contains("rolecall_verdict{verdict=\"stuck_on_replica\"} 1"), "{text}");
-        assert!(text.contains("rolecall_verdict{verdict=\"ok\"} 0"), "{text}");
-        assert!(text.contains("rolecall_check_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("rolecall_verdict{verdict=\"stuck_on_replica\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rolecall_verdict{verdict=\"ok\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rolecall_check_duration_seconds_count 1"),
+            "{text}"
+        );
         assert!(text.contains("rolecall_in_rotation 0"), "{text}");
     }
 }

@@ -12,7 +12,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Value};
+use redis::{
+    AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Value,
+};
 use serde::Serialize;
 
 use crate::secret::Secret;
@@ -99,10 +101,7 @@ pub fn from_redis(addr: &ServerAddr, e: &redis::RedisError) -> ServerError {
         ErrorClass::Auth
     } else if e.is_connection_refusal() || e.kind() == ErrorKind::Io {
         ErrorClass::Connect
-    } else if matches!(
-        e.kind(),
-        ErrorKind::Parse | ErrorKind::UnexpectedReturnType
-    ) {
+    } else if matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType) {
         ErrorClass::Protocol
     } else {
         ErrorClass::Other
@@ -296,7 +295,9 @@ pub async fn command(
             let code = e.code().to_string();
             Err(ServerError::new(
                 classify_code(&code),
-                format!("{addr}: {code} {}", e.details().unwrap_or("")).trim_end().to_string(),
+                format!("{addr}: {code} {}", e.details().unwrap_or(""))
+                    .trim_end()
+                    .to_string(),
             ))
         }
         Ok(Ok(v)) => Ok(v),
@@ -340,14 +341,20 @@ pub async fn server_facts(
     };
     let role = command(&mut conn, &addr, "server", timeout, &redis::cmd("ROLE"))
         .await
-        .and_then(|v| parse_role(&v).map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}"))));
+        .and_then(|v| {
+            parse_role(&v)
+                .map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}")))
+        });
     let latency = role.is_ok().then(|| started.elapsed());
     let probe = match (&role, probe) {
         (_, None) => None,
         (Err(e), Some(_)) => Some(Err(e.clone())),
         (Ok(_), Some((key, value, ttl))) => {
             let mut set = redis::cmd("SET");
-            set.arg(key).arg(value).arg("PX").arg(ttl.as_millis() as u64);
+            set.arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64);
             Some(
                 command(&mut conn, &addr, "server", timeout, &set)
                     .await
@@ -365,8 +372,8 @@ pub async fn server_facts(
             )
         })
     };
-    let keep = !broken(role.as_ref().err())
-        && !broken(probe.as_ref().and_then(|p| p.as_ref().err()));
+    let keep =
+        !broken(role.as_ref().err()) && !broken(probe.as_ref().and_then(|p| p.as_ref().err()));
     (
         addr,
         ServerFacts {
@@ -416,7 +423,10 @@ mod tests {
             Role::Replica { link_up: false, .. }
         ));
         let sentinel = Value::Array(vec![bulk("sentinel"), Value::Array(vec![bulk("mymaster")])]);
-        assert_eq!(parse_role(&sentinel).unwrap(), Role::Other("sentinel".into()));
+        assert_eq!(
+            parse_role(&sentinel).unwrap(),
+            Role::Other("sentinel".into())
+        );
         assert!(parse_role(&Value::Int(1)).is_err());
         assert!(parse_role(&Value::Array(vec![])).is_err());
         assert!(parse_role(&Value::Array(vec![Value::Nil])).is_err());

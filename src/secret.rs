@@ -70,7 +70,10 @@ mod tests {
         std::fs::write(&p, "canary-4711\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Secret::from_file(&p).unwrap_err();
-        assert!(e.contains("readable by every user") && !e.contains("canary"), "{e}");
+        assert!(
+            e.contains("readable by every user") && !e.contains("canary"),
+            "{e}"
+        );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(Secret::from_file(&p).unwrap().expose(), "canary-4711");
     }

@@ -135,13 +135,19 @@ pub fn decide(name: &str, configured: usize, answers: &[SentinelAnswer]) -> Sent
                     *votes.entry(m).or_default() += 1;
                 } else {
                     unknown_name += 1;
-                    dissent.push(format!("sentinel {} does not know master name {name:?}", a.addr));
+                    dissent.push(format!(
+                        "sentinel {} does not know master name {name:?}",
+                        a.addr
+                    ));
                 }
             }
         }
     }
     let majority = configured / 2 + 1;
-    let best = votes.iter().max_by_key(|(_, n)| **n).map(|(m, n)| ((*m).clone(), *n));
+    let best = votes
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(m, n)| ((*m).clone(), *n));
     let mut others: Vec<ServerAddr> = votes.keys().map(|m| (*m).clone()).collect();
     for a in answers {
         if let Ok(r) = &a.result {
@@ -168,12 +174,18 @@ pub fn decide(name: &str, configured: usize, answers: &[SentinelAnswer]) -> Sent
     } else if answered == 0 {
         Some(format!("no sentinel answered (0 of {configured})"))
     } else if unknown_name == answered {
-        Some(format!("master name {name:?} unknown to every sentinel that answered"))
+        Some(format!(
+            "master name {name:?} unknown to every sentinel that answered"
+        ))
     } else {
         let named: Vec<String> = votes.iter().map(|(m, n)| format!("{m} by {n}")).collect();
         Some(format!(
             "no sentinel majority: {majority} of {configured} needed, {} ({} answered)",
-            if named.is_empty() { "none named a master".to_string() } else { format!("named {}", named.join(", ")) },
+            if named.is_empty() {
+                "none named a master".to_string()
+            } else {
+                format!("named {}", named.join(", "))
+            },
             answered
         ))
     };
@@ -260,8 +272,7 @@ pub fn parse_replicas(v: &Value) -> Result<Vec<ReplicaInfo>, String> {
 
 /// Reads `sentinel_tilt:1` from `INFO sentinel`.
 pub fn parse_tilt(info: &str) -> bool {
-    info.lines()
-        .any(|l| l.trim_end() == "sentinel_tilt:1")
+    info.lines().any(|l| l.trim_end() == "sentinel_tilt:1")
 }
 
 /// Asks one sentinel; the connection is returned when it should be kept.
@@ -297,7 +308,8 @@ async fn ask(
         command(&mut c1, &addr, "sentinel", timeout, &reps),
         command(&mut c2, &addr, "sentinel", timeout, &info),
     );
-    let protocol = |m: String| ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"));
+    let protocol =
+        |m: String| ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"));
     let result = (|| {
         let master = parse_master_addr(&m?).map_err(protocol)?;
         let tilt = parse_tilt(&text(&i?).unwrap_or_default());
@@ -412,23 +424,94 @@ mod tests {
     #[test]
     fn the_majority_of_configured_sentinels_names_the_master() {
         let cases: Vec<(&str, Vec<SentinelAnswer>, Option<&str>, &str)> = vec![
-            ("all agree", vec![says(S1, Some(M), false), says(S2, Some(M), false), says(S3, Some(M), false)], Some(M), ""),
-            ("one disagrees", vec![says(S1, Some(M), false), says(S2, Some(M), false), says(S3, Some(N), false)], Some(M), ""),
-            ("one unreachable", vec![says(S1, Some(M), false), says(S2, Some(M), false), silent(S3)], Some(M), ""),
-            ("1-1 and one unreachable", vec![says(S1, Some(M), false), says(S2, Some(N), false), silent(S3)], None, "no sentinel majority"),
-            ("only one answers", vec![says(S1, Some(M), false), silent(S2), silent(S3)], None, "no sentinel majority"),
-            ("none answers", vec![silent(S1), silent(S2), silent(S3)], None, "no sentinel answered"),
-            ("a TILT vote does not count", vec![says(S1, Some(M), false), says(S2, Some(M), true), silent(S3)], None, "no sentinel majority"),
-            ("unknown master name", vec![says(S1, None, false), says(S2, None, false), says(S3, None, false)], None, "unknown to every sentinel"),
+            (
+                "all agree",
+                vec![
+                    says(S1, Some(M), false),
+                    says(S2, Some(M), false),
+                    says(S3, Some(M), false),
+                ],
+                Some(M),
+                "",
+            ),
+            (
+                "one disagrees",
+                vec![
+                    says(S1, Some(M), false),
+                    says(S2, Some(M), false),
+                    says(S3, Some(N), false),
+                ],
+                Some(M),
+                "",
+            ),
+            (
+                "one unreachable",
+                vec![
+                    says(S1, Some(M), false),
+                    says(S2, Some(M), false),
+                    silent(S3),
+                ],
+                Some(M),
+                "",
+            ),
+            (
+                "1-1 and one unreachable",
+                vec![
+                    says(S1, Some(M), false),
+                    says(S2, Some(N), false),
+                    silent(S3),
+                ],
+                None,
+                "no sentinel majority",
+            ),
+            (
+                "only one answers",
+                vec![says(S1, Some(M), false), silent(S2), silent(S3)],
+                None,
+                "no sentinel majority",
+            ),
+            (
+                "none answers",
+                vec![silent(S1), silent(S2), silent(S3)],
+                None,
+                "no sentinel answered",
+            ),
+            (
+                "a TILT vote does not count",
+                vec![
+                    says(S1, Some(M), false),
+                    says(S2, Some(M), true),
+                    silent(S3),
+                ],
+                None,
+                "no sentinel majority",
+            ),
+            (
+                "unknown master name",
+                vec![
+                    says(S1, None, false),
+                    says(S2, None, false),
+                    says(S3, None, false),
+                ],
+                None,
+                "unknown to every sentinel",
+            ),
         ];
         for (what, answers, master, problem) in cases {
             let v = decide("mymaster", 3, &answers);
             assert_eq!(v.master, master.map(a), "{what}");
             if master.is_some() {
                 assert!(v.problem.is_none(), "{what}");
-                assert!(!v.others.contains(&a(M)), "{what}: master is not among the others");
+                assert!(
+                    !v.others.contains(&a(M)),
+                    "{what}: master is not among the others"
+                );
             } else {
-                assert!(v.problem.as_deref().unwrap().contains(problem), "{what}: {:?}", v.problem);
+                assert!(
+                    v.problem.as_deref().unwrap().contains(problem),
+                    "{what}: {:?}",
+                    v.problem
+                );
             }
         }
     }
@@ -438,11 +521,19 @@ mod tests {
         let v = decide(
             "mymaster",
             3,
-            &[says(S1, Some(M), false), says(S2, Some(M), false), says(S3, Some(N), false)],
+            &[
+                says(S1, Some(M), false),
+                says(S2, Some(M), false),
+                says(S3, Some(N), false),
+            ],
         );
         assert_eq!(v.votes, 2);
         assert!(v.others.contains(&a(N)) && v.others.contains(&a("127.0.0.1:6380")));
-        assert!(v.dissent.iter().any(|d| d.contains("127.0.0.1:6381")), "{:?}", v.dissent);
+        assert!(
+            v.dissent.iter().any(|d| d.contains("127.0.0.1:6381")),
+            "{:?}",
+            v.dissent
+        );
     }
 
     #[test]
@@ -469,7 +560,9 @@ mod tests {
         assert_eq!(r[0].addr, a("127.0.0.1:6380"));
         assert_eq!(r[0].flags, vec!["slave", "s_down"]);
         assert!(parse_replicas(&Value::Int(3)).is_err());
-        assert!(parse_tilt("# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:1\r\n"));
+        assert!(parse_tilt(
+            "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:1\r\n"
+        ));
         assert!(!parse_tilt("# Sentinel\r\nsentinel_tilt:0\r\n"));
     }
 

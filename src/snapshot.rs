@@ -107,7 +107,11 @@ pub struct Effective {
 
 impl Snapshot {
     /// The snapshot before the first check: not ready.
-    pub fn starting(node: NodeStatus, stale_after: Duration, fail_open_after: Duration) -> Snapshot {
+    pub fn starting(
+        node: NodeStatus,
+        stale_after: Duration,
+        fail_open_after: Duration,
+    ) -> Snapshot {
         Snapshot {
             verdict: Verdict::Unknown,
             in_rotation: false,
@@ -221,7 +225,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = snap();
         s.completed = Some(t0);
-        assert_eq!(s.at(t0 + Duration::from_secs(1)).verdict, Verdict::StuckOnReplica);
+        assert_eq!(
+            s.at(t0 + Duration::from_secs(1)).verdict,
+            Verdict::StuckOnReplica
+        );
         let e = s.at(t0 + Duration::from_secs(5));
         assert!(e.stale && !e.in_rotation && e.verdict == Verdict::Unknown);
         assert!(e.reason.contains("stalled"));

@@ -14,7 +14,10 @@ fn send(state: &[NotifyState]) {
 }
 
 pub fn ready() {
-    send(&[NotifyState::Ready, NotifyState::Status("listening; first check running")]);
+    send(&[
+        NotifyState::Ready,
+        NotifyState::Status("listening; first check running"),
+    ]);
 }
 
 pub fn watchdog() {
@@ -29,7 +32,11 @@ pub fn status(s: &Snapshot) {
     let line = format!(
         "{} ({}): {}",
         s.verdict,
-        if s.in_rotation { "in rotation" } else { "out of rotation" },
+        if s.in_rotation {
+            "in rotation"
+        } else {
+            "out of rotation"
+        },
         s.reason
     );
     send(&[NotifyState::Status(&line)]);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::probe::{ErrorClass, Role, ServerError};
-use crate::sentinel::{ServerAddr, SentinelView};
+use crate::sentinel::{SentinelView, ServerAddr};
 use crate::sockets::{Connection, DiscoverError};
 
 /// The states of DESIGN.md, in order of severity (worst last) for combining groups.
@@ -167,13 +167,15 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
             continue;
         }
         match (f.role_of)(&rc.server) {
-            Some(Ok(Role::Replica { .. })) | Some(Ok(Role::Other(_))) => consider(Observation::new(
-                Verdict::StuckOnReplica,
-                format!(
-                    "connection {} -> {} goes to a replica; Sentinel's master is {master}",
-                    c.local, rc.server
-                ),
-            )),
+            Some(Ok(Role::Replica { .. })) | Some(Ok(Role::Other(_))) => {
+                consider(Observation::new(
+                    Verdict::StuckOnReplica,
+                    format!(
+                        "connection {} -> {} goes to a replica; Sentinel's master is {master}",
+                        c.local, rc.server
+                    ),
+                ))
+            }
             Some(Ok(Role::Master)) => consider(Observation::new(
                 Verdict::StaleMaster,
                 format!(
@@ -230,13 +232,20 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
             format!(
                 "{} connection(s) to master {master}{}",
                 f.connections.len(),
-                if f.probe.is_some() { ", which took the probe write" } else { "" }
+                if f.probe.is_some() {
+                    ", which took the probe write"
+                } else {
+                    ""
+                }
             ),
         ),
         Some(Err(e)) => match e.class {
             ErrorClass::NoReplicas | ErrorClass::Misconf | ErrorClass::Oom => Observation::new(
                 Verdict::Degraded,
-                format!("master {master} refuses writes ({}): every node shares this", e),
+                format!(
+                    "master {master} refuses writes ({}): every node shares this",
+                    e
+                ),
             ),
             _ => Observation::new(
                 Verdict::Unknown,
@@ -250,9 +259,10 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
 pub fn observe(node: &Result<(), DiscoverError>, groups: &[Observation]) -> Observation {
     match node {
         Err(DiscoverError::NodeMissing(m)) => Observation::new(Verdict::NodeMissing, m.clone()),
-        Err(DiscoverError::Unreadable(m)) => {
-            Observation::new(Verdict::Unknown, format!("cannot see the node's sockets: {m}"))
-        }
+        Err(DiscoverError::Unreadable(m)) => Observation::new(
+            Verdict::Unknown,
+            format!("cannot see the node's sockets: {m}"),
+        ),
         Ok(()) => {
             let mut worst: Option<&Observation> = None;
             for g in groups {
@@ -381,7 +391,11 @@ impl Tracker {
                     format!(
                         "{}; holding the last state ({}) for up to {}",
                         self.reason,
-                        if self.held_rotation { "in rotation" } else { "out of rotation" },
+                        if self.held_rotation {
+                            "in rotation"
+                        } else {
+                            "out of rotation"
+                        },
                         humantime::format_duration(self.policy.unknown_hold)
                     )
                 }
@@ -422,7 +436,9 @@ mod tests {
     fn view(master: Option<&str>) -> SentinelView {
         SentinelView {
             master: master.map(addr),
-            problem: master.is_none().then(|| "no sentinel majority (1 of 3)".to_string()),
+            problem: master
+                .is_none()
+                .then(|| "no sentinel majority (1 of 3)".to_string()),
             ..SentinelView::default()
         }
     }
@@ -534,7 +550,11 @@ mod tests {
                 run(Some(M), &[], &[(M, Ok(Role::Master))], Some(ok())),
                 V::Disconnected,
             ),
-            ("no sentinel majority", run(None, &[conn(1, M)], &[], None), V::Unknown),
+            (
+                "no sentinel majority",
+                run(None, &[conn(1, M)], &[], None),
+                V::Unknown,
+            ),
             (
                 "master refuses writes for lack of replicas",
                 run(
@@ -673,7 +693,10 @@ mod tests {
         let d = t.decision(t0);
         assert!(!d.checked && !d.in_rotation);
         use Verdict::*;
-        assert_eq!(feed(&[(0, Ok), (1, Ok)]), vec![(Unknown, false), (Ok, true)]);
+        assert_eq!(
+            feed(&[(0, Ok), (1, Ok)]),
+            vec![(Unknown, false), (Ok, true)]
+        );
     }
 
     #[test]
@@ -723,7 +746,13 @@ mod tests {
     #[test]
     fn disconnected_has_a_grace_period() {
         use Verdict::*;
-        let got = feed(&[(0, Ok), (1, Ok), (2, Disconnected), (3, Disconnected), (7, Disconnected)]);
+        let got = feed(&[
+            (0, Ok),
+            (1, Ok),
+            (2, Disconnected),
+            (3, Disconnected),
+            (7, Disconnected),
+        ]);
         assert_eq!(got[3], (Disconnected, true));
         assert_eq!(got[4], (Disconnected, false));
     }
@@ -758,7 +787,14 @@ mod tests {
     #[test]
     fn degraded_stays_in_rotation_and_node_missing_goes_out() {
         use Verdict::*;
-        let got = feed(&[(0, Ok), (1, Ok), (2, Degraded), (3, Degraded), (4, NodeMissing), (5, NodeMissing)]);
+        let got = feed(&[
+            (0, Ok),
+            (1, Ok),
+            (2, Degraded),
+            (3, Degraded),
+            (4, NodeMissing),
+            (5, NodeMissing),
+        ]);
         assert_eq!(got[3], (Degraded, true));
         assert_eq!(got[5], (NodeMissing, false));
     }

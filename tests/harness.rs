@@ -73,32 +73,60 @@ fn a_pinned_node_keeps_redialling_the_old_master_after_failover() {
         "both of the node's connections to be back on the old master",
         || {
             old_master.clients_named(&node.client_name()).len() == 1
-                && old_master.clients_named(&node.subscriber_client_name()).len() == 1
+                && old_master
+                    .clients_named(&node.subscriber_client_name())
+                    .len()
+                    == 1
         },
     );
     assert!(new_master.clients_named(&node.client_name()).is_empty());
-    assert!(node.connections().iter().all(|&a| a == old), "{}", node.report());
+    assert!(
+        node.connections().iter().all(|&a| a == old),
+        "{}",
+        node.report()
+    );
     assert!(node.connections().len() >= 2, "{}", node.report());
     assert!(node.is_running());
 }
 
 #[test]
-fn a_following_node_moves_to_the_new_master_after_failover() {
+fn following_nodes_move_to_the_new_master_after_failover() {
     let topology = Topology::start(1, 3);
-    let node = DemoNode::follow(&topology);
+    let follower = DemoNode::follow(&topology);
+    let watcher = DemoNode::follow_watching(&topology);
     let first = topology.master_addr();
-    wait_for_writes(topology.server(first), &node, 3);
+    wait_for_writes(topology.server(first), &follower, 3);
+    wait_for_writes(topology.server(first), &watcher, 3);
+    let watch_sessions = topology
+        .sentinels()
+        .iter()
+        .map(|s| s.cli_str(&["CLIENT", "LIST"]))
+        .filter(|list| list.contains(&format!("name={} ", watcher.watch_client_name())))
+        .count();
+    assert_eq!(watch_sessions, 1, "the watcher subscribes on one sentinel");
 
-    let (_, new) = topology.failover();
+    let (old, new) = topology.failover();
 
+    // The watcher moves on `+switch-master`. The plain follower only notices when the old
+    // master, still writable, is demoted and Sentinel kills its clients (10–20 s later).
     let new_master = topology.server(new);
-    wait_until(
-        WRITES_TIMEOUT,
-        "the following node to connect to the new master",
-        || new_master.clients_named(&node.client_name()).len() == 1,
+    for node in [&watcher, &follower] {
+        wait_until(
+            WRITES_TIMEOUT + Duration::from_secs(20),
+            &format!("{} to connect to the new master", node.name()),
+            || new_master.clients_named(&node.client_name()).len() == 1,
+        );
+        wait_for_writes(new_master, node, 3);
+        assert_eq!(node.connections().last(), Some(&new), "{}", node.report());
+    }
+    assert!(
+        topology
+            .server(old)
+            .clients_named(&follower.client_name())
+            .is_empty(),
+        "{}",
+        follower.report()
     );
-    wait_for_writes(new_master, &node, 3);
-    assert_eq!(node.connections().last(), Some(&new), "{}", node.report());
 }
 
 #[test]

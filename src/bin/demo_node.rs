@@ -8,25 +8,32 @@
 //!   replica (`READONLY`) or on a resumed old master. With `--pubsub-addr` it also keeps a
 //!   subscriber connection on a second fixed address.
 //! - `follow --sentinel HOST:PORT... --master-name NAME` asks Sentinel for the master before
-//!   every (re)connection, as a correct client does.
+//!   every (re)connection, as redis-py's Sentinel client does. Note that after a failover with
+//!   the old master still alive, such a client keeps writing to the old master until Sentinel
+//!   demotes it and kills its clients (10–20 s later). With `--watch` it also subscribes to
+//!   `+switch-master` on a sentinel (as Jedis does) and moves at once; that is one more socket,
+//!   to a sentinel.
 //!
 //! Protocol is hand-written RESP2 over `std::net::TcpStream`, with no client library between
-//! the node and its sockets: exactly one command socket (plus one subscriber socket), no pool,
-//! no hidden reconnects. Every wait is bounded (connect and read timeouts of 1 s, 100 ms between
-//! retries), and Redis errors never end the process: it retries until it is killed.
+//! the node and its sockets: one command socket (plus the subscriber socket), no pool, no hidden
+//! reconnects. After an error *reply* (`READONLY`, ...) the old socket stays open until the new
+//! one is connected, so the node is never without a socket merely because it is redialling.
+//! Every wait is bounded (connect and read timeouts of 1 s, 100 ms between retries), and Redis
+//! errors never end the process: it retries until it is killed.
 //!
 //! Stdout, one line per event, for the tests to read: `connected IP:PORT` on every command
-//! connection, `subscribed IP:PORT` on every subscriber connection, `ready` once after the
-//! first connection(s), and `acked N` (acknowledged INCRs) on SIGTERM or SIGINT before a clean
-//! exit. Each connection is named with `CLIENT SETNAME rolecall-demo-<name>` (the subscriber
-//! `rolecall-demo-<name>-sub`) so tests can find it in `CLIENT LIST`. Errors go to stderr.
+//! connection, `subscribed IP:PORT` / `watching IP:PORT` on every subscriber connection, `ready`
+//! once after the first connection(s), and `acked N` (acknowledged INCRs) on SIGTERM or SIGINT
+//! before a clean exit. Connections are named with `CLIENT SETNAME rolecall-demo-<name>` (the
+//! subscribers `rolecall-demo-<name>-sub` and `rolecall-demo-<name>-watch`) so tests can find
+//! them in `CLIENT LIST`. Errors go to stderr.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -75,6 +82,10 @@ enum Mode {
         /// The master name the sentinels monitor.
         #[arg(long, value_name = "NAME")]
         master_name: String,
+        /// Also subscribe to `+switch-master` on a sentinel and move to the announced master at
+        /// once (as Jedis does), instead of only when the old master breaks the connection.
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -109,33 +120,51 @@ fn main() -> ExitCode {
         eprintln!("error: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    match cli.mode {
+    let switch = Arc::new(Mutex::new(None));
+    let (target, common, subscription) = match cli.mode {
         Mode::Pin {
             addr,
             pubsub_addr,
             common,
         } => {
-            let subscribed = pubsub_addr.map(|pubsub| {
-                let (tx, rx) = mpsc::channel();
-                let name = common.name.clone();
-                thread::spawn(move || subscriber(&pubsub, &name, tx));
-                rx
+            let subscription = pubsub_addr.map(|pubsub| Subscription {
+                addrs: vec![pubsub],
+                channel: format!("rolecall-demo:{}:events", common.name),
+                client_name: format!("rolecall-demo-{}-sub", common.name),
+                label: "subscribed",
+                on_message: None,
             });
-            let target = Target::Fixed(addr);
-            writer(&target, &common, subscribed, &acked)
+            (Target::Fixed(addr), common, subscription)
         }
         Mode::Follow {
             sentinels,
             master_name,
+            watch,
             common,
         } => {
+            let subscription = watch.then(|| Subscription {
+                addrs: sentinels.clone(),
+                channel: "+switch-master".to_owned(),
+                client_name: format!("rolecall-demo-{}-watch", common.name),
+                label: "watching",
+                on_message: Some(SwitchWatch {
+                    master_name: master_name.clone(),
+                    switch: Arc::clone(&switch),
+                }),
+            });
             let target = Target::Sentinel {
                 sentinels,
                 master_name,
             };
-            writer(&target, &common, None, &acked)
+            (target, common, subscription)
         }
-    }
+    };
+    let subscribed = subscription.map(|sub| {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || sub.run(tx));
+        rx
+    });
+    writer(&target, &common, subscribed, &switch, &acked)
 }
 
 /// Prints `acked N` and exits 0 on SIGTERM or SIGINT. The writer thread is never interrupted
@@ -186,91 +215,195 @@ impl Target {
     }
 }
 
+/// Why the command connection is being replaced.
+struct Broken {
+    error: String,
+    /// The old connection still works (an error reply, a switch announcement): keep it open
+    /// until its replacement is up, so the node never goes without a socket just because it is
+    /// redialling. A closed or timed-out connection is dropped at once.
+    usable: bool,
+}
+
 /// The command connection: connect, name it, `INCR` every interval until an error, repeat.
 fn writer(
     target: &Target,
     common: &Common,
     subscribed: Option<mpsc::Receiver<()>>,
+    switch: &Mutex<Option<String>>,
     acked: &AtomicU64,
 ) -> ExitCode {
     let key = format!("rolecall-demo:{}:count", common.name);
     let client_name = format!("rolecall-demo-{}", common.name);
     let mut ready = false;
+    let mut previous: Option<Conn> = None;
+    let mut next: Option<String> = None;
     loop {
-        let result = target.resolve().and_then(|addr| -> Result<(), String> {
-            let mut conn = Conn::open(&addr).map_err(|e| format!("connect to {addr}: {e}"))?;
-            conn.expect_ok(&["CLIENT", "SETNAME", &client_name])
-                .map_err(|e| format!("{}: CLIENT SETNAME: {e}", conn.peer))?;
-            println!("connected {}", conn.peer);
-            if !ready {
-                if let Some(rx) = &subscribed {
-                    // The subscriber retries forever; the caller bounds how long it waits for
-                    // `ready`.
-                    let _ = rx.recv();
-                }
-                println!("ready");
-                ready = true;
+        let opened = next
+            .take()
+            .map_or_else(|| target.resolve(), Ok)
+            .and_then(|addr| open_named(&addr, &client_name));
+        let mut conn = match opened {
+            Ok(conn) => conn,
+            Err(e) => {
+                eprintln!("error: {e}; retrying");
+                thread::sleep(RETRY_DELAY);
+                continue;
             }
-            loop {
-                match conn.call(&["INCR", &key]) {
-                    Ok(Reply::Int) => {
-                        acked.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(Reply::Error(e)) => return Err(format!("{}: INCR: {e}", conn.peer)),
-                    Ok(other) => {
-                        return Err(format!("{}: INCR: unexpected reply {other:?}", conn.peer));
-                    }
-                    Err(e) => return Err(format!("{}: INCR: {e}", conn.peer)),
-                }
-                thread::sleep(common.interval);
+        };
+        drop(previous.take());
+        println!("connected {}", conn.peer);
+        if !ready {
+            if let Some(rx) = &subscribed {
+                // The subscriber retries forever; whoever waits for `ready` bounds the wait.
+                let _ = rx.recv();
             }
-        });
-        if let Err(e) = result {
-            eprintln!("error: {e}; reconnecting");
+            println!("ready");
+            ready = true;
         }
-        thread::sleep(RETRY_DELAY);
+        let broken = loop {
+            match conn.call(&["INCR", &key]) {
+                Ok(Reply::Int) => {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(Reply::Error(e)) => {
+                    break Broken {
+                        error: format!("{}: INCR: {e}", conn.peer),
+                        usable: true,
+                    };
+                }
+                Ok(other) => {
+                    break Broken {
+                        error: format!("{}: INCR: unexpected reply {other:?}", conn.peer),
+                        usable: false,
+                    };
+                }
+                Err(e) => {
+                    break Broken {
+                        error: format!("{}: INCR: {e}", conn.peer),
+                        usable: false,
+                    };
+                }
+            }
+            if let Some(addr) = switch.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                next = Some(addr.clone());
+                break Broken {
+                    error: format!("{}: sentinel announced +switch-master to {addr}", conn.peer),
+                    usable: true,
+                };
+            }
+            thread::sleep(common.interval);
+        };
+        eprintln!("error: {}; reconnecting", broken.error);
+        if broken.usable {
+            previous = Some(conn);
+        }
+        if next.is_none() {
+            thread::sleep(RETRY_DELAY);
+        }
     }
 }
 
-/// The subscriber connection, always redialled to the same address. Signals `first` once.
-fn subscriber(addr: &str, name: &str, first: mpsc::Sender<()>) {
-    let channel = format!("rolecall-demo:{name}:events");
-    let client_name = format!("rolecall-demo-{name}-sub");
-    let mut first = Some(first);
-    loop {
-        let result = (|| -> Result<(), String> {
-            let mut conn = Conn::open(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
-            let peer = conn.peer;
-            conn.expect_ok(&["CLIENT", "SETNAME", &client_name])
-                .map_err(|e| format!("{peer}: CLIENT SETNAME: {e}"))?;
-            match conn.call(&["SUBSCRIBE", &channel]) {
-                Ok(Reply::Array(Some(_))) => {}
-                Ok(other) => return Err(format!("{peer}: SUBSCRIBE: unexpected reply {other:?}")),
-                Err(e) => return Err(format!("{peer}: SUBSCRIBE: {e}")),
-            }
-            println!("subscribed {peer}");
-            if let Some(tx) = first.take() {
-                let _ = tx.send(());
-            }
-            let mut idle = 0;
-            loop {
-                if conn.readable().map_err(|e| format!("{peer}: {e}"))? {
-                    // A message or a PING reply (`["pong", ""]` in RESP2 subscribed mode).
-                    conn.read_reply().map_err(|e| format!("{peer}: {e}"))?;
-                    idle = 0;
-                } else {
-                    idle += 1;
-                    if idle > SUBSCRIBER_MAX_IDLE {
-                        return Err(format!("{peer}: no reply to PING"));
-                    }
-                    conn.send(&["PING"]).map_err(|e| format!("{peer}: {e}"))?;
-                }
-            }
-        })();
-        if let Err(e) = result {
-            eprintln!("error: subscriber: {e}; reconnecting");
+/// A connection named with `CLIENT SETNAME`.
+fn open_named(addr: &str, client_name: &str) -> Result<Conn, String> {
+    let mut conn = Conn::open(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+    conn.expect_ok(&["CLIENT", "SETNAME", client_name])
+        .map_err(|e| format!("{}: CLIENT SETNAME: {e}", conn.peer))?;
+    Ok(conn)
+}
+
+/// A subscriber connection to the first of `addrs` that accepts, redialled (to the first that
+/// accepts again) whenever it breaks.
+struct Subscription {
+    addrs: Vec<String>,
+    channel: String,
+    client_name: String,
+    /// The stdout word for each (re)subscription: `subscribed ADDR` / `watching ADDR`.
+    label: &'static str,
+    on_message: Option<SwitchWatch>,
+}
+
+/// Hands `+switch-master` announcements for our master to the writer.
+struct SwitchWatch {
+    master_name: String,
+    switch: Arc<Mutex<Option<String>>>,
+}
+
+impl SwitchWatch {
+    /// A `+switch-master` message reads `NAME OLD-IP OLD-PORT NEW-IP NEW-PORT`.
+    fn handle(&self, reply: &Reply) {
+        let Reply::Array(Some(items)) = reply else {
+            return;
+        };
+        let [Reply::Bulk(Some(kind)), _, Reply::Bulk(Some(payload))] = items.as_slice() else {
+            return;
+        };
+        if kind != b"message" {
+            return;
         }
-        thread::sleep(RETRY_DELAY);
+        let payload = String::from_utf8_lossy(payload);
+        if let [name, _, _, ip, port] = payload.split(' ').collect::<Vec<_>>().as_slice()
+            && *name == self.master_name
+        {
+            let addr = if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            };
+            *self.switch.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+        }
+    }
+}
+
+impl Subscription {
+    /// Runs forever; signals `first` after the first subscription.
+    fn run(self, first: mpsc::Sender<()>) {
+        let mut first = Some(first);
+        loop {
+            if let Err(e) = self.session(&mut first) {
+                eprintln!("error: {} {e}; reconnecting", self.label);
+            }
+            thread::sleep(RETRY_DELAY);
+        }
+    }
+
+    fn session(&self, first: &mut Option<mpsc::Sender<()>>) -> Result<(), String> {
+        let mut errors = Vec::new();
+        let mut conn = self
+            .addrs
+            .iter()
+            .find_map(|addr| {
+                open_named(addr, &self.client_name)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            })
+            .ok_or_else(|| errors.join("; "))?;
+        let peer = conn.peer;
+        match conn.call(&["SUBSCRIBE", &self.channel]) {
+            Ok(Reply::Array(Some(_))) => {}
+            Ok(other) => return Err(format!("{peer}: SUBSCRIBE: unexpected reply {other:?}")),
+            Err(e) => return Err(format!("{peer}: SUBSCRIBE: {e}")),
+        }
+        println!("{} {peer}", self.label);
+        if let Some(tx) = first.take() {
+            let _ = tx.send(());
+        }
+        let mut idle = 0;
+        loop {
+            if conn.readable().map_err(|e| format!("{peer}: {e}"))? {
+                // A message, or a PING reply (`["pong", ""]` in RESP2 subscribed mode).
+                let reply = conn.read_reply().map_err(|e| format!("{peer}: {e}"))?;
+                if let Some(watch) = &self.on_message {
+                    watch.handle(&reply);
+                }
+                idle = 0;
+            } else {
+                idle += 1;
+                if idle > SUBSCRIBER_MAX_IDLE {
+                    return Err(format!("{peer}: no reply to PING"));
+                }
+                conn.send(&["PING"]).map_err(|e| format!("{peer}: {e}"))?;
+            }
+        }
     }
 }
 
@@ -377,7 +510,12 @@ impl Conn {
                 "connection closed",
             )),
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(e),

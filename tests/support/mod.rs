@@ -33,7 +33,10 @@ use std::time::{Duration, Instant};
 
 pub use node::DemoNode;
 pub use process::free_port;
-pub use redis::{RedisServer, Sentinel, call, call_timeout, parse_info, parse_kv_lines, value_to_string};
+pub use redis::{
+    RedisServer, Sentinel, call, call_timeout, parse_info, parse_kv_lines, value_to_line,
+    value_to_string,
+};
 pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, run_rolecall};
 pub use topology::{Topology, TopologyBuilder};
 

@@ -57,14 +57,39 @@ impl DemoNode {
         DemoNode::follow_sentinels(&topology.sentinel_addrs(), topology.master_name())
     }
 
+    /// `follow --watch`: also subscribed to `+switch-master` on a sentinel, so it moves as soon
+    /// as the failover is announced (one more socket, to a sentinel).
+    pub fn follow_watching(topology: &Topology) -> DemoNode {
+        DemoNode::follow_args(
+            "watch",
+            &topology.sentinel_addrs(),
+            topology.master_name(),
+            &["--watch"],
+        )
+    }
+
     pub fn follow_sentinels(sentinels: &[SocketAddr], master_name: &str) -> DemoNode {
-        let mut args = vec!["follow".to_owned(), "--master-name".to_owned(), master_name.to_owned()];
+        DemoNode::follow_args("follow", sentinels, master_name, &[])
+    }
+
+    fn follow_args(
+        kind: &str,
+        sentinels: &[SocketAddr],
+        master_name: &str,
+        extra: &[&str],
+    ) -> DemoNode {
+        let mut args = vec![
+            "follow".to_owned(),
+            "--master-name".to_owned(),
+            master_name.to_owned(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         for s in sentinels {
             args.push("--sentinel".to_owned());
             args.push(s.to_string());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        DemoNode::start("follow", &args)
+        DemoNode::start(kind, &args)
     }
 
     /// Runs the binary with `args` plus a unique `--name` (from `kind`), and waits for `ready`.
@@ -117,9 +142,14 @@ impl DemoNode {
         format!("rolecall-demo-{}", self.name)
     }
 
-    /// `CLIENT SETNAME` of its subscriber connection.
+    /// `CLIENT SETNAME` of its subscriber connection (`pin --pubsub-addr`).
     pub fn subscriber_client_name(&self) -> String {
         format!("rolecall-demo-{}-sub", self.name)
+    }
+
+    /// `CLIENT SETNAME` of its `+switch-master` subscription on a sentinel (`follow --watch`).
+    pub fn watch_client_name(&self) -> String {
+        format!("rolecall-demo-{}-watch", self.name)
     }
 
     /// The key it INCRs.
@@ -143,7 +173,11 @@ impl DemoNode {
     /// Waits for a stdout line matching `pred` (already printed or yet to come) and returns it;
     /// panics with its stderr if it times out or the node exits.
     pub fn wait_for_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let (name, lines, stderr) = (self.name.clone(), Arc::clone(&self.lines), self.stderr.clone());
+        let (name, lines, stderr) = (
+            self.name.clone(),
+            Arc::clone(&self.lines),
+            self.stderr.clone(),
+        );
         let mut exited = None;
         wait_for_or_dump(
             timeout,
@@ -159,7 +193,10 @@ impl DemoNode {
                     if let Some(l) = lines.lock().unwrap().iter().find(|l| pred(l)) {
                         return Some(l.clone());
                     }
-                    panic!("demo node {name} exited ({exited:?})\n{}", report(&name, &lines, &stderr));
+                    panic!(
+                        "demo node {name} exited ({exited:?})\n{}",
+                        report(&name, &lines, &stderr)
+                    );
                 }
                 None
             },

@@ -33,7 +33,11 @@ pub fn call(addr: SocketAddr, args: &[&str]) -> redis::RedisResult<Value> {
 }
 
 /// [`call`] with its own bound for connecting and for each read and write.
-pub fn call_timeout(addr: SocketAddr, args: &[&str], timeout: Duration) -> redis::RedisResult<Value> {
+pub fn call_timeout(
+    addr: SocketAddr,
+    args: &[&str],
+    timeout: Duration,
+) -> redis::RedisResult<Value> {
     let (name, rest) = args.split_first().expect("a command");
     let client = redis::Client::open(format!("redis://{addr}/"))?;
     let mut con = client.get_connection_with_timeout(timeout)?;
@@ -94,6 +98,29 @@ pub fn value_to_string(value: &Value) -> String {
     let mut out = String::new();
     write(&mut out, value, 0);
     out
+}
+
+/// A reply on one line: scalars as text, arrays as `[a, b, [c, d]]`. For dumps.
+pub fn value_to_line(value: &Value) -> String {
+    match value {
+        Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(value_to_line)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Map(pairs) => format!(
+            "{{{}}}",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}: {}", value_to_line(k), value_to_line(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => value_to_string(other).replace('\n', "\\n"),
+    }
 }
 
 /// `INFO` text as a map of `field -> value` (section headers and blank lines dropped).
@@ -279,7 +306,7 @@ fn redis_sentinel_bin() -> PathBuf {
 }
 
 /// One `redis-server` on a free loopback port: no persistence, its own temp dir and log,
-/// `DEBUG` enabled where supported. SIGKILLed on drop.
+/// `repl-diskless-sync-delay 0`, `DEBUG` enabled where supported. SIGKILLed on drop.
 pub struct RedisServer {
     inner: Instance,
 }
@@ -302,6 +329,9 @@ impl RedisServer {
                 .arg(dir)
                 .arg("--logfile")
                 .arg(dir.join("redis.log"));
+            // Redis 7 waits 5 s for more replicas before a diskless full sync; with one
+            // replica at a time that only slows every sync (and every demotion) down.
+            cmd.args(["--repl-diskless-sync-delay", "0"]);
             if debug {
                 cmd.args(["--enable-debug-command", "yes"]);
             }

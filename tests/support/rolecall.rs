@@ -107,7 +107,10 @@ impl RolecallConfig {
 
     /// A `[[redis]]` group.
     pub fn redis_group(self, name: &str, master_name: &str, sentinels: &[SocketAddr]) -> Self {
-        let list: Vec<String> = sentinels.iter().map(|s| toml_string(&s.to_string())).collect();
+        let list: Vec<String> = sentinels
+            .iter()
+            .map(|s| toml_string(&s.to_string()))
+            .collect();
         self.redis_group_toml(&format!(
             "name = {}\nmaster_name = {}\nsentinels = [{}]\n",
             toml_string(name),
@@ -276,7 +279,11 @@ impl Rolecall {
         self
     }
 
-    fn spawn_with(config_toml: &str, env: &[(String, String)], dump: Option<DumpTargets>) -> Rolecall {
+    fn spawn_with(
+        config_toml: &str,
+        env: &[(String, String)],
+        dump: Option<DumpTargets>,
+    ) -> Rolecall {
         let dir = tempfile::Builder::new()
             .prefix("rolecall-test-daemon-")
             .tempdir()
@@ -299,7 +306,9 @@ impl Rolecall {
             .arg(&config)
             .current_dir(dir.path())
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log"))
+            .stdout(
+                std::fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log"),
+            )
             .stderr(std::fs::File::create(&stderr).expect("create stderr.log"));
         for (k, v) in env {
             cmd.env(k, v);
@@ -610,7 +619,8 @@ fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<HttpRespon
         .and_then(|()| stream.write_all(request.as_bytes()))
         .map_err(|e| format!("write to {addr}: {e}"))?;
     let raw = read_to_eof(&mut stream)?;
-    parse_response(&raw).map_err(|e| format!("{method} {path}: {e}: {:?}", String::from_utf8_lossy(&raw)))
+    parse_response(&raw)
+        .map_err(|e| format!("{method} {path}: {e}: {:?}", String::from_utf8_lossy(&raw)))
 }
 
 fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use super::redis::{RedisServer, Sentinel, call_timeout, instances, value_to_string};
+use super::redis::{
+    RedisServer, Sentinel, call_timeout, instances, value_to_line, value_to_string,
+};
 use super::{poll_for, timed_out, wait_for_or_dump};
 
 /// Replicas syncing with a fresh master (a few ms on loopback; generous for a loaded machine).
@@ -60,7 +62,8 @@ impl TopologyBuilder {
 
     /// Extra `redis-server` options for every server, e.g. `.server_args(&["--min-replicas-to-write", "1"])`.
     pub fn server_args(mut self, args: &[&str]) -> Self {
-        self.server_args.extend(args.iter().map(|a| (*a).to_owned()));
+        self.server_args
+            .extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
@@ -85,7 +88,9 @@ impl TopologyBuilder {
         let quorum = self.quorum.unwrap_or(self.sentinels / 2 + 1);
         let master_addr = servers[0].addr();
         let sentinels = (0..self.sentinels)
-            .map(|_| Sentinel::start_with(master_addr, &self.master_name, quorum, &self.sentinel_conf))
+            .map(|_| {
+                Sentinel::start_with(master_addr, &self.master_name, quorum, &self.sentinel_conf)
+            })
             .collect();
         let topology = Topology {
             master_name: self.master_name,
@@ -239,16 +244,29 @@ impl Topology {
                 &format!("last error: {last_error}\n{}", self.dump()),
             );
         }
-        let new = wait_for_or_dump(
+        let new = self.wait_new_master_among(old, sentinels);
+        (old, new)
+    }
+
+    /// Waits (30 s) until every sentinel reports a master other than `old` and that server
+    /// answers `ROLE` with `master`; returns it. For failovers Sentinel starts by itself (a
+    /// stopped or killed master fails over about 3 s after it stops answering).
+    pub fn wait_new_master(&self, old: SocketAddr) -> SocketAddr {
+        let all: Vec<usize> = (0..self.sentinels.len()).collect();
+        self.wait_new_master_among(old, &all)
+    }
+
+    /// [`Topology::wait_new_master`] for the sentinels at these indexes only.
+    pub fn wait_new_master_among(&self, old: SocketAddr, sentinels: &[usize]) -> SocketAddr {
+        wait_for_or_dump(
             FAILOVER_TIMEOUT,
-            &format!("every sentinel to report a new master instead of {old}"),
+            &format!("the sentinels {sentinels:?} to report a new master instead of {old}"),
             || {
                 let new = agreed(sentinels.iter().map(|&i| self.sentinels[i].master_addr()))?;
                 (new != old && role(new).as_deref() == Some("master")).then_some(new)
             },
             || self.dump(),
-        );
-        (old, new)
+        )
     }
 
     /// Waits until the server at `addr` is a replica of the current master with its link up:
@@ -260,7 +278,9 @@ impl Topology {
             || {
                 let master = agreed(self.sentinel_views().into_iter())?;
                 let reply = call_timeout(addr, &["ROLE"], DUMP_CALL_TIMEOUT).ok()?;
-                let Value::Array(items) = reply else { return None };
+                let Value::Array(items) = reply else {
+                    return None;
+                };
                 let words: Vec<String> = items.iter().map(value_to_string).collect();
                 let following = words.len() >= 4
                     && words[0] == "slave"
@@ -363,10 +383,14 @@ fn majority(views: &[Option<SocketAddr>], total: usize) -> Option<SocketAddr> {
 }
 
 /// See [`Topology::dump`]; usable without the topology (rolecall's harness keeps addresses).
-pub(crate) fn dump_state(master_name: &str, sentinels: &[SocketAddr], servers: &[SocketAddr]) -> String {
+pub(crate) fn dump_state(
+    master_name: &str,
+    sentinels: &[SocketAddr],
+    servers: &[SocketAddr],
+) -> String {
     let mut out = String::from("--- topology ---\n");
     let show = |r: redis::RedisResult<Value>| match r {
-        Ok(v) => value_to_string(&v),
+        Ok(v) => value_to_line(&v),
         Err(e) => format!("(error) {e}"),
     };
     for &s in sentinels {
@@ -375,7 +399,11 @@ pub(crate) fn dump_state(master_name: &str, sentinels: &[SocketAddr], servers: &
             &["SENTINEL", "get-master-addr-by-name", master_name],
             DUMP_CALL_TIMEOUT,
         );
-        let _ = writeln!(out, "sentinel {s}: get-master-addr-by-name -> {}", show(get).replace('\n', ":"));
+        let _ = writeln!(
+            out,
+            "sentinel {s}: get-master-addr-by-name -> {}",
+            show(get)
+        );
         match call_timeout(s, &["SENTINEL", "MASTERS"], DUMP_CALL_TIMEOUT) {
             Ok(v) => {
                 for m in instances(&v) {
@@ -388,10 +416,28 @@ pub(crate) fn dump_state(master_name: &str, sentinels: &[SocketAddr], servers: &
         }
         if let Ok(v) = call_timeout(s, &["SENTINEL", "replicas", master_name], DUMP_CALL_TIMEOUT) {
             for r in instances(&v) {
-                let _ = writeln!(out, "  replica: {}", pick(&r, &["ip", "port", "flags", "master-link-status", "master-host", "master-port"]));
+                let _ = writeln!(
+                    out,
+                    "  replica: {}",
+                    pick(
+                        &r,
+                        &[
+                            "ip",
+                            "port",
+                            "flags",
+                            "master-link-status",
+                            "master-host",
+                            "master-port"
+                        ]
+                    )
+                );
             }
         }
-        if let Ok(v) = call_timeout(s, &["SENTINEL", "sentinels", master_name], DUMP_CALL_TIMEOUT) {
+        if let Ok(v) = call_timeout(
+            s,
+            &["SENTINEL", "sentinels", master_name],
+            DUMP_CALL_TIMEOUT,
+        ) {
             for r in instances(&v) {
                 let _ = writeln!(out, "  sentinel: {}", pick(&r, &["ip", "port", "flags"]));
             }
@@ -399,7 +445,7 @@ pub(crate) fn dump_state(master_name: &str, sentinels: &[SocketAddr], servers: &
     }
     for &s in servers {
         let role = call_timeout(s, &["ROLE"], DUMP_CALL_TIMEOUT);
-        let _ = writeln!(out, "server {s}: ROLE -> {}", show(role).replace('\n', " "));
+        let _ = writeln!(out, "server {s}: ROLE -> {}", show(role));
     }
     out
 }
