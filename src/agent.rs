@@ -52,10 +52,13 @@ pub struct Memory {
 pub fn reply(e: &Effective, cfg: &AgentConfig, last_out: Option<Instant>, now: Instant) -> String {
     if e.in_rotation {
         let undo = last_out.is_some_and(|t| now.saturating_duration_since(t) < READY_WINDOW);
-        return if undo {
-            "up ready\n".to_string()
+        let word = if undo { "up ready" } else { "up" };
+        // In rotation but not `ok` (a grace period, degraded, unknown): say why beside `up`,
+        // so the state shows in HAProxy's logs and on the agent port at once.
+        return if e.verdict == crate::verdict::Verdict::Ok {
+            format!("{word}\n")
         } else {
-            "up\n".to_string()
+            format!("{word} #{}\n", sanitize(&format!("{}: {}", e.verdict, e.reason)))
         };
     }
     let word = cfg
@@ -224,15 +227,11 @@ mod tests {
         assert!(r.ends_with('\n'));
         let r = reply(&stuck, &cfg("down"), None, now);
         assert!(r.starts_with("down #stuck_on_replica"), "{r}");
-        // Degraded and unknown within rotation stay up.
-        assert_eq!(
-            reply(&eff(Verdict::Degraded, true), &cfg("drain"), None, now),
-            "up\n"
-        );
-        assert_eq!(
-            reply(&eff(Verdict::Unknown, true), &cfg("drain"), None, now),
-            "up\n"
-        );
+        // Degraded, unknown and a grace period within rotation stay up, saying why.
+        let r = reply(&eff(Verdict::Degraded, true), &cfg("drain"), None, now);
+        assert!(r.starts_with("up #degraded: "), "{r}");
+        let r = reply(&eff(Verdict::StaleMaster, true), &cfg("drain"), None, now);
+        assert!(r.starts_with("up #stale_master: "), "{r}");
     }
 
     #[test]

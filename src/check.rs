@@ -17,23 +17,55 @@ use futures_util::future::join_all;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, GroupConfig};
+use crate::config::{Config, GroupConfig, RepairConfig};
+use crate::events::EventLog;
 use crate::metrics::Metrics;
+use crate::probe::Role;
 use crate::probe::{Auth, Pool, ServerError, ServerFacts, server_facts};
+use crate::repair::{CommandRunner, Killer, note};
 use crate::sentinel::{SentinelView, ServerAddr, ask_all, decide};
 use crate::snapshot::{
-    ConnectionStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus, ServerStatus, Snapshot,
+    ConnectionStatus, EventStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus,
+    ServerStatus, Snapshot,
 };
 use crate::sockets::{DiscoverError, NodeSockets, discover};
 use crate::verdict::{GroupFacts, Observation, RoutedConnection, Tracker, observe, observe_group};
 
+/// After a Sentinel event, confirmation checks follow each other this closely (instead of
+/// `fast_interval`), for [`BURST`]: a failover is confirmed by complete checks within
+/// milliseconds, and the spacing bounds the load a storm of events can cause.
+const EVENT_CONFIRM: Duration = Duration::from_millis(10);
+const BURST: Duration = Duration::from_secs(2);
+
 /// Asks the check loop for a check now (a Sentinel event, an operator).
 #[derive(Clone, Default)]
-pub struct Trigger(Arc<Notify>);
+pub struct Trigger(Arc<TriggerInner>);
+
+#[derive(Default)]
+struct TriggerInner {
+    notify: Notify,
+    burst_until: std::sync::Mutex<Option<Instant>>,
+}
 
 impl Trigger {
+    /// A check now.
     pub fn check_now(&self) {
-        self.0.notify_one();
+        self.0.notify.notify_one();
+    }
+
+    /// A Sentinel event: a check now, and quick confirmation checks for a short while.
+    pub fn event(&self) {
+        *self.0.burst_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + BURST);
+        self.0.notify.notify_one();
+    }
+
+    fn bursting(&self) -> bool {
+        self.0
+            .burst_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t)
     }
 }
 
@@ -43,6 +75,10 @@ struct Group {
     sentinel_pool: Pool,
     server_pool: Pool,
     tracker: Tracker,
+    killer: Killer,
+    events: EventLog,
+    /// Sentinel's master as of the last check, if it said `master` to `ROLE`.
+    verified_master: Option<ServerAddr>,
 }
 
 /// State kept across checks.
@@ -51,6 +87,7 @@ pub struct Checker {
     groups: Vec<Group>,
     tracker: Tracker,
     checks: u64,
+    runner: CommandRunner,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -111,6 +148,9 @@ impl Checker {
                     timeout,
                 ),
                 tracker: Tracker::new(config.check.policy.clone(), now),
+                killer: Killer::default(),
+                events: EventLog::default(),
+                verified_master: None,
                 config: g.clone(),
             })
             .collect();
@@ -118,8 +158,28 @@ impl Checker {
             tracker: Tracker::new(config.check.policy.clone(), now),
             groups,
             checks: 0,
+            runner: CommandRunner::default(),
             config,
         }
+    }
+
+    /// What the event subscriptions need: per group, its sentinels, their credentials, the
+    /// master name and the log the group's status reads the last event from.
+    pub fn event_sources(&self) -> Vec<(Vec<ServerAddr>, Auth, String, EventLog)> {
+        self.groups
+            .iter()
+            .map(|g| {
+                (
+                    g.sentinels.clone(),
+                    Auth {
+                        username: g.config.sentinel_username.clone(),
+                        password: g.config.sentinel_password.clone(),
+                    },
+                    g.config.master_name.clone(),
+                    g.events.clone(),
+                )
+            })
+            .collect()
     }
 
     /// The snapshot before any check.
@@ -176,10 +236,11 @@ impl Checker {
             .write_probe
             .then(|| (probe_key_base, self.config.check.probe_ttl));
         let timeout = self.config.check.timeout;
+        let repair = &self.config.repair;
         let results = join_all(
             self.groups
                 .iter_mut()
-                .map(|g| check_group(g, sockets, probe.clone(), timeout)),
+                .map(|g| check_group(g, sockets, probe.clone(), timeout, repair)),
         )
         .await;
 
@@ -198,6 +259,22 @@ impl Checker {
         let obs = observe(&node_ok, &observations);
         let (observed, observed_reason) = (obs.verdict, obs.reason.clone());
         let decision = self.tracker.update(obs, now);
+        if let Some(cmd) = &self.config.repair.command {
+            let master = self.groups.iter().find_map(|g| {
+                let m = g.verified_master.clone()?;
+                let c = g.server_pool.get(&m)?;
+                Some((m, c))
+            });
+            self.runner.maybe_run(
+                cmd,
+                &self.config.node.name,
+                decision.verdict,
+                self.tracker.since(),
+                master,
+                timeout,
+                now,
+            );
+        }
         self.checks += 1;
         Snapshot {
             verdict: decision.verdict,
@@ -234,6 +311,7 @@ async fn check_group(
     sockets: &NodeSockets,
     probe: Option<(String, Duration)>,
     timeout: Duration,
+    repair: &RepairConfig,
 ) -> (Observation, GroupStatus) {
     let answers = ask_all(&mut g.sentinel_pool, &g.sentinels, &g.config.master_name).await;
     let view: SentinelView = decide(&g.config.master_name, g.sentinels.len(), &answers);
@@ -316,12 +394,54 @@ async fn check_group(
         .and_then(|m| facts.get(m))
         .and_then(|f| f.probe.clone());
     let role_of = |a: &ServerAddr| facts.get(a).map(|f| f.role.clone());
-    let obs = observe_group(&GroupFacts {
+    let mut obs = observe_group(&GroupFacts {
         view: &view,
         connections: &routed,
         role_of: &role_of,
         probe: probe_result.as_ref(),
     });
+    g.verified_master = view
+        .master
+        .clone()
+        .filter(|m| matches!(facts.get(m).map(|f| &f.role), Some(Ok(Role::Master))));
+
+    // Repair: only against a verified master, only the node's connections elsewhere.
+    let mut kill_report = None;
+    if repair.kill_stale_connections
+        && let Some(master) = &g.verified_master
+    {
+        let mut stale: BTreeMap<ServerAddr, Vec<SocketAddr>> = BTreeMap::new();
+        for r in routed.iter().filter(|r| &r.server != master) {
+            stale
+                .entry(r.server.clone())
+                .or_default()
+                .push(r.connection.local);
+        }
+        let stale: Vec<(ServerAddr, Vec<SocketAddr>)> = stale.into_iter().collect();
+        let conns: HashMap<ServerAddr, redis::aio::MultiplexedConnection> = stale
+            .iter()
+            .filter_map(|(s, _)| g.server_pool.get(s).map(|c| (s.clone(), c)))
+            .collect();
+        let report = g
+            .killer
+            .repair(repair, &stale, &conns, timeout, Instant::now())
+            .await;
+        if let Some(n) = note(&report, repair.kill_attempts) {
+            obs.reason = format!("{}; {n}", obs.reason);
+        }
+        kill_report = Some(report);
+    }
+    let last_event = g
+        .events
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .map(|e| EventStatus {
+            age_ms: e.at.map(|t| t.elapsed().as_millis() as u64),
+            sentinel: e.sentinel,
+            channel: e.channel,
+            payload: e.payload,
+        });
 
     let status = GroupStatus {
         name: g.config.name.clone(),
@@ -374,6 +494,8 @@ async fn check_group(
             ok: r.is_ok(),
             error: r.as_ref().err().map(|e| e.to_string()),
         }),
+        repair: kill_report,
+        last_event,
     };
     (obs, status)
 }
@@ -420,11 +542,15 @@ pub async fn run(
         }
         crate::systemd::watchdog();
         let _ = tx.send(Arc::new(snapshot));
-        let wait = if checker.pending() { fast } else { interval };
+        let wait = match (checker.pending(), trigger.bursting()) {
+            (true, true) => EVENT_CONFIRM,
+            (true, false) => fast,
+            (false, _) => interval,
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
-            _ = trigger.0.notified() => {}
+            _ = trigger.0.notify.notified() => {}
         }
     }
 }

@@ -63,6 +63,26 @@ struct RawConfig {
     check: RawCheck,
     agent: Option<RawAgent>,
     http: Option<RawHttp>,
+    repair: Option<RawRepair>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepair {
+    kill_stale_connections: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    kill_interval: Option<Duration>,
+    kill_attempts: Option<u32>,
+    command: Option<Vec<String>>,
+    command_on: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    command_after: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    command_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    command_cooldown: Option<Duration>,
+    lock_key: Option<String>,
+    dry_run: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +155,33 @@ pub struct Config {
     pub check: CheckConfig,
     pub agent: Option<AgentConfig>,
     pub http: Option<HttpConfig>,
+    pub repair: RepairConfig,
+}
+
+/// Repair (opt-in): what rolecall may do beyond telling load balancers.
+#[derive(Debug, Clone)]
+pub struct RepairConfig {
+    /// `CLIENT KILL` the node's connections on a server that is not Sentinel's master.
+    pub kill_stale_connections: bool,
+    /// At most one kill round per server this often.
+    pub kill_interval: Duration,
+    /// Kill rounds on one server before rolecall concludes the node does not ask Sentinel.
+    pub kill_attempts: u32,
+    pub command: Option<RepairCommand>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RepairCommand {
+    pub argv: Vec<String>,
+    /// Verdicts that start the clock.
+    pub on: Vec<Verdict>,
+    /// How long the verdict must persist before the command runs.
+    pub after: Duration,
+    pub timeout: Duration,
+    pub cooldown: Duration,
+    /// Fleet-wide lock key on Sentinel's master (`SET key node NX PX ttl`).
+    pub lock_key: String,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -449,6 +496,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             listen: parse_listen("http", &h.listen)?,
         }),
     };
+    let repair = validate_repair(raw.repair.unwrap_or_default())?;
     if agent.is_none() && http.is_none() {
         return Err(ConfigError::invalid(
             "neither [agent] nor [http] is configured: rolecall would have nobody to tell",
@@ -460,6 +508,66 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         check,
         agent,
         http,
+        repair,
+    })
+}
+
+fn validate_repair(r: RawRepair) -> Result<RepairConfig, ConfigError> {
+    let kill_interval = r.kill_interval.unwrap_or(Duration::from_secs(1));
+    if kill_interval < Duration::from_millis(100) {
+        return Err(ConfigError::invalid("repair.kill_interval: must be at least 100ms"));
+    }
+    let kill_attempts = r.kill_attempts.unwrap_or(3);
+    if kill_attempts == 0 {
+        return Err(ConfigError::invalid("repair.kill_attempts: must be at least 1"));
+    }
+    let command = match r.command {
+        None => None,
+        Some(argv) if argv.is_empty() || argv[0].is_empty() => {
+            return Err(ConfigError::invalid(
+                "repair.command: give the program and its arguments, e.g. [\"systemctl\", \"restart\", \"centrifugo\"]",
+            ));
+        }
+        Some(argv) => {
+            let on = match r.command_on {
+                None => vec![Verdict::StuckOnReplica, Verdict::StaleMaster],
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        Verdict::from_name(n)
+                            .filter(|v| !v.in_rotation_by_default())
+                            .ok_or_else(|| {
+                                ConfigError::invalid(format!(
+                                    "repair.command_on: {n:?} is not a verdict that takes a node out"
+                                ))
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let timeout = r.command_timeout.unwrap_or(Duration::from_secs(60));
+            if timeout.is_zero() {
+                return Err(ConfigError::invalid("repair.command_timeout: must be above zero"));
+            }
+            let lock_key = r.lock_key.unwrap_or_else(|| "rolecall:repair-lock".to_string());
+            if lock_key.is_empty() {
+                return Err(ConfigError::invalid("repair.lock_key: empty"));
+            }
+            Some(RepairCommand {
+                argv,
+                on,
+                after: r.command_after.unwrap_or(Duration::from_secs(30)),
+                timeout,
+                cooldown: r.command_cooldown.unwrap_or(Duration::from_secs(600)),
+                lock_key,
+                dry_run: r.dry_run.unwrap_or(false),
+            })
+        }
+    };
+    Ok(RepairConfig {
+        kill_stale_connections: r.kill_stale_connections.unwrap_or(false),
+        kill_interval,
+        kill_attempts,
+        command,
     })
 }
 

@@ -16,6 +16,8 @@
 //! - [`sockets`]: the node's established TCP connections, from /proc.
 //! - [`probe`]: rolecall's own connections to the servers: `ROLE`, the write probe, error classes.
 //! - [`verdict`]: the pure decision and its rise/fall/grace/hold policy.
+//! - [`events`]: Sentinel event subscriptions that ask for a check at once.
+//! - [`repair`]: opt-in repairs: kill the node's stale connections, run a command under a fleet lock.
 //! - [`check`]: the check loop, the only owner of Redis I/O and the only writer of the snapshot.
 //! - [`snapshot`]: the one published state every server reads.
 //! - [`agent`], [`http`], [`metrics`], [`systemd`]: the outputs.
@@ -28,9 +30,11 @@
 pub mod agent;
 pub mod check;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod probe;
+pub mod repair;
 pub mod secret;
 pub mod sentinel;
 pub mod snapshot;
@@ -66,6 +70,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let metrics = Arc::new(Metrics::new());
     let trigger = Trigger::default();
     let mut tasks = tokio::task::JoinSet::new();
+    for (sentinels, auth, master_name, log) in checker.event_sources() {
+        for sentinel in sentinels {
+            tasks.spawn(events::follow(
+                sentinel,
+                auth.clone(),
+                master_name.clone(),
+                config.check.timeout,
+                trigger.clone(),
+                log.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
     tasks.spawn(check::run(
         checker,
         tx,

@@ -191,6 +191,21 @@ pub struct Auth {
     pub password: Option<Secret>,
 }
 
+/// How to reach `addr` with `auth`: no `CLIENT SETINFO` (Redis 7.0 and Sentinel refuse it).
+pub fn connection_info(addr: &ServerAddr, auth: &Auth) -> Result<ConnectionInfo, ServerError> {
+    let mut redis = RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some(u) = &auth.username {
+        redis = redis.set_username(u);
+    }
+    if let Some(p) = &auth.password {
+        redis = redis.set_password(p.expose());
+    }
+    Ok((addr.host.clone(), addr.port)
+        .into_connection_info()
+        .map_err(|e| from_redis(addr, &e))?
+        .set_redis_settings(redis))
+}
+
 /// rolecall's connections to servers, reused across checks.
 pub struct Pool {
     what: &'static str,
@@ -214,20 +229,6 @@ impl Pool {
         self.timeout
     }
 
-    fn info(&self, addr: &ServerAddr) -> Result<ConnectionInfo, ServerError> {
-        let mut redis = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(u) = &self.auth.username {
-            redis = redis.set_username(u);
-        }
-        if let Some(p) = &self.auth.password {
-            redis = redis.set_password(p.expose());
-        }
-        Ok((addr.host.clone(), addr.port)
-            .into_connection_info()
-            .map_err(|e| from_redis(addr, &e))?
-            .set_redis_settings(redis))
-    }
-
     /// A connection to `addr`: the cached one, or a new one named `rolecall`.
     /// The returned handle is cheap to clone and usable concurrently.
     pub fn connection(
@@ -235,7 +236,7 @@ impl Pool {
         addr: &ServerAddr,
     ) -> impl Future<Output = Result<(MultiplexedConnection, bool), ServerError>> + 'static {
         let cached = self.conns.get(addr).cloned();
-        let info = self.info(addr);
+        let info = connection_info(addr, &self.auth);
         let addr = addr.clone();
         let timeout = self.timeout;
         let what = self.what;
@@ -264,6 +265,11 @@ impl Pool {
                 Err(_) => Err(ServerError::timeout(what, &addr, timeout)),
             }
         }
+    }
+
+    /// The kept connection to `addr`, if any.
+    pub fn get(&self, addr: &ServerAddr) -> Option<MultiplexedConnection> {
+        self.conns.get(addr).cloned()
     }
 
     /// Keeps a newly made connection for the next checks.

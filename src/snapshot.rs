@@ -63,6 +63,18 @@ pub struct GroupStatus {
     pub connections: Vec<ConnectionStatus>,
     pub servers: Vec<ServerStatus>,
     pub probe: Option<ProbeStatus>,
+    /// What the kill repair did in this check (when enabled).
+    pub repair: Option<crate::repair::KillReport>,
+    /// The last Sentinel event about this master.
+    pub last_event: Option<EventStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventStatus {
+    pub sentinel: String,
+    pub channel: String,
+    pub payload: String,
+    pub age_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -321,6 +321,11 @@ impl Tracker {
         self.verdict
     }
 
+    /// When the evidence for the current verdict began.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
     /// Whether a change of verdict is being confirmed (the next check should come soon).
     pub fn pending(&self) -> bool {
         self.pending.is_some()

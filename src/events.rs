@@ -1,0 +1,237 @@
+//! Sentinel events: a subscription on every configured sentinel to the events that mark a
+//! failover (`+switch-master` above all), so that rolecall checks at once instead of at its next
+//! interval.
+//!
+//! Events shorten the path; they never decide anything. An event only asks the check loop for a
+//! check now (and for quick confirmation checks after it); the verdict still comes from a
+//! complete check in which the sentinel majority names the master. A `+switch-master` that the
+//! majority does not confirm changes nothing.
+//!
+//! Each subscription reconnects after a disconnect with a bounded backoff, and sends a `PING`
+//! every few seconds so that a silently dead sentinel is noticed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::check::Trigger;
+use crate::probe::{Auth, connection_info};
+use crate::sentinel::ServerAddr;
+
+/// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
+pub const CHANNELS: &[&str] = &[
+    "+switch-master",
+    "+try-failover",
+    "+promoted-slave",
+    "+failover-state-reconf-slaves",
+    "+failover-end",
+    "+odown",
+    "-odown",
+    "+sdown",
+    "-sdown",
+    "+convert-to-slave",
+    "+role-change",
+    "+tilt",
+    "-tilt",
+];
+
+const PING_EVERY: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Whether an event's payload concerns master `name`.
+///
+/// Payloads: `+switch-master <name> <old-ip> <old-port> <new-ip> <new-port>`; instance events
+/// `<type> <instance-name> <ip> <port> @ <master-name> <master-ip> <master-port>`, or without the
+/// `@ ...` part for the master itself (`master <name> <ip> <port>`); `+tilt` has no payload
+/// naming a master and concerns every master of that sentinel.
+pub fn concerns(channel: &str, payload: &str, name: &str) -> bool {
+    let words: Vec<&str> = payload.split_whitespace().collect();
+    match channel {
+        "+switch-master" => words.first() == Some(&name),
+        "+tilt" | "-tilt" => true,
+        _ => match words.iter().position(|w| *w == "@") {
+            Some(at) => words.get(at + 1) == Some(&name),
+            None => words.first() == Some(&"master") && words.get(1) == Some(&name),
+        },
+    }
+}
+
+/// The last event seen, for `/status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LastEvent {
+    pub sentinel: String,
+    pub channel: String,
+    pub payload: String,
+    #[serde(skip)]
+    pub at: Option<Instant>,
+}
+
+/// Shared record of the last event per group.
+pub type EventLog = Arc<Mutex<Option<LastEvent>>>;
+
+/// Subscribes to one sentinel until `shutdown`, asking for a check on every event about
+/// `master_name`.
+pub async fn follow(
+    sentinel: ServerAddr,
+    auth: Auth,
+    master_name: String,
+    timeout: Duration,
+    trigger: Trigger,
+    log: EventLog,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut reported = false;
+    loop {
+        let started = Instant::now();
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = subscribe_once(&sentinel, &auth, &master_name, timeout, &trigger, &log, &mut reported) => r,
+        };
+        if let Err(e) = result {
+            // Logged at warn once per outage; further failures at debug.
+            if !reported {
+                tracing::warn!(sentinel = %sentinel, error = %e, "sentinel event subscription lost; retrying");
+                reported = true;
+            } else {
+                tracing::debug!(sentinel = %sentinel, error = %e, "sentinel event subscription failed");
+            }
+        }
+        if started.elapsed() > BACKOFF_MAX * 2 {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn subscribe_once(
+    sentinel: &ServerAddr,
+    auth: &Auth,
+    master_name: &str,
+    timeout: Duration,
+    trigger: &Trigger,
+    log: &EventLog,
+    reported: &mut bool,
+) -> Result<(), String> {
+    let info = connection_info(sentinel, auth).map_err(|e| e.to_string())?;
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+        .await
+        .map_err(|_| {
+            format!(
+                "connect timed out after {}",
+                humantime::format_duration(timeout)
+            )
+        })?
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(timeout, pubsub.subscribe(CHANNELS))
+        .await
+        .map_err(|_| "SUBSCRIBE timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    if *reported {
+        tracing::info!(sentinel = %sentinel, "sentinel event subscription restored");
+        *reported = false;
+    }
+    tracing::debug!(sentinel = %sentinel, "subscribed to sentinel events");
+    // Events may have been missed while disconnected: check now.
+    trigger.event();
+    let (mut sink, mut stream) = pubsub.split();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else { return Err("connection closed".to_string()) };
+                let channel = msg.get_channel_name().to_string();
+                let payload: String = msg.get_payload().unwrap_or_default();
+                if concerns(&channel, &payload, master_name) {
+                    tracing::info!(sentinel = %sentinel, channel = %channel, payload = %payload, "sentinel event");
+                    *log.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastEvent {
+                        sentinel: sentinel.to_string(),
+                        channel,
+                        payload,
+                        at: Some(Instant::now()),
+                    });
+                    trigger.event();
+                }
+            }
+            _ = ping.tick() => {
+                match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(format!("PING failed: {e}")),
+                    Err(_) => return Err("PING timed out".to_string()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_matched_to_their_master() {
+        let cases = [
+            (
+                "+switch-master",
+                "mymaster 127.0.0.1 6379 127.0.0.1 6380",
+                "mymaster",
+                true,
+            ),
+            (
+                "+switch-master",
+                "other 127.0.0.1 6379 127.0.0.1 6380",
+                "mymaster",
+                false,
+            ),
+            (
+                "+odown",
+                "master mymaster 127.0.0.1 6379 #quorum 2/2",
+                "mymaster",
+                true,
+            ),
+            (
+                "+odown",
+                "master mymasterX 127.0.0.1 6379 #quorum 2/2",
+                "mymaster",
+                false,
+            ),
+            (
+                "+promoted-slave",
+                "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379",
+                "mymaster",
+                true,
+            ),
+            (
+                "+convert-to-slave",
+                "slave 127.0.0.1:6379 127.0.0.1 6379 @ other 127.0.0.1 6380",
+                "mymaster",
+                false,
+            ),
+            (
+                "+sdown",
+                "sentinel abc 127.0.0.1 26379 @ mymaster 127.0.0.1 6379",
+                "mymaster",
+                true,
+            ),
+            ("+tilt", "#tilt mode entered", "mymaster", true),
+            ("+try-failover", "", "mymaster", false),
+        ];
+        for (channel, payload, name, want) in cases {
+            assert_eq!(
+                concerns(channel, payload, name),
+                want,
+                "{channel} {payload}"
+            );
+        }
+    }
+}
