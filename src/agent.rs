@@ -58,7 +58,10 @@ pub fn reply(e: &Effective, cfg: &AgentConfig, last_out: Option<Instant>, now: I
         return if e.verdict == crate::verdict::Verdict::Ok {
             format!("{word}\n")
         } else {
-            format!("{word} #{}\n", sanitize(&format!("{}: {}", e.verdict, e.reason)))
+            format!(
+                "{word} #{}\n",
+                sanitize(&format!("{}: {}", e.verdict, e.reason))
+            )
         };
     }
     let word = cfg

@@ -45,6 +45,8 @@ pub struct Trigger(Arc<TriggerInner>);
 struct TriggerInner {
     notify: Notify,
     burst_until: std::sync::Mutex<Option<Instant>>,
+    /// Failovers announced by a sentinel: (master name, old master, starting or aborted).
+    failovers: std::sync::Mutex<Vec<(String, ServerAddr, bool)>>,
 }
 
 impl Trigger {
@@ -58,6 +60,20 @@ impl Trigger {
         *self.0.burst_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + BURST);
         self.0.notify.notify_one();
+    }
+
+    /// A sentinel starts promoting a replica of `old` (`starting`), or aborted the failover.
+    pub fn failover(&self, master_name: &str, old: ServerAddr, starting: bool) {
+        self.0
+            .failovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((master_name.to_string(), old, starting));
+        self.event();
+    }
+
+    fn take_failovers(&self) -> Vec<(String, ServerAddr, bool)> {
+        std::mem::take(&mut *self.0.failovers.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn bursting(&self) -> bool {
@@ -79,6 +95,8 @@ struct Group {
     events: EventLog,
     /// Sentinel's master as of the last check, if it said `master` to `ROLE`.
     verified_master: Option<ServerAddr>,
+    /// rolecall's own write pause on a master (failover repair): no probe write there until then.
+    paused: Option<(ServerAddr, Instant)>,
 }
 
 /// State kept across checks.
@@ -151,6 +169,7 @@ impl Checker {
                 killer: Killer::default(),
                 events: EventLog::default(),
                 verified_master: None,
+                paused: None,
                 config: g.clone(),
             })
             .collect();
@@ -200,6 +219,58 @@ impl Checker {
         // A check takes at most about 4 timeouts (sentinels: connect + commands; servers: the
         // same); three missed intervals beyond that mean the loop is stuck.
         self.config.check.interval * 3 + self.config.check.timeout * 4
+    }
+
+    /// Pauses writes on a verified master whose replica a sentinel starts promoting (writes it
+    /// would acknowledge from now on are lost), or lifts the pause when the failover is aborted.
+    /// Opt-in: `repair.pause_writes_on_failover`.
+    pub async fn failover_repair(&mut self, failovers: &[(String, ServerAddr, bool)]) {
+        let repair = &self.config.repair;
+        if !repair.pause_writes_on_failover {
+            return;
+        }
+        let timeout = self.config.check.timeout;
+        for (name, old, starting) in failovers {
+            for g in self
+                .groups
+                .iter_mut()
+                .filter(|g| &g.config.master_name == name)
+            {
+                // Only the master this rolecall verified itself: an event alone names nothing.
+                if g.verified_master.as_ref() != Some(old) {
+                    tracing::info!(master = %old, "failover event for a server that is not the verified master; no pause");
+                    continue;
+                }
+                let Ok((mut conn, fresh)) = g.server_pool.connection(old).await else {
+                    continue;
+                };
+                let mut cmd = redis::cmd("CLIENT");
+                if *starting {
+                    cmd.arg("PAUSE")
+                        .arg(repair.pause_for.as_millis() as u64)
+                        .arg("WRITE");
+                } else {
+                    cmd.arg("UNPAUSE");
+                }
+                match crate::probe::command(&mut conn, old, "server", timeout, &cmd).await {
+                    Ok(_) => {
+                        if fresh {
+                            g.server_pool.keep(old, conn);
+                        }
+                        g.paused =
+                            starting.then(|| (old.clone(), Instant::now() + repair.pause_for));
+                        if *starting {
+                            tracing::warn!(master = %old, pause_ms = repair.pause_for.as_millis() as u64, "repair: failover starting; paused writes on the old master");
+                        } else {
+                            tracing::warn!(master = %old, "repair: failover aborted; writes on the master resumed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(master = %old, error = %e, "repair: CLIENT PAUSE/UNPAUSE failed")
+                    }
+                }
+            }
+        }
     }
 
     /// Whether a verdict change is waiting for confirmation.
@@ -342,6 +413,11 @@ async fn check_group(
         ask.insert(m.clone());
     }
     let stamp = now_millis().to_string();
+    // While rolecall itself holds writes on a master, a probe write there would only wait.
+    let probe = match &g.paused {
+        Some((m, until)) if Instant::now() < *until && view.master.as_ref() == Some(m) => None,
+        _ => probe,
+    };
     let fact_futures: Vec<_> = ask
         .iter()
         .map(|addr| {
@@ -512,6 +588,10 @@ pub async fn run(
     let fast = checker.config.check.fast_interval;
     let mut last: Option<(crate::verdict::Verdict, bool)> = None;
     loop {
+        let failovers = trigger.take_failovers();
+        if !failovers.is_empty() {
+            checker.failover_repair(&failovers).await;
+        }
         let snapshot = tokio::select! {
             _ = shutdown.cancelled() => return,
             s = checker.check() => s,

@@ -73,6 +73,9 @@ struct RawRepair {
     #[serde(default, with = "humantime_serde")]
     kill_interval: Option<Duration>,
     kill_attempts: Option<u32>,
+    pause_writes_on_failover: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pause_for: Option<Duration>,
     command: Option<Vec<String>>,
     command_on: Option<Vec<String>>,
     #[serde(default, with = "humantime_serde")]
@@ -127,6 +130,7 @@ struct RawCheck {
     #[serde(default, with = "humantime_serde")]
     stale_master_grace: Option<Duration>,
     write_probe: Option<bool>,
+    sentinel_events: Option<bool>,
     probe_key_prefix: Option<String>,
     #[serde(default, with = "humantime_serde")]
     probe_ttl: Option<Duration>,
@@ -167,6 +171,11 @@ pub struct RepairConfig {
     pub kill_interval: Duration,
     /// Kill rounds on one server before rolecall concludes the node does not ask Sentinel.
     pub kill_attempts: u32,
+    /// When a sentinel starts promoting a replica of the verified master, pause writes on that
+    /// master (`CLIENT PAUSE <pause_for> WRITE`): writes it would acknowledge and then lose
+    /// wait instead, until the kill repair moves the node.
+    pub pause_writes_on_failover: bool,
+    pub pause_for: Duration,
     pub command: Option<RepairCommand>,
 }
 
@@ -209,6 +218,8 @@ pub struct CheckConfig {
     pub fast_interval: Duration,
     pub policy: Policy,
     pub write_probe: bool,
+    /// Subscribe to Sentinel events and check at once on a failover (polling stays the fallback).
+    pub sentinel_events: bool,
     pub probe_key_prefix: String,
     pub probe_ttl: Duration,
 }
@@ -456,6 +467,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             stale_master_grace: c.stale_master_grace.unwrap_or(Duration::from_secs(15)),
         },
         write_probe: c.write_probe.unwrap_or(true),
+        sentinel_events: c.sentinel_events.unwrap_or(true),
         probe_key_prefix,
         probe_ttl,
     };
@@ -515,11 +527,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 fn validate_repair(r: RawRepair) -> Result<RepairConfig, ConfigError> {
     let kill_interval = r.kill_interval.unwrap_or(Duration::from_secs(1));
     if kill_interval < Duration::from_millis(100) {
-        return Err(ConfigError::invalid("repair.kill_interval: must be at least 100ms"));
+        return Err(ConfigError::invalid(
+            "repair.kill_interval: must be at least 100ms",
+        ));
     }
     let kill_attempts = r.kill_attempts.unwrap_or(3);
     if kill_attempts == 0 {
-        return Err(ConfigError::invalid("repair.kill_attempts: must be at least 1"));
+        return Err(ConfigError::invalid(
+            "repair.kill_attempts: must be at least 1",
+        ));
     }
     let command = match r.command {
         None => None,
@@ -546,9 +562,13 @@ fn validate_repair(r: RawRepair) -> Result<RepairConfig, ConfigError> {
             };
             let timeout = r.command_timeout.unwrap_or(Duration::from_secs(60));
             if timeout.is_zero() {
-                return Err(ConfigError::invalid("repair.command_timeout: must be above zero"));
+                return Err(ConfigError::invalid(
+                    "repair.command_timeout: must be above zero",
+                ));
             }
-            let lock_key = r.lock_key.unwrap_or_else(|| "rolecall:repair-lock".to_string());
+            let lock_key = r
+                .lock_key
+                .unwrap_or_else(|| "rolecall:repair-lock".to_string());
             if lock_key.is_empty() {
                 return Err(ConfigError::invalid("repair.lock_key: empty"));
             }
@@ -563,7 +583,15 @@ fn validate_repair(r: RawRepair) -> Result<RepairConfig, ConfigError> {
             })
         }
     };
+    let pause_for = r.pause_for.unwrap_or(Duration::from_secs(3));
+    if pause_for < Duration::from_millis(100) || pause_for > Duration::from_secs(60) {
+        return Err(ConfigError::invalid(
+            "repair.pause_for: must be between 100ms and 60s",
+        ));
+    }
     Ok(RepairConfig {
+        pause_writes_on_failover: r.pause_writes_on_failover.unwrap_or(false),
+        pause_for,
         kill_stale_connections: r.kill_stale_connections.unwrap_or(false),
         kill_interval,
         kill_attempts,

@@ -23,6 +23,10 @@ use crate::sentinel::ServerAddr;
 /// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
 pub const CHANNELS: &[&str] = &[
     "+switch-master",
+    "+failover-state-send-slaveof-noone",
+    "-failover-abort-not-elected",
+    "-failover-abort-no-good-slave",
+    "-failover-abort-slave-timeout",
     "+try-failover",
     "+promoted-slave",
     "+failover-state-reconf-slaves",
@@ -56,6 +60,31 @@ pub fn concerns(channel: &str, payload: &str, name: &str) -> bool {
             Some(at) => words.get(at + 1) == Some(&name),
             None => words.first() == Some(&"master") && words.get(1) == Some(&name),
         },
+    }
+}
+
+/// The master named after `@` in an instance event (`... @ <name> <ip> <port>`).
+pub fn master_of(payload: &str) -> Option<ServerAddr> {
+    let words: Vec<&str> = payload.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "@")?;
+    let ip = words.get(at + 2)?;
+    let port = words.get(at + 3)?.parse().ok()?;
+    Some(ServerAddr::new((*ip).to_string(), port))
+}
+
+/// The old master of a failover event that concerns it: the promotion starts
+/// (`+failover-state-send-slaveof-noone`, published by the leader right before it sends
+/// `REPLICAOF NO ONE`) or the failover is aborted.
+pub fn failover_phase(channel: &str, payload: &str) -> Option<(bool, ServerAddr)> {
+    match channel {
+        "+failover-state-send-slaveof-noone" => Some((true, master_of(payload)?)),
+        c if c.starts_with("-failover-abort") => {
+            // `master <name> <ip> <port>`
+            let w: Vec<&str> = payload.split_whitespace().collect();
+            let addr = ServerAddr::new((*w.get(2)?).to_string(), w.get(3)?.parse().ok()?);
+            Some((false, addr))
+        }
+        _ => None,
     }
 }
 
@@ -154,6 +183,9 @@ async fn subscribe_once(
                 let payload: String = msg.get_payload().unwrap_or_default();
                 if concerns(&channel, &payload, master_name) {
                     tracing::info!(sentinel = %sentinel, channel = %channel, payload = %payload, "sentinel event");
+                    if let Some((starting, old)) = failover_phase(&channel, &payload) {
+                        trigger.failover(master_name, old, starting);
+                    }
                     *log.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastEvent {
                         sentinel: sentinel.to_string(),
                         channel,
@@ -177,6 +209,30 @@ async fn subscribe_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failover_phases_name_the_old_master() {
+        let a = |s: &str| s.parse::<ServerAddr>().unwrap();
+        assert_eq!(
+            failover_phase(
+                "+failover-state-send-slaveof-noone",
+                "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379"
+            ),
+            Some((true, a("127.0.0.1:6379")))
+        );
+        assert_eq!(
+            failover_phase(
+                "-failover-abort-no-good-slave",
+                "master mymaster 127.0.0.1 6379"
+            ),
+            Some((false, a("127.0.0.1:6379")))
+        );
+        assert_eq!(failover_phase("+switch-master", "mymaster 1 2 3 4"), None);
+        assert_eq!(
+            failover_phase("+failover-state-send-slaveof-noone", "garbage"),
+            None
+        );
+    }
 
     #[test]
     fn events_are_matched_to_their_master() {
@@ -225,6 +281,12 @@ mod tests {
             ),
             ("+tilt", "#tilt mode entered", "mymaster", true),
             ("+try-failover", "", "mymaster", false),
+            (
+                "+failover-state-send-slaveof-noone",
+                "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379",
+                "mymaster",
+                true,
+            ),
         ];
         for (channel, payload, name, want) in cases {
             assert_eq!(

@@ -70,7 +70,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let metrics = Arc::new(Metrics::new());
     let trigger = Trigger::default();
     let mut tasks = tokio::task::JoinSet::new();
-    for (sentinels, auth, master_name, log) in checker.event_sources() {
+    let sources = if config.check.sentinel_events {
+        checker.event_sources()
+    } else {
+        Vec::new()
+    };
+    for (sentinels, auth, master_name, log) in sources {
         for sentinel in sentinels {
             tasks.spawn(events::follow(
                 sentinel,

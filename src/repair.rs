@@ -350,6 +350,8 @@ mod tests {
             kill_stale_connections: true,
             kill_interval: Duration::from_secs(1),
             kill_attempts: 3,
+            pause_writes_on_failover: false,
+            pause_for: Duration::from_secs(3),
             command: None,
         }
     }

@@ -27,6 +27,7 @@ mod node;
 mod process;
 mod redis;
 mod rolecall;
+mod switch;
 mod topology;
 
 use std::time::{Duration, Instant};
@@ -37,7 +38,8 @@ pub use redis::{
     RedisServer, Sentinel, call, call_timeout, parse_info, parse_kv_lines, value_to_line,
     value_to_string,
 };
-pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, run_rolecall};
+pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall};
+pub use switch::SwitchWatcher;
 pub use topology::{Topology, TopologyBuilder};
 
 /// How often the pollers below look again.

@@ -675,3 +675,9 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
         data = &data[size + 2..];
     }
 }
+
+/// The status code of `GET path` on `addr`, or `None` if the request failed. For threads that
+/// poll without holding the [`Rolecall`].
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_request(addr, "GET", path).ok().map(|r| r.status)
+}

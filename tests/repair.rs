@@ -1,0 +1,298 @@
+//! Sentinel events and repair, with real processes: a failover is acted on at once, the kill
+//! repair moves a Sentinel-following node to the new master without losing acknowledged writes,
+//! a pinned node still ends out of rotation, and the command repair runs once per episode,
+//! honours its cooldown and the fleet lock.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use support::{
+    DemoNode, Rolecall, RolecallConfig, SwitchWatcher, Topology, value_to_string, wait_until,
+};
+
+const OK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Polls `/readyz` every 20 ms in a thread until stopped; counts the 503s.
+struct ReadyWatch {
+    not_ready: Arc<AtomicUsize>,
+    polls: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadyWatch {
+    fn start(rolecall: &Rolecall) -> ReadyWatch {
+        let addr = rolecall.http_addr();
+        let (not_ready, polls, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (n, p, s) = (not_ready.clone(), polls.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 5 minutes of polling.
+            for _ in 0..15_000 {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Some(code) = support::http_status(addr, "/readyz") {
+                    p.fetch_add(1, Ordering::SeqCst);
+                    if code != 200 {
+                        n.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        ReadyWatch {
+            not_ready,
+            polls,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns (polls, not ready).
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.polls.load(Ordering::SeqCst),
+            self.not_ready.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Runs a failover under a Sentinel-following node with the given `[repair]` section and
+/// returns (acknowledged writes, writes the final master holds, time from +switch-master to the
+/// node's connection on the new master, /readyz polls, 503s seen).
+fn failover_with_follower(repair: &str) -> (u64, i64, Duration, usize, usize) {
+    let topology = Topology::start(1, 3);
+    let mut node = DemoNode::follow(&topology);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("interval", "\"500ms\"")
+        .check("timeout", "\"200ms\"")
+        .extra(repair)
+        .start();
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    let watch = ReadyWatch::start(&rolecall);
+    let switches = SwitchWatcher::start(&topology.sentinel_addrs());
+
+    let (old, new) = topology.failover();
+    let switched = switches.first_after(0, Duration::from_secs(10));
+    let line = format!("connected {new}");
+    node.wait_for_line(Duration::from_secs(30), |l| l == line);
+    let moved = Instant::now();
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    // Let the old master be demoted and resync, so the final master holds every surviving write.
+    topology.wait_demoted(old);
+    let acked = node.terminate();
+    let held = topology
+        .server(new)
+        .try_cli(&["GET", &node.count_key()])
+        .ok()
+        .and_then(|v| value_to_string(&v).parse::<i64>().ok())
+        .unwrap_or(0);
+    let (polls, not_ready) = watch.finish();
+    eprintln!(
+        "rolecall log:\n{}\nnode:\n{}",
+        rolecall.stderr_tail(40),
+        node.report()
+    );
+    (
+        acked,
+        held,
+        moved.saturating_duration_since(switched),
+        polls,
+        not_ready,
+    )
+}
+
+#[test]
+fn with_repair_a_following_node_moves_within_a_second_stays_in_rotation_and_loses_no_write() {
+    let (acked, held, moved_after, polls, not_ready) = failover_with_follower(
+        "[repair]\nkill_stale_connections = true\npause_writes_on_failover = true\n",
+    );
+    eprintln!(
+        "repair: acked {acked}, final master holds {held}, on the new master {} ms after +switch-master",
+        moved_after.as_millis()
+    );
+    assert!(
+        polls > 50,
+        "readiness was polled throughout ({polls} polls)"
+    );
+    assert_eq!(not_ready, 0, "the node never leaves rotation");
+    assert!(
+        moved_after < Duration::from_secs(1),
+        "on the new master within a second of +switch-master, took {moved_after:?}"
+    );
+    assert!(acked > 0);
+    assert_eq!(
+        held, acked as i64,
+        "every acknowledged write is on the final master"
+    );
+}
+
+#[test]
+fn a_pinned_node_still_ends_out_of_rotation_and_the_verdict_says_repair_cannot_fix_it() {
+    let topology = Topology::start(1, 3);
+    let master = topology.master_addr();
+    let node = DemoNode::pin(master);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("stale_master_grace", "\"3s\"")
+        .extra("[repair]\nkill_stale_connections = true\nkill_interval = \"200ms\"\n")
+        .start();
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    topology.failover();
+    let status = rolecall.wait_for_status(
+        "out of rotation, repair given up",
+        Duration::from_secs(30),
+        |s| {
+            s["in_rotation"] == false
+                && s["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("repair cannot fix it"))
+        },
+    );
+    let verdict = status["verdict"].as_str().unwrap().to_string();
+    assert!(
+        verdict == "stale_master" || verdict == "stuck_on_replica",
+        "{status:#}"
+    );
+    let (code, _) = rolecall.http_get("/readyz");
+    assert_eq!(code, 503);
+    assert!(rolecall.agent(Some("\n")).starts_with("drain "));
+    // rolecall logged each kill with what it killed.
+    assert!(
+        rolecall
+            .stderr()
+            .contains("repair: killed the node's connection"),
+        "{}",
+        rolecall.stderr_tail(40)
+    );
+}
+
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn command_repair(dir: &str, cooldown: &str, extra_verdicts: &str) -> String {
+    format!(
+        "[repair]\ncommand = [\"/bin/sh\", \"-c\", \"echo $PPID >> {dir}/runs; sleep 1\"]\n\
+         command_on = [\"stuck_on_replica\"{extra_verdicts}]\ncommand_after = \"300ms\"\n\
+         command_timeout = \"5s\"\ncommand_cooldown = \"{cooldown}\"\nlock_key = \"test:repair-lock\"\n"
+    )
+}
+
+#[test]
+fn the_command_repair_runs_once_per_episode_and_honours_its_cooldown() {
+    let topology = Topology::start(1, 3);
+    let replica = topology.replicas()[0].addr();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    for (cooldown, want) in [("1h", 1), ("1s", 2)] {
+        let runs = dir.path().join("runs");
+        let _ = std::fs::remove_file(&runs);
+        let mut node = DemoNode::pin(replica);
+        let mut rolecall = RolecallConfig::new()
+            .pid(node.pid())
+            .topology(&topology)
+            .extra(&command_repair(&d, cooldown, ", \"node_missing\""))
+            .start();
+        rolecall.wait_for_verdict("stuck_on_replica", OK_TIMEOUT);
+        wait_until(Duration::from_secs(10), "the command to run", || {
+            lines(&runs) >= 1
+        });
+        // The same episode never runs it again.
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            assert_eq!(lines(&runs), 1, "one run per episode");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // A new episode (the node's process exits): within the cooldown nothing runs; with a
+        // short cooldown it runs again.
+        node.kill();
+        rolecall.wait_for_verdict("node_missing", OK_TIMEOUT);
+        if want == 1 {
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                assert_eq!(lines(&runs), 1, "cooldown of {cooldown} honoured");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        } else {
+            wait_until(
+                Duration::from_secs(10),
+                "a second run after the cooldown",
+                || lines(&runs) >= 2,
+            );
+        }
+        assert_eq!(lines(&runs), want, "cooldown {cooldown}");
+        rolecall.terminate();
+    }
+}
+
+#[test]
+fn with_two_rolecalls_the_fleet_lock_lets_only_one_run_the_command() {
+    let topology = Topology::start(1, 3);
+    let replica = topology.replicas()[0].addr();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    // The command holds the lock for 3 s: both instances become due within that time.
+    let repair = format!(
+        "[repair]\ncommand = [\"/bin/sh\", \"-c\", \"echo run >> {d}/runs; sleep 3\"]\n\
+         command_after = \"300ms\"\ncommand_timeout = \"10s\"\ncommand_cooldown = \"1h\"\n"
+    );
+    let nodes = [DemoNode::pin(replica), DemoNode::pin(replica)];
+    let mut rolecalls: Vec<Rolecall> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            RolecallConfig::new()
+                .node_name(&format!("node-{i}"))
+                .pid(n.pid())
+                .topology(&topology)
+                .extra(&repair)
+                .start()
+        })
+        .collect();
+    for r in &mut rolecalls {
+        r.wait_for_verdict("stuck_on_replica", OK_TIMEOUT);
+    }
+    let runs = dir.path().join("runs");
+    wait_until(Duration::from_secs(10), "the command to run", || {
+        lines(&runs) >= 1
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the other instance to find the lock taken",
+        || {
+            rolecalls
+                .iter()
+                .any(|r| r.stderr().contains("fleet lock held elsewhere"))
+        },
+    );
+    // Both episodes are over (one ran, one was refused): nothing else runs.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(
+            lines(&runs),
+            1,
+            "only one node of the fleet ran the command"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The lock was released by its holder (compare-and-delete).
+    let lock = topology.master().cli(&["EXISTS", "rolecall:repair-lock"]);
+    assert_eq!(value_to_string(&lock), "0");
+}
