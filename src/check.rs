@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::probe::Role;
 use crate::probe::{Auth, Pool, ServerError, ServerFacts, server_facts};
 use crate::repair::{CommandRunner, Killer, note};
-use crate::sentinel::{SentinelView, ServerAddr, ask_all, decide};
+use crate::sentinel::{SentinelAnswer, SentinelView, ServerAddr, ask_all, decide};
 use crate::snapshot::{
     ConnectionStatus, EventStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus,
     ServerStatus, Snapshot,
@@ -34,7 +34,7 @@ use crate::verdict::{GroupFacts, Observation, RoutedConnection, Tracker, observe
 /// After a Sentinel event, confirmation checks follow each other this closely (instead of
 /// `fast_interval`), for [`BURST`]: a failover is confirmed by complete checks within
 /// milliseconds, and the spacing bounds the load a storm of events can cause.
-const EVENT_CONFIRM: Duration = Duration::from_millis(10);
+const EVENT_CONFIRM: Duration = Duration::from_millis(2);
 const BURST: Duration = Duration::from_secs(2);
 
 /// Asks the check loop for a check now (a Sentinel event, an operator).
@@ -282,13 +282,23 @@ impl Checker {
     pub async fn check(&mut self) -> Snapshot {
         let started = Instant::now();
         let selector = self.config.node.selector.clone();
-        let node = tokio::task::spawn_blocking(move || discover(&selector))
-            .await
-            .unwrap_or_else(|e| {
-                Err(DiscoverError::Unreadable(format!(
-                    "discovery task failed: {e}"
-                )))
-            });
+        // The node's sockets (a /proc read, kernel time proportional to the namespace's
+        // sockets) and Sentinel's view are independent: gather both at once.
+        let discovery = async {
+            tokio::task::spawn_blocking(move || discover(&selector))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(DiscoverError::Unreadable(format!(
+                        "discovery task failed: {e}"
+                    )))
+                })
+        };
+        let views = join_all(self.groups.iter_mut().map(|g| async {
+            let answers = ask_all(&mut g.sentinel_pool, &g.sentinels, &g.config.master_name).await;
+            let view = decide(&g.config.master_name, g.sentinels.len(), &answers);
+            (answers, view)
+        }));
+        let (node, views) = tokio::join!(discovery, views);
         let node_ok: Result<(), DiscoverError> = match &node {
             Ok(_) => Ok(()),
             Err(DiscoverError::NodeMissing(m)) => Err(DiscoverError::NodeMissing(m.clone())),
@@ -311,7 +321,10 @@ impl Checker {
         let results = join_all(
             self.groups
                 .iter_mut()
-                .map(|g| check_group(g, sockets, probe.clone(), timeout, repair)),
+                .zip(views)
+                .map(|(g, (answers, view))| {
+                    check_group(g, answers, view, sockets, probe.clone(), timeout, repair)
+                }),
         )
         .await;
 
@@ -379,14 +392,13 @@ fn now_millis() -> u128 {
 
 async fn check_group(
     g: &mut Group,
+    answers: Vec<SentinelAnswer>,
+    view: SentinelView,
     sockets: &NodeSockets,
     probe: Option<(String, Duration)>,
     timeout: Duration,
     repair: &RepairConfig,
 ) -> (Observation, GroupStatus) {
-    let answers = ask_all(&mut g.sentinel_pool, &g.sentinels, &g.config.master_name).await;
-    let view: SentinelView = decide(&g.config.master_name, g.sentinels.len(), &answers);
-
     // Route the node's connections to the servers of this topology, by address.
     let servers: Vec<ServerAddr> = view.servers().cloned().collect();
     let resolved = join_all(servers.iter().map(|s| resolve(s, timeout))).await;

@@ -200,9 +200,12 @@ pub fn connection_info(addr: &ServerAddr, auth: &Auth) -> Result<ConnectionInfo,
     if let Some(p) = &auth.password {
         redis = redis.set_password(p.expose());
     }
+    // TCP_NODELAY: rolecall sends a few small commands at once on one connection; with Nagle's
+    // algorithm each later one waits for the peer's delayed ACK (40 ms on Linux).
     Ok((addr.host.clone(), addr.port)
         .into_connection_info()
         .map_err(|e| from_redis(addr, &e))?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
         .set_redis_settings(redis))
 }
 

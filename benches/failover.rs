@@ -1,0 +1,165 @@
+//! Failover benchmark with real processes on loopback (`cargo bench --bench failover`).
+//!
+//! 1. Reaction time: from the first `+switch-master` heard on any sentinel to the changed
+//!    verdict on rolecall's agent port, over `ROLECALL_BENCH_FAILOVERS` (default 20) real
+//!    failovers, with Sentinel events on and, for comparison in the same run, polling only
+//!    (`sentinel_events = false`, the same 1 s interval).
+//! 2. Lost writes: a Sentinel-following node counts its acknowledged INCRs; after each failover
+//!    the final master's counter is compared with it. Without repair, with the kill repair, and
+//!    with the kill repair plus the write pause (`ROLECALL_BENCH_LOSS_FAILOVERS`, default 5,
+//!    failovers each).
+//!
+//! Prints medians, p99 and max. Every wait is bounded; all traffic stays on 127.0.0.1.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{DemoNode, RolecallConfig, SwitchWatcher, Topology, value_to_string};
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: n={} median={:.1} ms p99={:.1} ms max={:.1} ms min={:.1} ms",
+        ms.len(),
+        percentile(&ms, 50.0),
+        percentile(&ms, 99.0),
+        ms.last().copied().unwrap_or(f64::NAN),
+        ms.first().copied().unwrap_or(f64::NAN),
+    );
+}
+
+/// Reaction times (ms) over `n` failovers with the given `sentinel_events` setting.
+fn reaction(n: usize, events: bool) -> Vec<f64> {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::follow(&topology);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("interval", "\"1s\"")
+        .check("timeout", "\"300ms\"")
+        .check("fast_interval", "\"100ms\"")
+        .check("sentinel_events", if events { "true" } else { "false" })
+        .start();
+    let switches = SwitchWatcher::start(&topology.sentinel_addrs());
+    let mut out = Vec::new();
+    for i in 0..n {
+        rolecall.wait_for_verdict("ok", Duration::from_secs(30));
+        let heard = switches.count();
+        let (old, _new) = topology.failover();
+        let t0 = switches.first_after(heard, Duration::from_secs(10));
+        // Poll the agent every 2 ms from the announcement on (bounded: 20 s) until the verdict
+        // shows there. Polling starts only now: each poll leaves a TIME_WAIT socket, and every
+        // socket of the namespace is in the /proc/net/tcp table rolecall reads.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut changed = None;
+        while Instant::now() < deadline {
+            let reply = rolecall.try_agent(Some("\n")).unwrap_or_default();
+            if reply.contains("stale_master") || reply.contains("stuck_on_replica") {
+                changed = Some(Instant::now());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let changed = changed.expect("the agent to report the failover within 20 s");
+        let ms = changed.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+        eprintln!("  failover {}: {ms:.1} ms", i + 1);
+        out.push(ms);
+        topology.wait_demoted(old);
+        topology.wait_settled();
+    }
+    out
+}
+
+/// Acknowledged writes lost per failover with the given `[repair]` section.
+fn lost_writes(n: usize, repair: &str) -> Vec<f64> {
+    let topology = Topology::start(1, 3);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut node = DemoNode::follow(&topology);
+        let mut rolecall = RolecallConfig::new()
+            .pid(node.pid())
+            .topology(&topology)
+            .check("interval", "\"500ms\"")
+            .check("timeout", "\"200ms\"")
+            .extra(repair)
+            .start();
+        rolecall.wait_for_verdict("ok", Duration::from_secs(30));
+        let (old, new) = topology.failover();
+        let line = format!("connected {new}");
+        node.wait_for_line(Duration::from_secs(30), |l| l == line);
+        topology.wait_demoted(old);
+        topology.wait_settled();
+        let acked = node.terminate() as i64;
+        let held = topology
+            .server(new)
+            .try_cli(&["GET", &node.count_key()])
+            .ok()
+            .and_then(|v| value_to_string(&v).parse::<i64>().ok())
+            .unwrap_or(0);
+        // Counters start at 0 per node name: the node's key is fresh in each round only if the
+        // key is deleted; delete it on the new master so the next round starts from 0.
+        let _ = topology.server(new).try_cli(&["DEL", &node.count_key()]);
+        eprintln!("  acked {acked}, held {held}, lost {}", acked - held);
+        out.push((acked - held) as f64);
+        rolecall.terminate();
+    }
+    out
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs benches in test mode: skip the
+    // long measurement there (it is not a test).
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("failover benchmark: run with `cargo bench --bench failover`");
+        return;
+    }
+    let n = env_count("ROLECALL_BENCH_FAILOVERS", 20);
+    let m = env_count("ROLECALL_BENCH_LOSS_FAILOVERS", 5);
+    println!(
+        "reaction time, +switch-master to the verdict on the agent port ({n} failovers each):"
+    );
+    let with_events = reaction(n, true);
+    let polling = reaction(n, false);
+    summary("  sentinel events, interval 1s", with_events);
+    summary("  polling only,    interval 1s", polling);
+    println!(
+        "acknowledged writes lost per failover, node writing every 100 ms ({m} failovers each):"
+    );
+    let none = lost_writes(m, "");
+    let kill = lost_writes(m, "[repair]\nkill_stale_connections = true\n");
+    let pause = lost_writes(
+        m,
+        "[repair]\nkill_stale_connections = true\npause_writes_on_failover = true\n",
+    );
+    for (name, v) in [
+        ("  no repair                 ", none),
+        ("  kill_stale_connections    ", kill),
+        ("  kill + pause_writes       ", pause),
+    ] {
+        let mut s = v.clone();
+        s.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{name}: median {:.0} lost, max {:.0}, total {:.0}",
+            percentile(&s, 50.0),
+            s.last().copied().unwrap_or(f64::NAN),
+            s.iter().sum::<f64>()
+        );
+    }
+}
