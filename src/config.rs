@@ -272,6 +272,17 @@ impl Config {
         validate(raw)
     }
 
+    /// Refuses a configuration `rolecall run` cannot serve: without `[agent]` and `[http]` it
+    /// would have nobody to tell (`rolecall check` needs neither).
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        if self.agent.is_none() && self.http.is_none() {
+            return Err(ConfigError::invalid(
+                "neither [agent] nor [http] is configured: rolecall run would have nobody to tell",
+            ));
+        }
+        Ok(())
+    }
+
     /// The group with this name, if any.
     pub fn group(&self, name: &str) -> Option<&GroupConfig> {
         self.groups.iter().find(|g| g.name == name)
@@ -509,11 +520,6 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }),
     };
     let repair = validate_repair(raw.repair.unwrap_or_default())?;
-    if agent.is_none() && http.is_none() {
-        return Err(ConfigError::invalid(
-            "neither [agent] nor [http] is configured: rolecall would have nobody to tell",
-        ));
-    }
     Ok(Config {
         node,
         groups,
@@ -766,6 +772,55 @@ listen = "0.0.0.0:7071"
             "listen = \"0.0.0.0:7070\"\nreply.ok = \"down\"",
         );
         assert!(Config::from_toml_str(&bad).is_err());
+    }
+
+    #[test]
+    fn a_config_without_listeners_serves_check_but_not_run() {
+        let text = DESIGN_EXAMPLE
+            .replace("[agent]\nlisten = \"0.0.0.0:7070\"\n", "")
+            .replace("[http]\nlisten = \"0.0.0.0:7071\"\n", "");
+        let c = Config::from_toml_str(&text).unwrap();
+        assert!(c.agent.is_none() && c.http.is_none());
+        assert!(
+            c.check_runnable()
+                .unwrap_err()
+                .to_string()
+                .contains("nobody to tell")
+        );
+        assert!(
+            Config::from_toml_str(DESIGN_EXAMPLE)
+                .unwrap()
+                .check_runnable()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_repair_section_is_off_by_default_and_validated() {
+        let c = Config::from_toml_str(DESIGN_EXAMPLE).unwrap();
+        assert!(!c.repair.kill_stale_connections && c.repair.command.is_none());
+        assert!(!c.repair.pause_writes_on_failover);
+        let text = format!(
+            "{DESIGN_EXAMPLE}\n[repair]\nkill_stale_connections = true\ncommand = [\"systemctl\", \"restart\", \"x\"]\ncommand_after = \"5s\"\n"
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        let cmd = c.repair.command.unwrap();
+        assert_eq!(cmd.argv, ["systemctl", "restart", "x"]);
+        assert_eq!(cmd.after, Duration::from_secs(5));
+        assert_eq!(cmd.on, vec![Verdict::StuckOnReplica, Verdict::StaleMaster]);
+        for (bad, why) in [
+            ("command = []", "give the program"),
+            (
+                "command = [\"x\"]\ncommand_on = [\"ok\"]",
+                "not a verdict that takes a node out",
+            ),
+            ("kill_attempts = 0", "at least 1"),
+            ("pause_for = \"10ms\"", "between 100ms and 60s"),
+        ] {
+            let text = format!("{DESIGN_EXAMPLE}\n[repair]\n{bad}\n");
+            let err = Config::from_toml_str(&text).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -92,6 +92,9 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => match load(&config) {
             Ok(c) => {
+                if let Err(e) = c.check_runnable() {
+                    eprintln!("rolecall: warning: {e}");
+                }
                 println!(
                     "{}: ok (node {} by {}; {} group(s); {})",
                     config.display(),
@@ -111,11 +114,15 @@ fn main() -> ExitCode {
             };
             one_check(config)
         }
-        Command::Run { config } => {
-            let config = match load(&config) {
+        Command::Run { config: path } => {
+            let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if let Err(e) = config.check_runnable() {
+                eprintln!("rolecall: {}: {e}", path.display());
+                return ExitCode::from(EX_USAGE);
+            }
             init_tracing();
             match daemon(config) {
                 Ok(()) => ExitCode::SUCCESS,

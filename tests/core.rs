@@ -1,0 +1,789 @@
+//! Black-box tests of rolecall's core, with real processes: real `redis-server` /
+//! `redis-sentinel` topologies, demo nodes holding real connections, and the `rolecall` binary
+//! itself, observed only through what it serves (`/status`, `/readyz`, `/livez`, `/metrics`,
+//! the agent port) and its exit codes.
+//!
+//! The verdicts of the README's table on real failures: a pinned node after a failover
+//! (`stale_master`, then `stuck_on_replica`), a node following Sentinel (stays in rotation), a
+//! node publishing to a replica, split command / pub/sub connections, a vanished node process,
+//! every sentinel stopped (hold, then fail open); and the command line: `check`, `config check`,
+//! `config example`, SIGTERM and a bad configuration.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use support::{
+    DemoNode, Rolecall, RolecallConfig, Topology, call, free_port, run_rolecall, value_to_string,
+};
+
+/// From start (or from a change of the node's connections) to a confirmed verdict: a few checks
+/// of 250 ms; generous for a loaded two-core machine.
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
+/// After a failover, until Sentinel demotes the old master (10–20 s) and rolecall confirms.
+const DEMOTED_VERDICT_TIMEOUT: Duration = Duration::from_secs(60);
+/// A one-shot `rolecall check` / `config check` / `config example`.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// SIGTERM to exit (rolecall drains its servers for at most 6 s).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// `/readyz` watcher: time between polls, and the most polls it makes (bounds its life).
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+const WATCH_MAX_POLLS: usize = 4_000;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// `/status`'s `.verdict`.
+fn verdict(status: &serde_json::Value) -> &str {
+    status["verdict"].as_str().unwrap_or("")
+}
+
+fn reason(status: &serde_json::Value) -> &str {
+    status["reason"].as_str().unwrap_or("")
+}
+
+/// The servers (`host:port`) of the node's connections that rolecall routed to group 0.
+fn connection_servers(status: &serde_json::Value) -> Vec<String> {
+    status["groups"][0]["connections"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["server"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first word of an agent reply.
+fn first_word(reply: &str) -> &str {
+    reply.split_whitespace().next().unwrap_or("")
+}
+
+/// `GET path` on a fresh connection as (status, body); `None` if it failed. For the watcher
+/// thread, which does not hold the [`Rolecall`].
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    // Bounded: the read timeout, and the responses here are small.
+    stream.take(8 << 20).read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// Polls a rolecall's `/readyz` in a thread (every 50 ms, bounded in count) and remembers
+/// every answer other than 200 seen after the first 200, with the `/status` of that moment.
+struct ReadyWatch {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<WatchLog>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct WatchLog {
+    polls: usize,
+    ready_at: Option<Instant>,
+    /// (when, answer, /status then) for each non-200 answer after the first 200.
+    out: Vec<(Instant, String, String)>,
+}
+
+impl ReadyWatch {
+    fn start(rolecall: &Rolecall) -> ReadyWatch {
+        let addr = rolecall.http_addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(WatchLog::default()));
+        let (stop2, seen2) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            for _ in 0..WATCH_MAX_POLLS {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let answer = get(addr, "/readyz");
+                let mut log = seen2.lock().unwrap();
+                log.polls += 1;
+                match answer {
+                    Some((200, _)) => {
+                        log.ready_at.get_or_insert_with(Instant::now);
+                    }
+                    other if log.ready_at.is_some() => {
+                        let status = get(addr, "/status").map(|(_, b)| b).unwrap_or_default();
+                        let what = match other {
+                            Some((code, body)) => format!("{code} {}", body.trim()),
+                            None => "no answer".to_owned(),
+                        };
+                        log.out.push((Instant::now(), what, status));
+                    }
+                    _ => {}
+                }
+                drop(log);
+                std::thread::sleep(WATCH_EVERY);
+            }
+        });
+        ReadyWatch {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the thread and returns what it saw.
+    fn finish(mut self) -> WatchLog {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the /readyz watcher thread panicked");
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+impl Drop for ReadyWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Asserts `/readyz` answers `code`, and the agent's reply (for the whole node) starts with
+/// `word`; returns the reply.
+fn assert_rotation(rolecall: &Rolecall, code: u16, word: &str) -> String {
+    let (status, body) = rolecall.http_get("/readyz");
+    assert_eq!(
+        status,
+        code,
+        "/readyz: {status} {body}\n{}",
+        rolecall.report(None)
+    );
+    let reply = rolecall.agent(Some("\n"));
+    assert_eq!(
+        first_word(&reply),
+        word,
+        "agent reply {reply:?}\n{}",
+        rolecall.report(None)
+    );
+    assert_eq!(reply.matches('\n').count(), 1, "one line: {reply:?}");
+    reply
+}
+
+/// A config file for the one-shot commands, written in `dir`. Its listeners (a config needs
+/// one) get ports that were free a moment ago; `rolecall check` does not bind them.
+fn write_config(dir: &Path, name: &str, config: RolecallConfig) -> PathBuf {
+    let text = config
+        .to_toml()
+        .replace("{agent}", &format!("127.0.0.1:{}", free_port()))
+        .replace("{http}", &format!("127.0.0.1:{}", free_port()));
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write a config file");
+    path
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A one-shot command's output, for assertion messages.
+fn show(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    )
+}
+
+/// Sentinel addresses nothing listens on (ports that were free a moment ago).
+fn dead_sentinels() -> Vec<SocketAddr> {
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < 3 {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    ports
+        .into_iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failover
+
+#[test]
+fn a_node_pinned_to_the_old_master_is_stuck_on_replica_after_a_failover_and_a_follower_ends_ok() {
+    let topology = Topology::start(1, 3);
+    let master = topology.master_addr();
+    let replica = topology.replicas()[0].addr();
+    let pinned = DemoNode::pin(master);
+    let follower = DemoNode::follow(&topology);
+    let mut pinned_rc = RolecallConfig::new()
+        .pid(pinned.pid())
+        .node_name("pinned")
+        .topology(&topology)
+        .start();
+    let mut follower_rc = RolecallConfig::new()
+        .pid(follower.pid())
+        .node_name("follower")
+        .topology(&topology)
+        // The default, spelt out: the follower sits on the old master until Sentinel demotes
+        // it, about 10 s after the failover (measured here: +convert-to-slave 10.0 s after
+        // +switch-master, the follower ok 0.6 s later).
+        .check("stale_master_grace", "\"15s\"")
+        .start();
+    let watch = ReadyWatch::start(&follower_rc);
+
+    for rc in [&mut pinned_rc, &mut follower_rc] {
+        let s = rc.wait_for_verdict("ok", VERDICT_TIMEOUT);
+        assert_eq!(s["in_rotation"], true, "{s:#}");
+        assert_eq!(connection_servers(&s), vec![master.to_string()], "{s:#}");
+        assert_rotation(rc, 200, "up");
+    }
+
+    let (old, new) = topology.failover();
+    assert_eq!((old, new), (master, replica));
+
+    // The pinned node: once Sentinel demotes the old master and kills its clients, the node
+    // redials the same address and is on a replica.
+    let s = pinned_rc.wait_for_verdict("stuck_on_replica", DEMOTED_VERDICT_TIMEOUT);
+    assert_eq!(s["in_rotation"], false, "{s:#}");
+    let why = reason(&s);
+    assert!(
+        why.contains(&old.to_string()) && why.contains(&new.to_string()),
+        "the reason names the replica {old} (the old master) and Sentinel's master {new}: {why}"
+    );
+    assert_eq!(s["groups"][0]["master"], new.to_string(), "{s:#}");
+    let reply = assert_rotation(&pinned_rc, 503, "drain");
+    assert!(reply.contains("#stuck_on_replica"), "{reply:?}");
+    assert!(reply.contains(&old.to_string()), "{reply:?}");
+
+    // The follower: on the new master, in rotation.
+    let new_s = new.to_string();
+    let s = follower_rc.wait_for_status(
+        &format!("the follower ok with every connection on {new}"),
+        DEMOTED_VERDICT_TIMEOUT,
+        |s| {
+            let servers = connection_servers(s);
+            verdict(s) == "ok" && !servers.is_empty() && servers.iter().all(|c| *c == new_s)
+        },
+    );
+    assert_eq!(s["in_rotation"], true, "{s:#}");
+    assert_rotation(&follower_rc, 200, "up");
+
+    // ... and it never left rotation, through the whole stale-master window.
+    let log = watch.finish();
+    assert!(log.ready_at.is_some(), "the follower became ready");
+    assert!(
+        log.polls > 100,
+        "/readyz was polled throughout ({} polls)",
+        log.polls
+    );
+    if let Some((at, what, status)) = log.out.first() {
+        panic!(
+            "the follower left rotation {:?} after it became ready: /readyz {what} ({} such answers)\n--- /status then ---\n{status}\n{}",
+            at.saturating_duration_since(log.ready_at.unwrap()),
+            log.out.len(),
+            follower_rc.report(None)
+        );
+    }
+}
+
+#[test]
+fn a_node_on_the_old_master_while_it_still_claims_master_is_stale_master() {
+    let topology = Topology::start(1, 3);
+    let master = topology.master_addr();
+    let node = DemoNode::pin(master);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    let (old, new) = topology.failover();
+
+    // Sentinel names the new master at once; the old one claims master for about 10 s more.
+    let s = rolecall.wait_for_verdict("stale_master", Duration::from_secs(5));
+    let old_role = topology.server(old).role();
+    assert_eq!(
+        old_role.as_deref(),
+        Some("master"),
+        "the old master still claims master when rolecall says stale_master\n{}",
+        topology.dump()
+    );
+    let why = reason(&s);
+    assert!(
+        why.contains(&old.to_string()) && why.contains(&new.to_string()),
+        "the reason names the old master {old} and Sentinel's master {new}: {why}"
+    );
+    assert!(why.contains("still claims master"), "{why}");
+    // Within its grace period the node stays in rotation, saying why.
+    assert_eq!(s["in_rotation"], true, "{s:#}");
+    let reply = assert_rotation(&rolecall, 200, "up");
+    assert!(reply.contains("#stale_master"), "{reply:?}");
+    assert_eq!(topology.server(old).role().as_deref(), Some("master"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sentinels gone
+
+#[test]
+fn all_sentinels_stopped_hold_the_last_state_then_fail_open_and_livez_stays_200() {
+    let hold = Duration::from_secs(3);
+    let mut topology = Topology::start(1, 3);
+    let replica = topology.replicas()[0].addr();
+    let node = DemoNode::pin(replica);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("unknown_hold", "\"3s\"")
+        .start();
+    rolecall.wait_for_verdict("stuck_on_replica", VERDICT_TIMEOUT);
+    assert_rotation(&rolecall, 503, "drain");
+
+    // Taken before the kills: rolecall is blind only once a majority is gone, so its hold
+    // cannot start before this.
+    let killed = Instant::now();
+    for i in 0..topology.sentinels().len() {
+        topology.sentinel_mut(i).kill();
+    }
+
+    // Blind: `unknown`, holding the last state (out of rotation).
+    let s = rolecall.wait_for_verdict("unknown", Duration::from_secs(10));
+    let why = reason(&s).to_owned();
+    assert!(
+        why.contains("sentinel"),
+        "the reason names the sentinels: {why}"
+    );
+    assert!(why.contains("holding the last state"), "{why}");
+    assert_eq!(s["in_rotation"], false, "held out of rotation: {s:#}");
+    let sentinels = s["groups"][0]["sentinels"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sentinels.len(), 3, "{s:#}");
+    assert!(
+        sentinels.iter().all(|x| x["error"].is_string()),
+        "each sentinel's error is reported: {s:#}"
+    );
+
+    // Then fail open after the hold, with /livez 200 at every poll throughout.
+    let mut polls = 0;
+    let mut held_polls = 0;
+    let opened = support::wait_for(
+        Duration::from_secs(20),
+        "/readyz 200 (fail open) after the unknown hold",
+        || {
+            polls += 1;
+            let (live, body) = rolecall.http_get("/livez");
+            assert_eq!(
+                (live, body.as_str()),
+                (200, "ok\n"),
+                "/livez at poll {polls}"
+            );
+            let (ready, _) = rolecall.http_get("/readyz");
+            if ready == 200 {
+                return Some(Instant::now());
+            }
+            assert_eq!(ready, 503);
+            held_polls += 1;
+            None
+        },
+    );
+    // The hold starts at the first blind check, which is after the kill.
+    assert!(
+        opened.duration_since(killed) >= hold,
+        "failed open {:?} after the sentinels were killed, before the {hold:?} hold",
+        opened.duration_since(killed)
+    );
+    assert!(
+        held_polls > 10,
+        "held out of rotation for a while ({held_polls} polls)"
+    );
+    let s = rolecall.status();
+    assert_eq!(verdict(&s), "unknown", "{s:#}");
+    assert_eq!(s["in_rotation"], true, "{s:#}");
+    assert!(
+        reason(&s).contains("sentinel") && reason(&s).contains("failing open"),
+        "{}",
+        reason(&s)
+    );
+    let reply = assert_rotation(&rolecall, 200, "up");
+    assert!(reply.contains("#unknown"), "{reply:?}");
+    assert_eq!(rolecall.http_get("/livez").0, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The node process
+
+#[test]
+fn a_node_whose_process_exits_is_node_missing() {
+    let topology = Topology::start(1, 3);
+    let mut node = DemoNode::pin(topology.master_addr());
+    let pid = node.pid();
+    let mut rolecall = RolecallConfig::new().pid(pid).topology(&topology).start();
+    let s = rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    assert_eq!(s["node"]["pids"], serde_json::json!([pid]), "{s:#}");
+    assert_rotation(&rolecall, 200, "up");
+
+    node.kill();
+
+    let s = rolecall.wait_for_verdict("node_missing", VERDICT_TIMEOUT);
+    assert_eq!(s["in_rotation"], false, "{s:#}");
+    assert_eq!(s["node"]["running"], false, "{s:#}");
+    assert!(reason(&s).contains(&pid.to_string()), "{}", reason(&s));
+    let reply = assert_rotation(&rolecall, 503, "drain");
+    assert!(reply.contains("#node_missing"), "{reply:?}");
+    assert_eq!(rolecall.http_get("/livez").0, 200);
+}
+
+#[test]
+fn a_node_publishing_to_a_replica_is_out() {
+    let topology = Topology::start(1, 3);
+    let master = topology.master_addr();
+    let replica = topology.replicas()[0].addr();
+    // What makes it silent: PUBLISH on a replica "succeeds" (no subscriber hears it).
+    let published = call(replica, &["PUBLISH", "rolecall-test", "hello"]).expect("PUBLISH");
+    assert_eq!(value_to_string(&published), "0");
+    let node = DemoNode::pin(replica);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+
+    let s = rolecall.wait_for_verdict("stuck_on_replica", VERDICT_TIMEOUT);
+    assert_eq!(s["in_rotation"], false, "{s:#}");
+    let why = reason(&s);
+    assert!(
+        why.contains(&format!("-> {replica} goes to a replica")),
+        "the reason names the replica {replica}: {why}"
+    );
+    assert!(
+        why.contains(&master.to_string()),
+        "and the master {master}: {why}"
+    );
+    assert!(
+        connection_servers(&s).contains(&replica.to_string()),
+        "{s:#}"
+    );
+    let reply = assert_rotation(&rolecall, 503, "drain");
+    assert!(reply.contains("#stuck_on_replica"), "{reply:?}");
+}
+
+#[test]
+fn a_node_with_a_pubsub_connection_on_the_old_master_is_out() {
+    // Commands on Sentinel's master, the subscriber on the other server (a replica): every
+    // connection counts.
+    let topology = Topology::start(1, 3);
+    let master = topology.master_addr();
+    let replica = topology.replicas()[0].addr();
+    let node = DemoNode::pin_with_pubsub(master, replica);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+
+    let s = rolecall.wait_for_verdict("stuck_on_replica", VERDICT_TIMEOUT);
+    assert_eq!(s["in_rotation"], false, "{s:#}");
+    let mut servers = connection_servers(&s);
+    servers.sort();
+    let mut want = vec![master.to_string(), replica.to_string()];
+    want.sort();
+    assert_eq!(servers, want, "both connections are seen: {s:#}");
+    let why = reason(&s);
+    assert!(
+        why.contains(&format!("-> {replica} goes to a replica")),
+        "the reason names the subscriber's server {replica}: {why}"
+    );
+    let reply = assert_rotation(&rolecall, 503, "drain");
+    assert!(reply.contains("#stuck_on_replica"), "{reply:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+#[test]
+fn check_exits_0_when_ok_and_2_when_stuck_on_replica() {
+    let topology = Topology::start(1, 3);
+    let master = topology.master_addr();
+    let replica = topology.replicas()[0].addr();
+    let on_master = DemoNode::pin(master);
+    let on_replica = DemoNode::pin(replica);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ok_config = write_config(
+        dir.path(),
+        "ok.toml",
+        RolecallConfig::new()
+            .pid(on_master.pid())
+            .topology(&topology),
+    );
+    let stuck_config = write_config(
+        dir.path(),
+        "stuck.toml",
+        RolecallConfig::new()
+            .pid(on_replica.pid())
+            .topology(&topology),
+    );
+    let blind_config = write_config(
+        dir.path(),
+        "blind.toml",
+        RolecallConfig::new().pid(on_master.pid()).redis_group(
+            "main",
+            "mymaster",
+            &dead_sentinels(),
+        ),
+    );
+    let check = |path: &Path| {
+        run_rolecall(
+            &["check", "--config", &path.display().to_string()],
+            COMMAND_TIMEOUT,
+        )
+    };
+
+    let out = check(&ok_config);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("ROLECALL OK - ok: "),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", show(&out));
+
+    let out = check(&stuck_config);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("ROLECALL CRITICAL - stuck_on_replica: "),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout(&out).contains(&replica.to_string()),
+        "{}",
+        show(&out)
+    );
+
+    let out = check(&blind_config);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("ROLECALL UNKNOWN - unknown: "),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn config_check_names_the_line_and_column_of_a_misspelt_key() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("rolecall.toml");
+    let text = "\
+[node]
+name = \"n1\"
+pid = 1
+
+[[redis]]
+master_name = \"mymaster\"
+sentinels = [\"127.0.0.1:26379\", \"127.0.0.1:26380\", \"127.0.0.1:26381\"]
+
+[check]
+interval = \"1s\"
+  timout = \"300ms\"
+
+[http]
+listen = \"127.0.0.1:7071\"
+";
+    std::fs::write(&path, text).expect("write the config");
+    let p = path.display().to_string();
+    let out = run_rolecall(&["config", "check", "--config", &p], COMMAND_TIMEOUT);
+    assert_eq!(out.status.code(), Some(64), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{p}:11:3:")),
+        "FILE:LINE:COL of `timout` (line 11, column 3) in: {err}"
+    );
+    assert!(err.contains("timout"), "{err}");
+
+    // The same file spelt right passes.
+    std::fs::write(&path, text.replace("timout", "timeout")).expect("write the config");
+    let out = run_rolecall(&["config", "check", "--config", &p], COMMAND_TIMEOUT);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains(": ok"), "{}", show(&out));
+
+    // `config example` prints a file `config check` accepts.
+    let out = run_rolecall(&["config", "example"], COMMAND_TIMEOUT);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let example = stdout(&out);
+    assert!(example.contains("[[redis]]"), "{example}");
+    let example_path = dir.path().join("example.toml");
+    std::fs::write(&example_path, &example).expect("write the example");
+    let out = run_rolecall(
+        &[
+            "config",
+            "check",
+            "--config",
+            &example_path.display().to_string(),
+        ],
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn sigterm_stops_rolecall_with_exit_0() {
+    let mut rolecall = RolecallConfig::new()
+        .pid(std::process::id())
+        .redis_group("main", "mymaster", &dead_sentinels())
+        .start();
+    // A complete check (blind: no sentinel listens), so the loop is running.
+    rolecall.wait_for_status("a complete check", VERDICT_TIMEOUT, |s| {
+        s["checked"] == true
+    });
+    let (http, agent) = (rolecall.http_addr(), rolecall.agent_addr());
+
+    rolecall.terminate();
+    let status = rolecall.wait_exit(EXIT_TIMEOUT);
+
+    assert_eq!(status.code(), Some(0), "{}", rolecall.report(None));
+    // Both listeners are released.
+    for addr in [http, agent] {
+        TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr} after exit: {e}"));
+    }
+}
+
+#[test]
+fn a_bad_config_exits_64_before_binding() {
+    // timeout above interval: valid TOML, invalid configuration.
+    let bad = RolecallConfig::new()
+        .pid(std::process::id())
+        .redis_group("main", "mymaster", &dead_sentinels())
+        .check("interval", "\"1s\"")
+        .check("timeout", "\"2s\"");
+
+    // With the HTTP port free: exit 64 with the reason, and the port was never taken.
+    let bad = bad.to_toml();
+    let mut rolecall = Rolecall::spawn(&bad);
+    let status = rolecall.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(64), "{}", rolecall.report(None));
+    let log = rolecall.stderr();
+    assert!(
+        log.contains(&rolecall.config_path().display().to_string()) && log.contains("timeout"),
+        "the error names the file and the key: {log}"
+    );
+    assert!(!log.contains("listening"), "{log}");
+    for addr in [rolecall.http_addr(), rolecall.agent_addr()] {
+        TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    }
+
+    // With both ports held by someone else: still 64 (the configuration is refused before any
+    // bind is attempted), where a valid configuration exits 1 (port in use).
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let agent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fill = |text: String| {
+        text.replace("{http}", &http.local_addr().unwrap().to_string())
+            .replace("{agent}", &agent.local_addr().unwrap().to_string())
+    };
+    let mut refused = Rolecall::spawn(&fill(bad));
+    let status = refused.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(64), "{}", refused.report(None));
+    assert!(
+        !refused.stderr().contains("cannot listen"),
+        "{}",
+        refused.stderr()
+    );
+
+    let valid = RolecallConfig::new().pid(std::process::id()).redis_group(
+        "main",
+        "mymaster",
+        &dead_sentinels(),
+    );
+    let mut in_use = Rolecall::spawn(&fill(valid.to_toml()));
+    let status = in_use.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{}", in_use.report(None));
+    assert!(
+        in_use.stderr().contains("cannot listen"),
+        "{}",
+        in_use.stderr()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+#[test]
+fn http_endpoints_refuse_wrong_methods_and_paths() {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.master_addr());
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    let r = rolecall.http("POST", "/readyz").expect("POST /readyz");
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(r.header("allow"), Some("GET, HEAD"), "{r:?}");
+    let r = rolecall.http("DELETE", "/status").expect("DELETE /status");
+    assert_eq!(r.status, 405, "{r:?}");
+    let r = rolecall.http("GET", "/nope").expect("GET /nope");
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = rolecall
+        .http("GET", "/readyz/extra")
+        .expect("GET /readyz/extra");
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = rolecall.http("HEAD", "/livez").expect("HEAD /livez");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "", "HEAD has no body: {r:?}");
+    let r = rolecall.http("GET", "/livez").expect("GET /livez");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"), "{r:?}");
+    let r = rolecall
+        .http("GET", "/readyz?verbose")
+        .expect("GET /readyz?verbose");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.ends_with("readyz check passed\n"), "{r:?}");
+    assert!(r.body.contains("[+]node ok"), "{r:?}");
+
+    let r = rolecall.http("GET", "/metrics").expect("GET /metrics");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body
+            .lines()
+            .any(|l| l == "rolecall_verdict{verdict=\"ok\"} 1"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .lines()
+            .any(|l| l == "rolecall_verdict{verdict=\"stuck_on_replica\"} 0"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.lines().any(|l| l == "rolecall_in_rotation 1"),
+        "{}",
+        r.body
+    );
+    let count = r
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("rolecall_check_duration_seconds_count "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no rolecall_check_duration_seconds_count in\n{}", r.body));
+    assert!(count >= 2.0, "at least rise = 2 checks: {count}");
+    let r = rolecall.http("GET", "/status").expect("GET /status");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+}
