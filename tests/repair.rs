@@ -296,3 +296,66 @@ fn with_two_rolecalls_the_fleet_lock_lets_only_one_run_the_command() {
     let lock = topology.master().cli(&["EXISTS", "rolecall:repair-lock"]);
     assert_eq!(value_to_string(&lock), "0");
 }
+
+#[test]
+fn sentinel_events_are_resubscribed_after_a_disconnect_and_still_trigger_a_check_at_once() {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::follow(&topology);
+    // A 5 s interval: only an event can make rolecall notice the failover within a second.
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("interval", "\"5s\"")
+        .check("timeout", "\"300ms\"")
+        .start();
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    wait_until(
+        Duration::from_secs(5),
+        "rolecall's subscriptions on every sentinel",
+        || {
+            topology
+                .sentinels()
+                .iter()
+                .all(|s| !s.cli_str(&["CLIENT", "LIST", "TYPE", "pubsub"]).is_empty())
+        },
+    );
+    for s in topology.sentinels() {
+        s.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "every subscription restored",
+        || {
+            rolecall
+                .stderr()
+                .matches("sentinel event subscription restored")
+                .count()
+                >= 3
+        },
+    );
+    let switches = SwitchWatcher::start(&topology.sentinel_addrs());
+    topology.failover();
+    let t0 = switches.first_after(0, Duration::from_secs(10));
+    let seen = support::wait_for(
+        Duration::from_secs(10),
+        "the failover on the agent port",
+        || {
+            rolecall
+                .try_agent(Some("\n"))
+                .ok()
+                .filter(|r| r.contains("stale_master"))
+                .map(|_| Instant::now())
+        },
+    );
+    let after = seen.saturating_duration_since(t0);
+    assert!(
+        rolecall.stderr().contains("channel=+switch-master"),
+        "the restored subscriptions delivered +switch-master\n{}",
+        rolecall.stderr_tail(30)
+    );
+    assert!(
+        after < Duration::from_millis(500),
+        "seen {after:?} after +switch-master with a 5 s interval: the event did not trigger a check\n{}",
+        rolecall.stderr_tail(30)
+    );
+}
