@@ -104,7 +104,7 @@ verdict() { # http port
   curl -s "http://127.0.0.1:$1/status" 2>/dev/null | sed -n 's/^  "verdict": "\([a-z_]*\)",*/\1/p'
 }
 show() {
-  printf '%-8s pinned: %-17s agent: %-40.40s | follower: %-17s agent: %s\n' "$1" \
+  printf '%-8s pinned: %-17s agent: %-36.36s | follower: %-17s agent: %-.36s\n' "$1" \
     "$(verdict 17071)" "$(agent 17070)" "$(verdict 17073)" "$(agent 17072)"
 }
 need curl || { echo "curl not found: apt-get install -y curl" >&2; exit 1; }
