@@ -787,3 +787,69 @@ fn http_endpoints_refuse_wrong_methods_and_paths() {
     let r = rolecall.http("GET", "/status").expect("GET /status");
     assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
 }
+
+#[test]
+fn the_node_verdict_is_the_worst_of_several_groups_and_agent_send_selects_one() {
+    // Two shards, each its own master, replica and sentinels; the node talks to shard a's
+    // master and to shard b's replica.
+    let a = Topology::start(1, 3);
+    let b = Topology::builder()
+        .master_name("shard-b")
+        .replicas(1)
+        .sentinels(3)
+        .start();
+    let node = DemoNode::pin_with_pubsub(a.master_addr(), b.replicas()[0].addr());
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .redis_group("a", a.master_name(), &a.sentinel_addrs())
+        .redis_group("b", "shard-b", &b.sentinel_addrs())
+        .start();
+    let status = rolecall.wait_for_verdict("stuck_on_replica", VERDICT_TIMEOUT);
+    let groups = status["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{status:#}");
+    assert_eq!(groups[0]["name"], "a");
+    assert_eq!(groups[0]["verdict"], "ok", "{status:#}");
+    assert_eq!(groups[1]["name"], "b");
+    assert_eq!(groups[1]["verdict"], "stuck_on_replica", "{status:#}");
+    // agent-send selects a group; an empty line is the whole node.
+    assert_eq!(first_word(&rolecall.agent(Some("a\n"))), "up");
+    assert_eq!(first_word(&rolecall.agent(Some("b\n"))), "drain");
+    assert_eq!(first_word(&rolecall.agent(Some("\n"))), "drain");
+    assert_eq!(rolecall.http_get("/readyz").0, 503);
+}
+
+#[test]
+fn rolecall_reuses_its_connections_across_checks_and_redials_a_broken_one() {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.master_addr());
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let master = topology.master();
+    let ids = || -> Vec<String> {
+        master
+            .clients_named("rolecall")
+            .iter()
+            .map(|c| c["id"].clone())
+            .collect()
+    };
+    let checks = |r: &Rolecall| r.status()["checks"].as_u64().unwrap();
+    let first = ids();
+    assert_eq!(first.len(), 1, "one connection of rolecall's on the master");
+    let before = checks(&rolecall);
+    support::wait_until(VERDICT_TIMEOUT, "five more checks", || {
+        checks(&rolecall) >= before + 5
+    });
+    assert_eq!(ids(), first, "the same connection across checks");
+    // Broken (killed by the server): dialled again, and the node stays ok.
+    master.cli(&["CLIENT", "KILL", "ID", &first[0]]);
+    support::wait_until(VERDICT_TIMEOUT, "a new rolecall connection", || {
+        let now = ids();
+        now.len() == 1 && now != first
+    });
+    let status = rolecall.status();
+    assert_eq!(verdict(&status), "ok", "{status:#}");
+    assert_eq!(rolecall.http_get("/readyz").0, 200);
+}
