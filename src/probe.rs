@@ -142,7 +142,8 @@ impl fmt::Display for Role {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+/// A reply as text, where it is text (or a number).
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),

@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use redis::Value;
 use serde::{Serialize, Serializer};
 
-use crate::probe::{ErrorClass, Pool, ServerError, command};
+use crate::probe::{ErrorClass, Pool, ServerError, command, text};
 
 /// A server address as Sentinel announces it: an IP or a host name, and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -196,16 +196,6 @@ pub fn decide(name: &str, configured: usize, answers: &[SentinelAnswer]) -> Sent
         others,
         problem,
         dissent,
-    }
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
     }
 }
 

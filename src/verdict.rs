@@ -183,6 +183,24 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
                     c.local, rc.server
                 ),
             )),
+            // rolecall's own credentials or permissions, or a reply it cannot read: that is
+            // rolecall being blind, never evidence against the node.
+            Some(Err(e))
+                if matches!(
+                    e.class,
+                    ErrorClass::Auth
+                        | ErrorClass::NoPerm
+                        | ErrorClass::Protocol
+                        | ErrorClass::Other
+                ) =>
+            {
+                consider(Observation::new(
+                    Verdict::Unknown,
+                    format!("cannot ask {} its ROLE: {e}", rc.server),
+                ))
+            }
+            // Unreachable or silent (a frozen old master): the node's connection goes to a
+            // server Sentinel no longer names.
             Some(Err(e)) => consider(Observation::new(
                 Verdict::StaleMaster,
                 format!(
@@ -622,6 +640,26 @@ mod tests {
                     &[conn(1, M)],
                     &[(M, Err(err(ErrorClass::Connect)))],
                     None,
+                ),
+                V::Unknown,
+            ),
+            (
+                "rolecall's own auth failing on the node's server is not evidence",
+                run(
+                    Some(M),
+                    &[conn(1, R)],
+                    &[(M, Ok(Role::Master)), (R, Err(err(ErrorClass::Auth)))],
+                    Some(ok()),
+                ),
+                V::Unknown,
+            ),
+            (
+                "an ACL without ROLE on the node's server is not evidence",
+                run(
+                    Some(M),
+                    &[conn(1, R)],
+                    &[(M, Ok(Role::Master)), (R, Err(err(ErrorClass::NoPerm)))],
+                    Some(ok()),
                 ),
                 V::Unknown,
             ),

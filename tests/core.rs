@@ -853,3 +853,99 @@ fn rolecall_reuses_its_connections_across_checks_and_redials_a_broken_one() {
     assert_eq!(verdict(&status), "ok", "{status:#}");
     assert_eq!(rolecall.http_get("/readyz").0, 200);
 }
+
+#[test]
+fn wrong_credentials_hold_and_fail_open_and_the_password_never_shows() {
+    const CANARY: &str = "canary-7f3a9b-password";
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.master_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("redis.password");
+    std::fs::write(&pw, format!("{CANARY}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let group = format!(
+        "name = \"main\"\nmaster_name = \"{}\"\nsentinels = [{}]\nusername = \"rolecall\"\npassword_file = \"{}\"\n",
+        topology.master_name(),
+        topology
+            .sentinel_addrs()
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        pw.display()
+    );
+    let config = || {
+        RolecallConfig::new()
+            .pid(node.pid())
+            .redis_group_toml(&group)
+            .check("unknown_hold", "\"2s\"")
+    };
+    let path = write_config(dir.path(), "canary.toml", config());
+    let mut rolecall = config().start();
+    // Blind from the start: unknown, naming the refused credentials; never out for it.
+    let status = rolecall.wait_for_status("unknown, failed open", VERDICT_TIMEOUT, |s| {
+        s["verdict"] == "unknown" && s["in_rotation"] == true
+    });
+    let why = reason(&status).to_lowercase();
+    assert!(
+        why.contains("wrongpass") || why.contains("auth"),
+        "{status:#}"
+    );
+    assert_eq!(rolecall.http_get("/readyz").0, 200);
+    let mut outputs = vec![
+        rolecall.http_get("/status").1,
+        rolecall.http_get("/metrics").1,
+        rolecall.http_get("/readyz?verbose").1,
+        rolecall.agent(Some("\n")),
+    ];
+    for args in [
+        vec!["config", "check", "--config", path.to_str().unwrap()],
+        vec!["check", "--config", path.to_str().unwrap()],
+    ] {
+        let out = run_rolecall(&args, COMMAND_TIMEOUT);
+        outputs.push(stdout(&out));
+        outputs.push(stderr(&out));
+    }
+    rolecall.terminate();
+    outputs.push(rolecall.stderr());
+    for o in &outputs {
+        assert!(!o.contains(CANARY), "the password leaked:\n{o}");
+    }
+    // The one-shot check names the failure too (without the password).
+    let check_line = outputs[outputs.len() - 3].to_lowercase();
+    assert!(
+        check_line.starts_with("rolecall unknown")
+            && (check_line.contains("wrongpass") || check_line.contains("auth")),
+        "{check_line}"
+    );
+}
+
+#[test]
+fn a_world_readable_or_missing_password_file_is_refused_with_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    let base = |pw: &Path| {
+        format!(
+            "[node]\npid = 1\n[[redis]]\nmaster_name = \"m\"\nsentinels = [\"127.0.0.1:1\"]\npassword_file = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            pw.display()
+        )
+    };
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, base(&pw)).unwrap();
+    let out = run_rolecall(
+        &["config", "check", "--config", cfg.to_str().unwrap()],
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", show(&out));
+    assert!(stderr(&out).contains("No such file"), "{}", show(&out));
+    std::fs::write(&pw, "canary-x\n").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = run_rolecall(&["run", "--config", cfg.to_str().unwrap()], COMMAND_TIMEOUT);
+    assert_eq!(out.status.code(), Some(64), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("readable by every user"),
+        "{}",
+        show(&out)
+    );
+    assert!(!stderr(&out).contains("canary-x"));
+}
