@@ -1,0 +1,373 @@
+//! Discovery benchmark: `/proc/PID/net/tcp` against netlink `sock_diag`, in one run.
+//!
+//! Run it with `cargo bench --bench discovery`. It times `discover_with(&NodeSelector::Pid(own
+//! pid), method)` for both methods, alternating, while this process holds a few loopback
+//! connections (IPv4, IPv6, IPv4 to a dual-stack listener) and the network namespace holds N
+//! extra sockets in TIME_WAIT and N in ESTABLISHED (held by a child process, so they are not
+//! the node's), for N = 0, 1 000 and 10 000. Both methods must find the same connections at
+//! every repetition. It prints the median (and min, max) per N and method, and the ratio.
+//!
+//! So that the namespace holds only these sockets, the benchmark re-runs itself in a new
+//! network namespace, `unshare -n` (root) or `unshare -rn` (user namespaces), with loopback
+//! brought up by `ip link set lo up`. When neither works it runs in the current namespace, says
+//! so, and the counts it prints (from `/proc/net/sockstat`) include everyone's sockets.
+//! `ROLECALL_BENCH_NETNS=keep` forces the current namespace.
+//!
+//! `ROLECALL_BENCH_REPS` (default 31) sets the repetitions per N and method. It raises its
+//! open-file limit to the hard limit, and holds fewer ESTABLISHED sockets than asked (saying
+//! so) if even that is too low. All traffic stays on 127.0.0.0/8 and `::1`; every wait is
+//! bounded.
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) it only prints how to run it.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rolecall::sockets::{Connection, Method, NodeSelector, discover_with};
+
+const SIZES: [usize; 3] = [0, 1_000, 10_000];
+/// Listeners the TIME_WAIT sockets are spread over (see `make_time_wait`).
+const TIME_WAIT_LISTENERS: u8 = 64;
+const NETNS_ENV: &str = "ROLECALL_BENCH_NETNS";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--hold") {
+        let pairs = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+        return hold(pairs);
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!("discovery benchmark: run it with `cargo bench --bench discovery`");
+        return ExitCode::SUCCESS;
+    }
+    let netns = match std::env::var(NETNS_ENV).as_deref() {
+        Ok("inside") => "a fresh network namespace".to_owned(),
+        Ok("keep") => "the current network namespace (ROLECALL_BENCH_NETNS=keep)".to_owned(),
+        _ => match unshare_flags() {
+            Some(flags) => return rerun_in_new_netns(flags, &args),
+            None => "the current network namespace (unshare -n and -rn both failed; counts \
+                     include other sockets)"
+                .to_owned(),
+        },
+    };
+    run(&netns)
+}
+
+/// The `unshare` flags that make a network namespace with loopback up here, if any.
+fn unshare_flags() -> Option<&'static str> {
+    ["-n", "-rn"].into_iter().find(|flags| {
+        Command::new("unshare")
+            .args([flags, "ip", "link", "set", "lo", "up"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
+}
+
+fn rerun_in_new_netns(flags: &str, args: &[String]) -> ExitCode {
+    let exe = std::env::current_exe().expect("current_exe");
+    let status = Command::new("unshare")
+        .args([flags, "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args(&args[1..])
+        .env(NETNS_ENV, "inside")
+        .status()
+        .expect("run unshare");
+    if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(netns: &str) -> ExitCode {
+    let reps = std::env::var("ROLECALL_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(31usize)
+        .max(1);
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    println!("discovery benchmark in {netns}");
+    println!(
+        "discover_with(&NodeSelector::Pid({}), method), {reps} repetitions per N and method, \
+         open-file limit {fd_limit}",
+        std::process::id()
+    );
+
+    let node = NodeConnections::open();
+    let selector = NodeSelector::Pid(std::process::id());
+    let mut rows = Vec::new();
+    for n in SIZES {
+        // The holder needs one fd per ESTABLISHED socket, plus a few of its own.
+        let limit = usize::try_from(fd_limit).unwrap_or(usize::MAX);
+        let established = n.min(limit.saturating_sub(64)) / 2 * 2;
+        if established < n {
+            println!("N={n}: only {established} ESTABLISHED sockets fit the open-file limit");
+        }
+        let holder = Holder::start(established / 2);
+        make_time_wait(n);
+        let before = sockstat();
+
+        let mut proc_ms = Vec::with_capacity(reps);
+        let mut netlink_ms = Vec::with_capacity(reps);
+        // One untimed round each, so both start with warm caches.
+        let mut order = [Method::Proc, Method::Netlink];
+        for rep in 0..=reps {
+            let mut found = Vec::new();
+            for method in order {
+                let start = Instant::now();
+                let (sockets, used) = discover_with(&selector, method)
+                    .unwrap_or_else(|err| panic!("discover by {method}: {err}"));
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                assert_eq!(used, method);
+                if rep > 0 {
+                    match method {
+                        Method::Proc => proc_ms.push(ms),
+                        _ => netlink_ms.push(ms),
+                    }
+                }
+                found.push(sockets.connections);
+            }
+            assert_eq!(found[0], found[1], "the methods disagree");
+            node.assert_found(&found[0]);
+            order.reverse();
+        }
+        let after = sockstat();
+        drop(holder);
+        rows.push(Row {
+            n,
+            before,
+            after,
+            proc: Summary::of(proc_ms),
+            netlink: Summary::of(netlink_ms),
+        });
+    }
+    print_table(&rows);
+    ExitCode::SUCCESS
+}
+
+struct Row {
+    n: usize,
+    before: SockStat,
+    after: SockStat,
+    proc: Summary,
+    netlink: Summary,
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| N | TIME_WAIT in ns | TCP in use in ns | /proc median (min–max) | netlink median \
+         (min–max) | /proc ÷ netlink |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {}–{} | {}–{} | {} | {} | {:.0}× |",
+            row.n,
+            row.before.tw,
+            row.after.tw,
+            row.before.inuse,
+            row.after.inuse,
+            row.proc,
+            row.netlink,
+            row.proc.median / row.netlink.median,
+        );
+    }
+}
+
+struct Summary {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Summary {
+    fn of(mut ms: Vec<f64>) -> Summary {
+        ms.sort_by(f64::total_cmp);
+        Summary {
+            median: ms[ms.len() / 2],
+            min: ms[0],
+            max: ms[ms.len() - 1],
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} ms ({:.3}–{:.3})", self.median, self.min, self.max)
+    }
+}
+
+/// The `TCP:` line of `/proc/net/sockstat`, which counts the sockets of this process's network
+/// namespace.
+#[derive(Clone, Copy, Default)]
+struct SockStat {
+    inuse: u64,
+    tw: u64,
+}
+
+fn sockstat() -> SockStat {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let mut stat = SockStat::default();
+    if let Some(line) = text.lines().find(|l| l.starts_with("TCP:")) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        for pair in fields[1..].chunks_exact(2) {
+            let value = pair[1].parse().unwrap_or(0);
+            match pair[0] {
+                "inuse" => stat.inuse = value,
+                "tw" => stat.tw = value,
+                _ => {}
+            }
+        }
+    }
+    stat
+}
+
+/// Tops the namespace's TIME_WAIT sockets up to at least `n`: connect, accept, close the
+/// accepted end first (so the TIME_WAIT is on the listener's side and frees the client's port),
+/// then the client.
+///
+/// A new connection from a client port that a TIME_WAIT socket of the same listener still
+/// names would take that socket over (RFC 6191), so the connections are spread over
+/// [`TIME_WAIT_LISTENERS`] listeners on different loopback addresses. Bounded: at most three
+/// rounds.
+fn make_time_wait(n: usize) {
+    let listeners: Vec<TcpListener> = (0..TIME_WAIT_LISTENERS)
+        .map(|i| {
+            TcpListener::bind((Ipv4Addr::new(127, 0, 1, i + 1), 0)).expect("bind on 127.0.1.x")
+        })
+        .collect();
+    for _ in 0..3 {
+        let have = usize::try_from(sockstat().tw).unwrap_or(usize::MAX);
+        if have >= n {
+            return;
+        }
+        for i in 0..n - have {
+            let listener = &listeners[i % listeners.len()];
+            let target = listener.local_addr().unwrap();
+            let client = TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                .unwrap_or_else(|err| panic!("connect to {target}: {err}"));
+            let (server, _) = listener.accept().expect("accept");
+            drop(server);
+            drop(client);
+        }
+    }
+}
+
+/// A child process (this benchmark, `--hold PAIRS`) holding `2 * PAIRS` ESTABLISHED loopback
+/// sockets: sockets of the namespace that are not the node's. Killed on drop.
+struct Holder(Child);
+
+impl Holder {
+    fn start(pairs: usize) -> Holder {
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut child = Command::new(exe)
+            .args(["--hold", &pairs.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the holder");
+        let stdout = child.stdout.take().unwrap();
+        let holder = Holder(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.trim() == "ready" => holder,
+            other => panic!("the holder of {pairs} pairs did not get ready: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The holder's side: open `pairs` connected pairs, say `ready`, and keep them until stdin
+/// closes (the parent exits or kills it).
+fn hold(pairs: usize) -> ExitCode {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the holder's listener");
+    let target = listener.local_addr().unwrap();
+    let mut held = Vec::with_capacity(2 * pairs);
+    for _ in 0..pairs {
+        let client = TcpStream::connect_timeout(&target, Duration::from_secs(5))
+            .unwrap_or_else(|err| panic!("connect to {target}: {err}"));
+        let (server, _) = listener.accept().expect("accept");
+        held.push(client);
+        held.push(server);
+    }
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "ready")
+        .and_then(|()| stdout.flush())
+        .expect("stdout");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(held);
+    ExitCode::SUCCESS
+}
+
+/// The node's own connections: both ends of an IPv4, an IPv6 and an IPv4-to-dual-stack pair.
+struct NodeConnections {
+    pairs: Vec<(TcpStream, TcpStream, TcpListener)>,
+}
+
+impl NodeConnections {
+    fn open() -> NodeConnections {
+        let pairs = [
+            ("127.0.0.1:0", None),
+            ("[::1]:0", None),
+            ("[::]:0", Some("127.0.0.1")),
+        ]
+        .into_iter()
+        .map(|(listen_on, connect_host)| {
+            let listener = TcpListener::bind(listen_on).expect("bind a node listener");
+            let mut target = listener.local_addr().unwrap();
+            if let Some(host) = connect_host {
+                target.set_ip(host.parse().unwrap());
+            }
+            let client =
+                TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            (client, server, listener)
+        })
+        .collect();
+        NodeConnections { pairs }
+    }
+
+    fn assert_found(&self, found: &[Connection]) {
+        for (client, server, _) in &self.pairs {
+            for stream in [client, server] {
+                let want = Connection {
+                    local: plain(stream.local_addr().unwrap()),
+                    remote: plain(stream.peer_addr().unwrap()),
+                };
+                assert!(found.contains(&want), "{want:?} not found");
+            }
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`, as discovery reports it.
+fn plain(address: SocketAddr) -> SocketAddr {
+    match address {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => address,
+        },
+        SocketAddr::V4(_) => address,
+    }
+}
