@@ -66,8 +66,17 @@ impl SwitchWatcher {
 
     /// The first announcement heard after the first `skip` ones, waiting up to `timeout`.
     pub fn first_after(&self, skip: usize, timeout: Duration) -> Instant {
-        super::wait_for(timeout, "a +switch-master announcement", || {
-            self.heard.lock().unwrap().get(skip).map(|(t, _)| *t)
+        self.nth_after(skip, 1, timeout)
+    }
+
+    /// The `n`-th announcement (1-based) heard after the first `skip` ones: with `n` = the
+    /// sentinel majority, the moment a majority names the new master.
+    pub fn nth_after(&self, skip: usize, n: usize, timeout: Duration) -> Instant {
+        super::wait_for(timeout, "+switch-master announcements", || {
+            let heard = self.heard.lock().unwrap();
+            let mut times: Vec<Instant> = heard.iter().skip(skip).map(|(t, _)| *t).collect();
+            times.sort();
+            times.get(n - 1).copied()
         })
     }
 }

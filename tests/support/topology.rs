@@ -222,6 +222,23 @@ impl Topology {
             || agreed(sentinels.iter().map(|&i| self.sentinels[i].master_addr())),
             || self.dump(),
         );
+        // An accepted SENTINEL FAILOVER can still be aborted by the leader (no good replica yet,
+        // right after a previous failover): ask again, a bounded number of times.
+        for _ in 0..3 {
+            self.request_failover(sentinels);
+            let moved = poll_for(Duration::from_secs(12), || {
+                let new = agreed(sentinels.iter().map(|&i| self.sentinels[i].master_addr()))?;
+                (new != old).then_some(())
+            });
+            if moved.is_some() {
+                break;
+            }
+        }
+        let new = self.wait_new_master_among(old, sentinels);
+        (old, new)
+    }
+
+    fn request_failover(&self, sentinels: &[usize]) {
         // NOGOODSLAVE while the sentinels' view of the replicas is not fresh yet (e.g. right
         // after a previous failover), INPROG while one is still running: both pass, so retry.
         let mut last_error = String::new();
@@ -244,8 +261,6 @@ impl Topology {
                 &format!("last error: {last_error}\n{}", self.dump()),
             );
         }
-        let new = self.wait_new_master_among(old, sentinels);
-        (old, new)
     }
 
     /// Waits (30 s) until every sentinel reports a master other than `old` and that server
