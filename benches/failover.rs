@@ -147,10 +147,22 @@ fn main() {
     );
     let (with_events, with_events_majority) = reaction(n, true);
     let (polling, polling_majority) = reaction(n, false);
-    summary("  sentinel events, interval 1s, from the first +switch-master ", with_events);
-    summary("  sentinel events, interval 1s, from the majority's           ", with_events_majority);
-    summary("  polling only,    interval 1s, from the first +switch-master ", polling);
-    summary("  polling only,    interval 1s, from the majority's           ", polling_majority);
+    summary(
+        "  sentinel events, interval 1s, from the first +switch-master ",
+        with_events,
+    );
+    summary(
+        "  sentinel events, interval 1s, from the majority's           ",
+        with_events_majority,
+    );
+    summary(
+        "  polling only,    interval 1s, from the first +switch-master ",
+        polling,
+    );
+    summary(
+        "  polling only,    interval 1s, from the majority's           ",
+        polling_majority,
+    );
     println!(
         "acknowledged writes lost per failover, node writing every 100 ms ({m} failovers each):"
     );

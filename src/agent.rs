@@ -11,7 +11,27 @@
 //! `drain`/`maint` — whoever set it, an operator included — so rolecall sends `ready` only to
 //! undo its own drain: beside `up` for a short window after it last took the node out.
 //! A `#description` is shown by HAProxy with the health word it accompanies.
+//!
+//! HAProxy's parser, as rolecall relies on it (src/tcpcheck.c, `tcpcheck_agent_expect_reply`;
+//! configuration.txt, "agent-check"): the line ends at the first CR or LF; words are separated
+//! by spaces, tabs or commas, in any order, the last of each category winning; the categories
+//! are health (`up`, `down`, `stopped`, `fail`), administrative (`ready`, `drain`, `maint`),
+//! a weight (`N%`) and `maxconn:N`; a `#` starts a description that HAProxy only uses when a
+//! health word is present. Any other word is reported as an error. An empty line changes
+//! nothing ("CHECKED: No status change"), which is what rolecall answers when it has
+//! nothing to say: before its first confirmed verdict, and while blind (`unknown`) out of
+//! rotation. So a restarted or blind rolecall never drains a node. The agent's `drain`/`maint`/`ready` set the same flags as the runtime
+//! API's `set server <b>/<s> state drain|maint|ready` (`srv_adm_set_drain` and friends in
+//! include/haproxy/server.h), so an operator's drain and rolecall's cannot be told apart by
+//! HAProxy: hence the memory below. Maintenance pauses the health check but not the agent
+//! check (src/server.c, `srv_set_admin_flag`), so the agent can lift its own `maint`.
+//!
+//! rolecall never sends a weight: HAProxy computes a percentage as `initial weight * N / 100`
+//! rounded down (src/server.c, `server_parse_weight_change_request`), so any percentage below
+//! 100 turns a base weight of 1 into 0, which HAProxy treats as DRAIN. The shipped
+//! configurations use `weight 100`, so that an operator's `set weight N%` keeps its meaning.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +42,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
+use crate::maintenance::Maintenance;
 use crate::snapshot::{Effective, Snapshot};
 
 /// Longest `agent-send` line rolecall reads; longer input is junk.
@@ -38,45 +59,254 @@ const MAX_CONNECTIONS: usize = 512;
 /// polling it (an active/passive pair, say) sees its own drain lifted.
 pub const READY_WINDOW: Duration = Duration::from_secs(30);
 
-/// What rolecall last told HAProxy, to decide when `ready` is due.
-#[derive(Debug, Default)]
-pub struct Memory {
-    /// When rolecall last answered with a word that takes the node out.
-    last_out: Mutex<Option<Instant>>,
+/// What rolecall tells HAProxy about a node (or group), before it becomes words. The agent
+/// writes it as a line; the optional push ([`crate::haproxy`]) as runtime API commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stance {
+    /// Nothing to say: no complete check yet, or blind (`unknown`) while out of rotation.
+    /// An empty line, which changes nothing in HAProxy: it keeps whatever it holds, so a
+    /// starting or blind rolecall never drains a node.
+    Hold,
+    In,
+    /// Out of rotation, with the configured word (`drain`, `down`, `maint`, `fail`, `stopped`).
+    Out(String),
+    /// The operator's maintenance switch ([`crate::maintenance`]).
+    Maint,
 }
 
-/// The reply line (with its `\n`) for a node or group in state `e`.
+impl Stance {
+    /// The administrative word (`drain`/`maint`) this stance sets in HAProxy, if any: sticky
+    /// until a `ready`.
+    pub fn admin_word(&self) -> Option<&str> {
+        match self {
+            Stance::Maint => Some("maint"),
+            Stance::Out(w) if is_admin_word(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Whether this stance marks the server's operational state DOWN (`down`/`fail`/`stopped`).
+    pub fn is_down(&self) -> bool {
+        matches!(self, Stance::Out(w) if !is_admin_word(w))
+    }
+}
+
+fn is_admin_word(w: &str) -> bool {
+    matches!(w, "drain" | "maint")
+}
+
+/// The stance for state `e`: maintenance first (the operator knows without Redis), then
+/// nothing before the first complete check or while blind and out of rotation (`unknown`
+/// before its first confirmed verdict, or holding an out state), then the verdict.
+pub fn stance(e: &Effective, checked: bool, maintenance: bool, cfg: &AgentConfig) -> Stance {
+    if maintenance {
+        Stance::Maint
+    } else if !checked {
+        Stance::Hold
+    } else if e.in_rotation {
+        Stance::In
+    } else if e.verdict == crate::verdict::Verdict::Unknown {
+        Stance::Hold
+    } else {
+        Stance::Out(
+            cfg.out_reply
+                .get(&e.verdict)
+                .cloned()
+                .unwrap_or_else(|| "drain".to_string()),
+        )
+    }
+}
+
+/// The reply line (with its `\n`) for `stance`; `ready` is added when `ready_due` (see
+/// [`Memory::tell`]) and the stance does not itself set an administrative state.
+pub fn line(stance: &Stance, e: &Effective, maintenance_reason: &str, ready_due: bool) -> String {
+    let described = || sanitize(&format!("{}: {}", e.verdict, e.reason));
+    let ready = if ready_due { " ready" } else { "" };
+    match stance {
+        // No word and no description (HAProxy only considers one beside a health word): an
+        // empty line, "no status change". `/status` says why.
+        Stance::Hold => "\n".to_string(),
+        Stance::In if e.verdict == crate::verdict::Verdict::Ok => format!("up{ready}\n"),
+        // In rotation but not `ok` (a grace period, degraded, unknown): say why beside `up`,
+        // so the state shows in HAProxy's logs and on the agent port at once.
+        Stance::In => format!("up{ready} #{}\n", described()),
+        // `up` beside the administrative word keeps the agent's health check passing (the node
+        // process itself is fine; only its traffic must move) and carries the description.
+        Stance::Maint => format!(
+            "maint up #{}\n",
+            sanitize(&format!(
+                "maintenance: {maintenance_reason}; verdict {}: {}",
+                e.verdict, e.reason
+            ))
+        ),
+        Stance::Out(w) if is_admin_word(w) => format!("{w} up #{}\n", described()),
+        // Health words carry the description themselves; `ready` lifts a drain or maint that
+        // rolecall itself left behind (a `down` does not touch the administrative state).
+        Stance::Out(w) => format!("{w}{ready} #{}\n", described()),
+    }
+}
+
+/// What rolecall last told HAProxy, to decide when `ready` is due: only to undo an
+/// administrative state (`drain`, `maint`) that rolecall itself set, never an operator's.
+///
+/// With a state file (`[agent] state_file`), "rolecall holds drain/maint" survives a restart:
+/// a restarted rolecall that finds the file releases its own drain once the node is healthy,
+/// and one that does not find it leaves any drain alone. Without a state file, a restarted
+/// rolecall cannot know whose drain HAProxy holds and releases it: `ready` for the first
+/// [`READY_WINDOW`] after the start.
+#[derive(Debug)]
+pub struct Memory {
+    held: Mutex<Held>,
+    state_file: Option<PathBuf>,
+    /// What the state file should say (the held word), written by [`persist`].
+    persist_tx: watch::Sender<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// When rolecall last answered with an administrative word that takes the node out.
+    last_out: Option<Instant>,
+    /// That word; `None` when unknown (a start without a state file).
+    word: Option<String>,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory::new(None, Instant::now())
+    }
+}
+
+impl Memory {
+    /// Loads the memory at start (`now`): from `state_file`, or, without one, assuming the
+    /// worst (rolecall may have left a drain behind).
+    pub fn new(state_file: Option<PathBuf>, now: Instant) -> Memory {
+        let held = match &state_file {
+            None => Held {
+                last_out: Some(now),
+                word: None,
+            },
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let word = text.trim().to_string();
+                    Held {
+                        last_out: Some(now),
+                        word: is_admin_word(&word).then_some(word),
+                    }
+                }
+                Err(_) => Held::default(),
+            },
+        };
+        let initial = held.word.clone();
+        Memory {
+            held: Mutex::new(held),
+            state_file,
+            persist_tx: watch::channel(initial).0,
+        }
+    }
+
+    /// Records that rolecall tells HAProxy `stance` at `now`; returns whether `ready` is due:
+    /// within [`READY_WINDOW`] of rolecall's last administrative out word. After the window
+    /// the memory (and the state file) is cleared, so a later drain is the operator's.
+    pub fn tell(&self, stance: &Stance, now: Instant) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(word) = stance.admin_word() {
+            held.last_out = Some(now);
+            held.word = Some(word.to_string());
+            self.persist_tx
+                .send_if_modified(|w| replace_if_different(w, Some(word.to_string())));
+            return false;
+        }
+        if *stance == Stance::Hold {
+            // Whatever rolecall held stays held: its `ready` window starts again when it can
+            // tell again.
+            if held.last_out.is_some() {
+                held.last_out = Some(now);
+            }
+            return false;
+        }
+        let due = held
+            .last_out
+            .is_some_and(|t| now.saturating_duration_since(t) < READY_WINDOW);
+        if !due && held.last_out.is_some() {
+            *held = Held::default();
+            self.persist_tx
+                .send_if_modified(|w| replace_if_different(w, None));
+        }
+        due
+    }
+
+    /// The administrative word rolecall may have left in HAProxy: `Some(None)` when it cannot
+    /// know which (a start without a state file), `None` when it holds none.
+    pub fn held(&self) -> Option<Option<String>> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.last_out.map(|_| held.word.clone())
+    }
+}
+
+fn replace_if_different(slot: &mut Option<String>, value: Option<String>) -> bool {
+    if *slot == value {
+        false
+    } else {
+        *slot = value;
+        true
+    }
+}
+
+/// Keeps `[agent] state_file` in step with the memory until `shutdown`: the word rolecall
+/// holds (`drain`/`maint`) while it holds one, no file otherwise. Written off the probe path,
+/// atomically (a temp file renamed over it).
+pub async fn persist(memory: Arc<Memory>, shutdown: CancellationToken) {
+    let Some(path) = memory.state_file.clone() else {
+        return;
+    };
+    let mut rx = memory.persist_tx.subscribe();
+    rx.mark_changed();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+        let word = rx.borrow_and_update().clone();
+        let p = path.clone();
+        let result = tokio::task::spawn_blocking(move || write_state(&p, word.as_deref())).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the agent state file")
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the agent state file")
+            }
+        }
+    }
+}
+
+fn write_state(path: &std::path::Path, word: Option<&str>) -> std::io::Result<()> {
+    match word {
+        Some(w) => {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{w}\n"))?;
+            std::fs::rename(&tmp, path)
+        }
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The reply line (with its `\n`) for a node or group in state `e`, after a complete check
+/// and outside maintenance.
 ///
 /// `ready` accompanies `up` while `now` is within [`READY_WINDOW`] of rolecall's last out
 /// reply, and never otherwise, so a drain set by an operator survives.
 pub fn reply(e: &Effective, cfg: &AgentConfig, last_out: Option<Instant>, now: Instant) -> String {
-    if e.in_rotation {
-        let undo = last_out.is_some_and(|t| now.saturating_duration_since(t) < READY_WINDOW);
-        let word = if undo { "up ready" } else { "up" };
-        // In rotation but not `ok` (a grace period, degraded, unknown): say why beside `up`,
-        // so the state shows in HAProxy's logs and on the agent port at once.
-        return if e.verdict == crate::verdict::Verdict::Ok {
-            format!("{word}\n")
-        } else {
-            format!(
-                "{word} #{}\n",
-                sanitize(&format!("{}: {}", e.verdict, e.reason))
-            )
-        };
+    let s = stance(e, true, false, cfg);
+    if s.admin_word().is_none() {
+        let due = last_out.is_some_and(|t| now.saturating_duration_since(t) < READY_WINDOW);
+        return line(&s, e, "", due);
     }
-    let word = cfg
-        .out_reply
-        .get(&e.verdict)
-        .map(String::as_str)
-        .unwrap_or("drain");
-    let description = sanitize(&format!("{}: {}", e.verdict, e.reason));
-    match word {
-        // Health words carry the description themselves.
-        "down" | "fail" | "stopped" => format!("{word} #{description}\n"),
-        // Administrative words: the description goes with `up`, which keeps the agent's health
-        // check passing (the node process itself is fine; only its traffic must move).
-        _ => format!("{word} up #{description}\n"),
-    }
+    line(&s, e, "", false)
 }
 
 /// One line of printable ASCII: HAProxy reads up to the first CR/LF, and a description is
@@ -128,20 +358,17 @@ async fn serve_one(
     rx: watch::Receiver<Arc<Snapshot>>,
     cfg: Arc<AgentConfig>,
     memory: Arc<Memory>,
+    maintenance: Arc<Maintenance>,
 ) {
     let request = read_request(&mut stream).await;
     let snapshot = rx.borrow().clone();
+    let maint = maintenance.state();
     let now = Instant::now();
     let selected = parse_request(&request).and_then(|name| snapshot.group_at(&name, now));
     let effective = selected.unwrap_or_else(|| snapshot.at(now));
-    let line = {
-        let mut last = memory.last_out.lock().unwrap_or_else(|e| e.into_inner());
-        let line = reply(&effective, &cfg, *last, now);
-        if !effective.in_rotation {
-            *last = Some(now);
-        }
-        line
-    };
+    let stance = stance(&effective, snapshot.checked, maint.on, &cfg);
+    let due = memory.tell(&stance, now);
+    let line = line(&stance, &effective, &maint.reason(), due);
     let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
         stream.write_all(line.as_bytes()).await?;
         stream.shutdown().await
@@ -149,15 +376,27 @@ async fn serve_one(
     .await;
 }
 
-/// Serves agent checks on `listener` until `shutdown`.
+/// Serves agent checks on `listener` until `shutdown`, without maintenance switch or state file.
 pub async fn serve(
     listener: TcpListener,
     rx: watch::Receiver<Arc<Snapshot>>,
     cfg: AgentConfig,
     shutdown: CancellationToken,
 ) {
-    let cfg = Arc::new(cfg);
     let memory = Arc::new(Memory::default());
+    serve_with(listener, rx, cfg, memory, Maintenance::disabled(), shutdown).await
+}
+
+/// Serves agent checks on `listener` until `shutdown`, telling `memory` what it answers.
+pub async fn serve_with(
+    listener: TcpListener,
+    rx: watch::Receiver<Arc<Snapshot>>,
+    cfg: AgentConfig,
+    memory: Arc<Memory>,
+    maintenance: Arc<Maintenance>,
+    shutdown: CancellationToken,
+) {
+    let cfg = Arc::new(cfg);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
@@ -177,9 +416,10 @@ pub async fn serve(
                 }
             },
         };
-        let (rx, cfg, memory) = (rx.clone(), cfg.clone(), memory.clone());
+        let (rx, cfg, memory, maintenance) =
+            (rx.clone(), cfg.clone(), memory.clone(), maintenance.clone());
         tasks.spawn(async move {
-            serve_one(stream, rx, cfg, memory).await;
+            serve_one(stream, rx, cfg, memory, maintenance).await;
             drop(permit);
         });
     }
@@ -203,7 +443,222 @@ mod tests {
         AgentConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             out_reply,
+            state_file: None,
         }
+    }
+
+    /// What HAProxy makes of an agent line: a model of `tcpcheck_agent_expect_reply` in
+    /// HAProxy's src/tcpcheck.c (words split on space, tab and comma up to the first CR/LF;
+    /// `#` starts the description; the last word of each category wins; other words are
+    /// errors).
+    #[derive(Debug, Default, PartialEq)]
+    struct Parsed {
+        health: Option<String>,
+        admin: Option<String>,
+        weight: Option<String>,
+        maxconn: Option<String>,
+        errors: Vec<String>,
+        /// Only used by HAProxy beside a health word.
+        description: Option<String>,
+    }
+
+    fn haproxy_parse(reply: &str) -> Option<Parsed> {
+        let end = reply.find(['\r', '\n'])?;
+        let line = &reply[..end];
+        let (words, description) = match line.split_once('#') {
+            Some((w, d)) => (w, Some(d.trim_start_matches([' ', '\t']).to_string())),
+            None => (line, None),
+        };
+        let mut p = Parsed {
+            description,
+            ..Parsed::default()
+        };
+        for w in words.split([' ', '\t', ',']).filter(|w| !w.is_empty()) {
+            let lower = w.to_ascii_lowercase();
+            match lower.as_str() {
+                "up" | "down" | "stopped" | "fail" => p.health = Some(lower),
+                "ready" | "drain" | "maint" => p.admin = Some(lower),
+                _ if w.starts_with(|c: char| c.is_ascii_digit()) && w.contains('%') => {
+                    p.weight = Some(lower)
+                }
+                _ if lower.starts_with("maxconn:") => p.maxconn = Some(lower),
+                _ => p.errors.push(w.to_string()),
+            }
+        }
+        Some(p)
+    }
+
+    fn states() -> Vec<(Stance, Effective)> {
+        let mut out = Vec::new();
+        for v in Verdict::ALL {
+            for in_rotation in [true, false] {
+                let e = eff(v, in_rotation);
+                for word in ["drain", "down", "maint", "fail", "stopped"] {
+                    out.push((stance(&e, true, false, &cfg(word)), e.clone()));
+                }
+                out.push((stance(&e, false, false, &cfg("drain")), e.clone()));
+                out.push((stance(&e, true, true, &cfg("down")), e.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_reply_is_one_line_that_haproxy_parses_without_error() {
+        for (s, e) in states() {
+            for due in [false, true] {
+                let r = line(&s, &e, "flag file /run/rolecall/maintenance exists", due);
+                assert!(r.ends_with('\n') && r.matches('\n').count() == 1, "{r:?}");
+                assert!(!r.contains('\r'), "{r:?}");
+                let p = haproxy_parse(&r).unwrap();
+                assert!(p.errors.is_empty(), "{r:?}: {p:?}");
+                // Never a weight: a percentage of a small base weight rounds down to 0.
+                assert!(
+                    p.weight.is_none() && p.maxconn.is_none() && !r.contains('%'),
+                    "{r:?}"
+                );
+                // A description only where HAProxy uses it: beside a health word.
+                if p.description.is_some() {
+                    assert!(p.health.is_some(), "{r:?}");
+                }
+                match &s {
+                    Stance::Hold => {
+                        assert_eq!((p.health, p.admin), (None, None), "changes nothing: {r:?}")
+                    }
+                    Stance::Maint => {
+                        assert_eq!(p.admin.as_deref(), Some("maint"), "{r:?}");
+                        assert_eq!(p.health.as_deref(), Some("up"), "{r:?}");
+                    }
+                    Stance::In => {
+                        assert_eq!(p.health.as_deref(), Some("up"), "{r:?}");
+                        assert_eq!(p.admin.as_deref(), due.then_some("ready"), "{r:?}");
+                    }
+                    Stance::Out(w) if is_admin_word(w) => {
+                        assert_eq!(p.admin.as_deref(), Some(w.as_str()), "{r:?}");
+                        assert_eq!(p.health.as_deref(), Some("up"), "{r:?}");
+                    }
+                    Stance::Out(w) => {
+                        assert_eq!(p.health.as_deref(), Some(w.as_str()), "{r:?}");
+                        assert_eq!(p.admin.as_deref(), due.then_some("ready"), "{r:?}");
+                        assert!(p.description.is_some(), "{r:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn before_the_first_check_and_while_blind_and_out_the_reply_changes_nothing() {
+        let e = Effective {
+            verdict: Verdict::Unknown,
+            in_rotation: false,
+            reason: "no complete check yet".into(),
+            stale: false,
+        };
+        let s = stance(&e, false, false, &cfg("drain"));
+        assert_eq!(s, Stance::Hold);
+        assert_eq!(line(&s, &e, "", false), "\n");
+        assert_eq!(stance(&e, false, true, &cfg("drain")), Stance::Maint);
+        // Blind while out of rotation (before the first confirmed verdict, or holding an out
+        // state): still nothing that changes HAProxy.
+        assert_eq!(stance(&e, true, false, &cfg("drain")), Stance::Hold);
+        // Blind and failed open: in.
+        let open = Effective {
+            in_rotation: true,
+            ..e.clone()
+        };
+        assert_eq!(stance(&open, true, false, &cfg("drain")), Stance::In);
+    }
+
+    #[test]
+    fn maintenance_answers_maint_and_its_end_answers_ready() {
+        let t0 = Instant::now();
+        let memory = Memory::new(Some("/nonexistent/rolecall-state".into()), t0);
+        let ok = eff(Verdict::Ok, true);
+        assert!(
+            !memory.tell(&Stance::In, t0),
+            "no drain of rolecall's to undo"
+        );
+        let m = stance(&ok, true, true, &cfg("drain"));
+        assert!(!memory.tell(&m, t0));
+        assert!(
+            line(&m, &ok, "flag file /f exists", false)
+                .starts_with("maint up #maintenance: flag file /f exists; verdict ok")
+        );
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(memory.tell(&Stance::In, t1));
+        assert_eq!(line(&Stance::In, &ok, "", true), "up ready\n");
+        let later = t1 + READY_WINDOW;
+        assert!(!memory.tell(&Stance::In, later), "the window is over");
+        assert!(memory.held().is_none());
+        assert!(!memory.tell(&Stance::In, t0), "and forgotten");
+    }
+
+    #[test]
+    fn a_down_answer_does_not_make_ready_due_but_lifts_rolecalls_own_maint() {
+        let t0 = Instant::now();
+        let memory = Memory::new(Some("/nonexistent/rolecall-state".into()), t0);
+        let down = Stance::Out("down".into());
+        assert!(!memory.tell(&down, t0));
+        assert!(!memory.tell(&Stance::In, t0 + Duration::from_secs(1)));
+        // Maintenance ends while the node is stuck and answered with `down`: HAProxy still
+        // holds rolecall's maint, which only `ready` lifts.
+        assert!(!memory.tell(&Stance::Maint, t0));
+        assert!(memory.tell(&down, t0 + Duration::from_secs(1)));
+        let stuck = eff(Verdict::StuckOnReplica, false);
+        assert!(line(&down, &stuck, "", true).starts_with("down ready #stuck_on_replica"));
+    }
+
+    #[test]
+    fn a_restart_releases_only_a_drain_the_state_file_says_is_rolecalls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.state");
+        let t0 = Instant::now();
+        // No file: the drain HAProxy may hold is an operator's.
+        let m = Memory::new(Some(path.clone()), t0);
+        assert!(m.held().is_none());
+        assert!(!m.tell(&Stance::In, t0));
+        // The file names rolecall's drain: `ready` once healthy.
+        std::fs::write(&path, "drain\n").unwrap();
+        let m = Memory::new(Some(path.clone()), t0);
+        assert_eq!(m.held(), Some(Some("drain".to_string())));
+        assert!(m.tell(&Stance::In, t0 + Duration::from_secs(1)));
+        // Without a state file rolecall cannot tell, and releases whatever HAProxy holds.
+        let m = Memory::new(None, t0);
+        assert_eq!(m.held(), Some(None));
+        assert!(m.tell(&Stance::In, t0 + Duration::from_secs(1)));
+        assert!(!m.tell(&Stance::In, t0 + READY_WINDOW));
+    }
+
+    #[tokio::test]
+    async fn the_state_file_follows_what_rolecall_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.state");
+        let t0 = Instant::now();
+        let memory = Arc::new(Memory::new(Some(path.clone()), t0));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(persist(memory.clone(), shutdown.clone()));
+        let wait = |want: Option<&'static str>| {
+            let path = path.clone();
+            async move {
+                for _ in 0..400 {
+                    let now = std::fs::read_to_string(&path).ok();
+                    if now.as_deref().map(str::trim) == want {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                panic!("state file never became {want:?}");
+            }
+        };
+        memory.tell(&Stance::Out("drain".into()), t0);
+        wait(Some("drain")).await;
+        memory.tell(&Stance::Maint, t0);
+        wait(Some("maint")).await;
+        memory.tell(&Stance::In, t0 + READY_WINDOW + Duration::from_secs(1));
+        wait(None).await;
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     fn eff(verdict: Verdict, in_rotation: bool) -> Effective {

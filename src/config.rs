@@ -64,6 +64,24 @@ struct RawConfig {
     agent: Option<RawAgent>,
     http: Option<RawHttp>,
     repair: Option<RawRepair>,
+    maintenance: Option<RawMaintenance>,
+    haproxy: Option<RawHaproxy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaintenance {
+    file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHaproxy {
+    runtime_api: Vec<String>,
+    servers: Vec<String>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +161,7 @@ struct RawAgent {
     out_reply: Option<String>,
     #[serde(default)]
     reply: std::collections::BTreeMap<String, String>,
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +179,10 @@ pub struct Config {
     pub agent: Option<AgentConfig>,
     pub http: Option<HttpConfig>,
     pub repair: RepairConfig,
+    /// The operator's maintenance switch (`[maintenance]`); off unless configured.
+    pub maintenance: crate::maintenance::MaintenanceConfig,
+    /// Push to HAProxy's runtime API (`[haproxy]`); off unless configured.
+    pub haproxy: Option<crate::haproxy::HaproxyConfig>,
 }
 
 /// Repair (opt-in): what rolecall may do beyond telling load balancers.
@@ -230,6 +253,8 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// Reply word per verdict that takes the node out of rotation.
     pub out_reply: std::collections::BTreeMap<Verdict, String>,
+    /// Where rolecall remembers that it holds a drain/maint in HAProxy, across restarts.
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -510,7 +535,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 check_out_word(&format!("agent.reply.{k}"), &word)?;
                 out_reply.insert(v, word);
             }
-            Some(AgentConfig { listen, out_reply })
+            Some(AgentConfig {
+                listen,
+                out_reply,
+                state_file: a.state_file,
+            })
         }
     };
     let http = match raw.http {
@@ -520,6 +549,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }),
     };
     let repair = validate_repair(raw.repair.unwrap_or_default())?;
+    let maintenance = validate_maintenance(raw.maintenance.unwrap_or_default(), http.is_some())?;
+    let haproxy = match raw.haproxy {
+        None => None,
+        Some(h) => Some(validate_haproxy(h, agent.is_some())?),
+    };
     Ok(Config {
         node,
         groups,
@@ -527,6 +561,87 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         agent,
         http,
         repair,
+        maintenance,
+        haproxy,
+    })
+}
+
+fn validate_maintenance(
+    m: RawMaintenance,
+    http: bool,
+) -> Result<crate::maintenance::MaintenanceConfig, ConfigError> {
+    if m.file.as_ref().is_some_and(|f| !f.is_absolute()) {
+        return Err(ConfigError::invalid(
+            "maintenance.file: give an absolute path, e.g. \"/run/rolecall/maintenance\"",
+        ));
+    }
+    let token = match m.token_file {
+        None => None,
+        Some(_) if !http => {
+            return Err(ConfigError::invalid(
+                "maintenance.token_file: the maintenance endpoint is served on [http]; configure [http] or drop the token",
+            ));
+        }
+        Some(path) => Some(
+            Secret::from_file(&path)
+                .map_err(|e| ConfigError::invalid(format!("maintenance.token_file: {e}")))?,
+        ),
+    };
+    Ok(crate::maintenance::MaintenanceConfig {
+        file: m.file,
+        token,
+    })
+}
+
+fn validate_haproxy(
+    h: RawHaproxy,
+    agent: bool,
+) -> Result<crate::haproxy::HaproxyConfig, ConfigError> {
+    use crate::haproxy::{HaproxyConfig, RuntimeApi, ServerRef};
+    if !agent {
+        return Err(ConfigError::invalid(
+            "haproxy: the push speeds up the agent check, which stays the source of truth; configure [agent] too",
+        ));
+    }
+    if h.runtime_api.is_empty() {
+        return Err(ConfigError::invalid(
+            "haproxy.runtime_api: empty; list each HAProxy's runtime API, \"127.0.0.1:9999\" or \"/run/haproxy/admin.sock\"",
+        ));
+    }
+    let runtime_api = h
+        .runtime_api
+        .iter()
+        .map(|a| {
+            RuntimeApi::parse(a)
+                .ok_or_else(|| ConfigError::invalid(format!("haproxy.runtime_api: {a:?} is neither \"host:port\" nor an absolute socket path")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if h.servers.is_empty() {
+        return Err(ConfigError::invalid(
+            "haproxy.servers: empty; name this node's server lines, \"backend/server\"",
+        ));
+    }
+    let servers = h
+        .servers
+        .iter()
+        .map(|s| {
+            ServerRef::parse(s).ok_or_else(|| {
+                ConfigError::invalid(format!(
+                    "haproxy.servers: {s:?} is not \"backend/server\" (printable, no spaces, no ';')"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let timeout = h.timeout.unwrap_or(Duration::from_millis(500));
+    if timeout.is_zero() || timeout > Duration::from_secs(10) {
+        return Err(ConfigError::invalid(
+            "haproxy.timeout: must be above zero and at most 10s",
+        ));
+    }
+    Ok(HaproxyConfig {
+        runtime_api,
+        servers,
+        timeout,
     })
 }
 
@@ -820,6 +935,69 @@ listen = "0.0.0.0:7071"
             let text = format!("{DESIGN_EXAMPLE}\n[repair]\n{bad}\n");
             let err = Config::from_toml_str(&text).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn maintenance_and_haproxy_push_are_validated() {
+        use crate::haproxy::{RuntimeApi, ServerRef};
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0ken\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "{DESIGN_EXAMPLE}\n[maintenance]\nfile = \"/run/rolecall/maintenance\"\ntoken_file = {:?}\n\n[haproxy]\nruntime_api = [\"127.0.0.1:9999\", \"/run/haproxy/admin.sock\"]\nservers = [\"centrifugo/node1\"]\n",
+            token.display().to_string()
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(
+            c.maintenance.file.as_deref(),
+            Some(Path::new("/run/rolecall/maintenance"))
+        );
+        assert_eq!(c.maintenance.token.unwrap().expose(), "t0ken");
+        let h = c.haproxy.unwrap();
+        assert_eq!(
+            h.runtime_api,
+            vec![
+                RuntimeApi::Tcp("127.0.0.1:9999".into()),
+                RuntimeApi::Unix("/run/haproxy/admin.sock".into())
+            ]
+        );
+        assert_eq!(
+            h.servers,
+            vec![ServerRef::parse("centrifugo/node1").unwrap()]
+        );
+        assert_eq!(h.timeout, Duration::from_millis(500));
+
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Config::from_toml_str(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("readable by every user") && !err.contains("t0ken"),
+            "{err}"
+        );
+        for (from, to, expect) in [
+            (
+                "servers = [\"centrifugo/node1\"]",
+                "servers = [\"node1\"]",
+                "backend/server",
+            ),
+            (
+                "servers = [\"centrifugo/node1\"]",
+                "servers = [\"a/b;disable server a/c\"]",
+                "backend/server",
+            ),
+            ("\"127.0.0.1:9999\", ", "\"9999\", ", "neither"),
+            (
+                "file = \"/run/rolecall/maintenance\"",
+                "file = \"maint\"",
+                "absolute",
+            ),
+        ] {
+            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let bad = text.replace(from, to);
+            let err = Config::from_toml_str(&bad).expect_err(to).to_string();
+            assert!(err.contains(expect), "{to}: {err}");
         }
     }
 

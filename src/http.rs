@@ -6,6 +6,7 @@
 //! | `/readyz` | `200 ready` in rotation, `503 not ready` otherwise and until the first complete check; `?verbose` lists each check |
 //! | `/status` | the snapshot as JSON (never a secret) |
 //! | `/metrics` | Prometheus text |
+//! | `/maintenance` | `POST` on, `DELETE` off, with `Authorization: Bearer <token>`; only when `[maintenance] token_file` is set (404 otherwise) |
 //!
 //! GET and HEAD only (405 otherwise); any other path is 404. Every answer comes from the
 //! published snapshot. Connections are capped and each has a header-read timeout, so slow or
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::maintenance::{Maintenance, MaintenanceState};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -45,8 +47,9 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// `/readyz?verbose`: one line per check, as kube-apiserver prints them.
-fn readyz_verbose(s: &Snapshot, now: Instant) -> String {
-    let e = s.at(now);
+fn readyz_verbose(s: &Snapshot, now: Instant, maintenance: &MaintenanceState) -> String {
+    let mut e = s.at(now);
+    e.in_rotation &= !maintenance.on;
     let mark = |ok: bool| if ok { "[+]" } else { "[-]" };
     let mut out = String::new();
     out.push_str(&format!(
@@ -69,6 +72,15 @@ fn readyz_verbose(s: &Snapshot, now: Instant) -> String {
         ));
     }
     out.push_str(&format!(
+        "{}maintenance {}\n",
+        mark(!maintenance.on),
+        if maintenance.on {
+            format!("on: {}", maintenance.reason())
+        } else {
+            "off".to_string()
+        }
+    ));
+    out.push_str(&format!(
         "{}node {}: {}\n",
         mark(e.in_rotation),
         e.verdict,
@@ -90,6 +102,26 @@ pub fn respond(
     snapshot: &Snapshot,
     metrics: &Metrics,
 ) -> Response<Full<Bytes>> {
+    respond_with(
+        method,
+        path,
+        query,
+        snapshot,
+        metrics,
+        &MaintenanceState::default(),
+    )
+}
+
+/// [`respond`] with the maintenance switch: in maintenance `/readyz` is 503, and `/status`
+/// shows it as `maintenance`.
+pub fn respond_with(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    snapshot: &Snapshot,
+    metrics: &Metrics,
+    maintenance: &MaintenanceState,
+) -> Response<Full<Bytes>> {
     let known = matches!(path, "/livez" | "/readyz" | "/status" | "/metrics");
     if !known {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -104,7 +136,8 @@ pub fn respond(
     let mut r = match path {
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            let e = snapshot.at(now);
+            let mut e = snapshot.at(now);
+            e.in_rotation &= !maintenance.on;
             let status = if e.in_rotation {
                 StatusCode::OK
             } else {
@@ -115,15 +148,24 @@ pub fn respond(
                     .any(|p| p == "verbose" || p.starts_with("verbose="))
             });
             if verbose {
-                text(status, readyz_verbose(snapshot, now))
+                text(status, readyz_verbose(snapshot, now, maintenance))
             } else if e.in_rotation {
                 text(status, "ready\n")
+            } else if maintenance.on {
+                text(status, "not ready: maintenance\n")
             } else {
                 text(status, "not ready\n")
             }
         }
         "/status" => {
-            let body = serde_json::to_vec_pretty(&snapshot.to_json(now)).unwrap_or_default();
+            let mut json = snapshot.to_json(now);
+            if let Some(o) = json.as_object_mut() {
+                o.insert(
+                    "maintenance".into(),
+                    serde_json::to_value(maintenance).unwrap_or_default(),
+                );
+            }
+            let body = serde_json::to_vec_pretty(&json).unwrap_or_default();
             let mut r = text(StatusCode::OK, body);
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -143,11 +185,61 @@ pub fn respond(
     r
 }
 
+/// `POST /maintenance` (on) and `DELETE /maintenance` (off) with
+/// `Authorization: Bearer <token>`; answers the resulting state as JSON. Without a configured
+/// token the endpoint does not exist (404); a missing or wrong token is 401.
+pub fn maintenance_endpoint(
+    method: &Method,
+    authorization: Option<&[u8]>,
+    maintenance: &Maintenance,
+) -> Response<Full<Bytes>> {
+    if !maintenance.api_enabled() {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let on = match *method {
+        Method::POST => true,
+        Method::DELETE => false,
+        _ => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST, DELETE"));
+            return r;
+        }
+    };
+    if !maintenance.authorized(authorization) {
+        let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"rolecall\""),
+        );
+        return r;
+    }
+    let state = maintenance.set_api(on);
+    let body = serde_json::to_vec_pretty(&state).unwrap_or_default();
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
+}
+
 /// Serves HTTP on `listener` until `shutdown`, then drains open connections for a bounded time.
 pub async fn serve(
     listener: TcpListener,
     rx: watch::Receiver<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    serve_with(listener, rx, metrics, Maintenance::disabled(), shutdown).await
+}
+
+/// [`serve`] with the maintenance switch (`/readyz`, `/status`, `/maintenance`).
+pub async fn serve_with(
+    listener: TcpListener,
+    rx: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+    maintenance: Arc<Maintenance>,
     shutdown: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -168,16 +260,27 @@ pub async fn serve(
                 }
             },
         };
-        let (rx, metrics) = (rx.clone(), metrics.clone());
+        let (rx, metrics, maintenance) = (rx.clone(), metrics.clone(), maintenance.clone());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let snapshot = rx.borrow().clone();
-            let r = respond(
-                req.method(),
-                req.uri().path(),
-                req.uri().query(),
-                &snapshot,
-                &metrics,
-            );
+            let r = if req.uri().path() == "/maintenance" {
+                maintenance_endpoint(
+                    req.method(),
+                    req.headers()
+                        .get(hyper::header::AUTHORIZATION)
+                        .map(HeaderValue::as_bytes),
+                    &maintenance,
+                )
+            } else {
+                let snapshot = rx.borrow().clone();
+                respond_with(
+                    req.method(),
+                    req.uri().path(),
+                    req.uri().query(),
+                    &snapshot,
+                    &metrics,
+                    &maintenance.state(),
+                )
+            };
             let head = req.method() == Method::HEAD;
             async move {
                 let mut r = r;
@@ -280,6 +383,80 @@ mod tests {
         let (code, body) = status(Method::GET, "/metrics", None, &out);
         assert_eq!(code, 200);
         assert!(body.contains("# TYPE rolecall_in_rotation gauge"), "{body}");
+    }
+
+    #[test]
+    fn maintenance_makes_readyz_503_and_shows_in_status() {
+        let ready = snapshot(true, true);
+        let m = MaintenanceState {
+            on: true,
+            by_file: true,
+            by_api: false,
+            file: Some("/run/rolecall/maintenance".into()),
+            since_unix_ms: Some(1),
+        };
+        let get = |path: &str, q: Option<&str>| {
+            let r = respond_with(&Method::GET, path, q, &ready, &Metrics::new(), &m);
+            let code = r.status().as_u16();
+            let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+                r.into_body(),
+            ))
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+            (code, String::from_utf8(body.to_vec()).unwrap())
+        };
+        assert_eq!(
+            get("/readyz", None),
+            (503, "not ready: maintenance\n".into())
+        );
+        let (code, body) = get("/readyz", Some("verbose"));
+        assert_eq!(code, 503);
+        assert!(
+            body.contains("[-]maintenance on: flag file /run/rolecall/maintenance exists"),
+            "{body}"
+        );
+        let (_, body) = get("/status", None);
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(j["maintenance"]["on"], true);
+        assert_eq!(j["maintenance"]["by_file"], true);
+        assert_eq!(j["verdict"], "ok");
+    }
+
+    #[test]
+    fn the_maintenance_endpoint_needs_a_configured_token_and_presents_it() {
+        use crate::maintenance::MaintenanceConfig;
+        let off = Maintenance::disabled();
+        assert_eq!(
+            maintenance_endpoint(&Method::POST, Some(b"Bearer x"), &off).status(),
+            404
+        );
+        let m = Maintenance::new(MaintenanceConfig {
+            file: None,
+            token: Some(crate::secret::Secret::new("t0ken".into())),
+        });
+        let r = maintenance_endpoint(&Method::POST, None, &m);
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().contains_key("www-authenticate"));
+        assert_eq!(
+            maintenance_endpoint(&Method::POST, Some(b"Bearer nope"), &m).status(),
+            401
+        );
+        assert!(!m.state().on);
+        assert_eq!(
+            maintenance_endpoint(&Method::GET, Some(b"Bearer t0ken"), &m).status(),
+            405
+        );
+        assert_eq!(
+            maintenance_endpoint(&Method::POST, Some(b"Bearer t0ken"), &m).status(),
+            200
+        );
+        assert!(m.state().on && m.state().by_api);
+        assert_eq!(
+            maintenance_endpoint(&Method::DELETE, Some(b"Bearer t0ken"), &m).status(),
+            200
+        );
+        assert!(!m.state().on);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!
 //! - [`config`]: the TOML file, raw and validated.
 //! - [`sentinel`]: every sentinel asked concurrently; the master decided by majority.
-//! - [`sockets`]: the node's established TCP connections, from /proc.
+//! - [`sockets`]: the node's established TCP connections: its socket inodes from /proc/PID/fd,
+//!   the connections from a NETLINK_SOCK_DIAG dump (the /proc/net/tcp tables as fallback).
 //! - [`probe`]: rolecall's own connections to the servers: `ROLE`, the write probe, error classes.
 //! - [`verdict`]: the pure decision and its rise/fall/grace/hold policy.
 //! - [`events`]: Sentinel event subscriptions that ask for a check at once.
@@ -21,6 +22,9 @@
 //! - [`check`]: the check loop, the only owner of Redis I/O and the only writer of the snapshot.
 //! - [`snapshot`]: the one published state every server reads.
 //! - [`agent`], [`http`], [`metrics`], [`systemd`]: the outputs.
+//! - [`maintenance`]: the operator's switch (flag file, `POST`/`DELETE /maintenance`) that the
+//!   agent answers as `maint` and `/readyz` as 503.
+//! - [`haproxy`]: the optional push of each change to HAProxy's runtime API.
 //! - [`secret`]: passwords that never print.
 //!
 //! [`run`] wires them together with bound listeners and one cancellation token.
@@ -31,7 +35,9 @@ pub mod agent;
 pub mod check;
 pub mod config;
 pub mod events;
+pub mod haproxy;
 pub mod http;
+pub mod maintenance;
 pub mod metrics;
 pub mod probe;
 pub mod repair;
@@ -95,11 +101,46 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         trigger,
         shutdown.clone(),
     ));
+    // The operator's switch, and what rolecall itself holds in HAProxy (shared by the agent
+    // and the push, persisted in `[agent] state_file`).
+    let maintenance = maintenance::Maintenance::new(config.maintenance.clone());
+    tasks.spawn(maintenance::watch_file(
+        maintenance.clone(),
+        shutdown.clone(),
+    ));
+    let memory = Arc::new(agent::Memory::new(
+        config.agent.as_ref().and_then(|a| a.state_file.clone()),
+        std::time::Instant::now(),
+    ));
+    tasks.spawn(agent::persist(memory.clone(), shutdown.clone()));
+    if let (Some(push), Some(cfg)) = (config.haproxy.clone(), config.agent.clone()) {
+        tasks.spawn(haproxy::run(
+            push,
+            cfg,
+            rx.clone(),
+            maintenance.clone(),
+            memory.clone(),
+            shutdown.clone(),
+        ));
+    }
     if let (Some(l), Some(cfg)) = (listeners.agent, config.agent.clone()) {
-        tasks.spawn(agent::serve(l, rx.clone(), cfg, shutdown.clone()));
+        tasks.spawn(agent::serve_with(
+            l,
+            rx.clone(),
+            cfg,
+            memory,
+            maintenance.clone(),
+            shutdown.clone(),
+        ));
     }
     if let Some(l) = listeners.http {
-        tasks.spawn(http::serve(l, rx.clone(), metrics, shutdown.clone()));
+        tasks.spawn(http::serve_with(
+            l,
+            rx.clone(),
+            metrics,
+            maintenance,
+            shutdown.clone(),
+        ));
     }
     systemd::ready();
     shutdown.cancelled().await;

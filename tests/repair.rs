@@ -93,6 +93,8 @@ fn failover_with_follower(repair: &str) -> (u64, i64, Duration, usize, usize) {
     rolecall.wait_for_verdict("ok", OK_TIMEOUT);
     // Let the old master be demoted and resync, so the final master holds every surviving write.
     topology.wait_demoted(old);
+    // Stop watching readiness before the node exits (that is node_missing, rightly out).
+    let (polls, not_ready) = watch.finish();
     let acked = node.terminate();
     let held = topology
         .server(new)
@@ -100,7 +102,6 @@ fn failover_with_follower(repair: &str) -> (u64, i64, Duration, usize, usize) {
         .ok()
         .and_then(|v| value_to_string(&v).parse::<i64>().ok())
         .unwrap_or(0);
-    let (polls, not_ready) = watch.finish();
     eprintln!(
         "rolecall log:\n{}\nnode:\n{}",
         rolecall.stderr_tail(40),

@@ -15,6 +15,8 @@
 //!   discovers its sockets by pid.
 //! - `rolecall`: [`Rolecall`] and [`RolecallConfig`], the daemon under test with a tiny HTTP and
 //!   agent client.
+//! - `haproxy`: [`Haproxy`], a real `haproxy` running a shipped `haproxy/*.cfg`, read through
+//!   its runtime API; [`Backend`], a node's service port.
 //!
 //! Every wait here has a deadline ([`wait_until`], [`wait_for`]); nothing sleeps to "let a state
 //! settle". Deadlines are generous for a slow two-core machine and cost nothing when things go
@@ -23,6 +25,7 @@
 // Each test file compiles its own copy of this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+mod haproxy;
 mod node;
 mod process;
 mod redis;
@@ -32,6 +35,10 @@ mod topology;
 
 use std::time::{Duration, Instant};
 
+pub use haproxy::{
+    Backend, Haproxy, RuntimeApi, ServerState, Session, check_config, cli, shipped_config,
+    shipped_configs,
+};
 pub use node::DemoNode;
 pub use process::free_port;
 pub use redis::{

@@ -279,6 +279,34 @@ impl Rolecall {
         self
     }
 
+    /// Starts rolecall again after [`Rolecall::kill`] (or a SIGTERM and [`Rolecall::wait_exit`]):
+    /// the same config file, directory and ports, so HAProxy finds the agent where it was. The
+    /// environment given with [`RolecallConfig::env`] is not kept. Appends to the same stderr
+    /// log; waits until `/livez` answers.
+    pub fn restart(&mut self) {
+        assert!(
+            !self.proc.is_running(),
+            "restart() needs a stopped rolecall"
+        );
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(name))
+                .unwrap_or_else(|e| panic!("open {name}: {e}"))
+        };
+        let mut cmd = Command::new(ROLECALL);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log("stdout.log"))
+            .stderr(log("stderr.log"));
+        self.proc = Proc::spawn(cmd, "rolecall run (restarted)");
+        self.wait_live();
+    }
+
     fn spawn_with(
         config_toml: &str,
         env: &[(String, String)],

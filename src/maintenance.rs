@@ -1,0 +1,299 @@
+//! The operator's maintenance switch: planned work takes a node out of rotation (agent `maint`,
+//! `/readyz` 503) and puts it back, whatever Redis says.
+//!
+//! Two sources, either of which turns maintenance on:
+//!
+//! - a flag file (`[maintenance] file`), like Percona clustercheck's disable file: the node is
+//!   in maintenance while the file exists (`touch` / `rm`);
+//! - `POST /maintenance` / `DELETE /maintenance` on the HTTP port, with
+//!   `Authorization: Bearer <token>` where the token is read from `[maintenance] token_file`
+//!   (a file every user can read is refused, as password files are). Without a token file the
+//!   endpoint does not exist (404). The HTTP switch lives in memory: a restart forgets it, the
+//!   flag file does not.
+//!
+//! The file is watched by a small task ([`watch_file`]) that looks every [`FILE_POLL`], not by
+//! each probe: probes never touch the filesystem (a hung NFS mount cannot stall them), and the
+//! HAProxy push learns of a change without waiting for a probe. The state is published in a
+//! `watch` channel that the agent, the HTTP server and the push read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::secret::Secret;
+
+/// How often the flag file is looked at: a `stat`, at most 250 ms late.
+pub const FILE_POLL: Duration = Duration::from_millis(250);
+/// A `stat` that takes longer than this (a hung network filesystem) keeps the last state.
+const STAT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `[maintenance]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct MaintenanceConfig {
+    /// The flag file: maintenance while it exists.
+    pub file: Option<PathBuf>,
+    /// The bearer token of `POST`/`DELETE /maintenance`; `None` disables the endpoint.
+    pub token: Option<Secret>,
+}
+
+/// Whether the node is in maintenance, and why. Shown in `/status` as `maintenance`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MaintenanceState {
+    pub on: bool,
+    /// The flag file exists.
+    pub by_file: bool,
+    /// Switched on through `POST /maintenance`.
+    pub by_api: bool,
+    /// The configured flag file, if any.
+    pub file: Option<String>,
+    /// When maintenance last turned on (Unix milliseconds), while it is on.
+    pub since_unix_ms: Option<u64>,
+}
+
+impl MaintenanceState {
+    /// Why the node is in maintenance, for the agent's description and `/readyz?verbose`.
+    pub fn reason(&self) -> String {
+        match (self.by_file, self.by_api) {
+            (true, true) => format!(
+                "flag file {} exists and switched on through POST /maintenance",
+                self.file.as_deref().unwrap_or("?")
+            ),
+            (true, false) => format!("flag file {} exists", self.file.as_deref().unwrap_or("?")),
+            (false, true) => "switched on through POST /maintenance".to_string(),
+            (false, false) => "off".to_string(),
+        }
+    }
+}
+
+/// The switch: both sources and the published state.
+#[derive(Debug)]
+pub struct Maintenance {
+    config: MaintenanceConfig,
+    by_file: AtomicBool,
+    by_api: AtomicBool,
+    tx: watch::Sender<MaintenanceState>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Maintenance {
+    /// The switch for `config`; looks at the flag file once, at once, so that the first answer
+    /// after a start already knows about it.
+    pub fn new(config: MaintenanceConfig) -> Arc<Maintenance> {
+        let m = Maintenance {
+            by_file: AtomicBool::new(false),
+            by_api: AtomicBool::new(false),
+            tx: watch::channel(MaintenanceState {
+                file: config.file.as_ref().map(|p| p.display().to_string()),
+                ..MaintenanceState::default()
+            })
+            .0,
+            config,
+        };
+        if let Some(path) = &m.config.file
+            && let Ok(exists) = path.try_exists()
+        {
+            m.set_file(exists);
+        }
+        Arc::new(m)
+    }
+
+    /// No file, no endpoint: never in maintenance.
+    pub fn disabled() -> Arc<Maintenance> {
+        Maintenance::new(MaintenanceConfig::default())
+    }
+
+    pub fn state(&self) -> MaintenanceState {
+        self.tx.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<MaintenanceState> {
+        self.tx.subscribe()
+    }
+
+    /// Whether `POST`/`DELETE /maintenance` exist (a token is configured).
+    pub fn api_enabled(&self) -> bool {
+        self.config.token.is_some()
+    }
+
+    /// Whether an `Authorization` header value carries the configured bearer token.
+    pub fn authorized(&self, header: Option<&[u8]>) -> bool {
+        let (Some(token), Some(header)) = (&self.config.token, header) else {
+            return false;
+        };
+        let Ok(header) = std::str::from_utf8(header) else {
+            return false;
+        };
+        let Some((scheme, presented)) = header.trim().split_once(' ') else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case("bearer")
+            && constant_time_eq(presented.trim().as_bytes(), token.expose().as_bytes())
+    }
+
+    /// Turns the HTTP switch on or off; returns the resulting state.
+    pub fn set_api(&self, on: bool) -> MaintenanceState {
+        if self.by_api.swap(on, Ordering::SeqCst) != on {
+            if on {
+                tracing::warn!(source = "http", "maintenance switched on");
+            } else {
+                tracing::info!(source = "http", "maintenance switched off");
+            }
+        }
+        self.publish()
+    }
+
+    fn set_file(&self, exists: bool) {
+        if self.by_file.swap(exists, Ordering::SeqCst) != exists {
+            let file = self
+                .config
+                .file
+                .as_deref()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            if exists {
+                tracing::warn!(source = "file", %file, "maintenance switched on");
+            } else {
+                tracing::info!(source = "file", %file, "maintenance switched off");
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) -> MaintenanceState {
+        let by_file = self.by_file.load(Ordering::SeqCst);
+        let by_api = self.by_api.load(Ordering::SeqCst);
+        self.tx.send_if_modified(|s| {
+            let on = by_file || by_api;
+            let since = match (s.on, on) {
+                (false, true) => Some(unix_ms()),
+                (true, true) => s.since_unix_ms,
+                _ => None,
+            };
+            let next = MaintenanceState {
+                on,
+                by_file,
+                by_api,
+                file: s.file.clone(),
+                since_unix_ms: since,
+            };
+            let changed = *s != next;
+            *s = next;
+            changed
+        });
+        self.state()
+    }
+}
+
+/// Equal slices, compared without an early exit (the token's length is not a secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Watches the flag file until `shutdown`; returns at once when no file is configured.
+pub async fn watch_file(m: Arc<Maintenance>, shutdown: CancellationToken) {
+    let Some(path) = m.config.file.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(FILE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let p = path.clone();
+        let seen = tokio::time::timeout(
+            STAT_TIMEOUT,
+            tokio::task::spawn_blocking(move || p.try_exists()),
+        )
+        .await;
+        match seen {
+            Ok(Ok(Ok(exists))) => {
+                failing = false;
+                m.set_file(exists);
+            }
+            // Unreadable (permissions), or the stat hangs: keep the last state, say so once.
+            other => {
+                if !failing {
+                    let error = match other {
+                        Ok(Ok(Err(e))) => e.to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {STAT_TIMEOUT:?}"),
+                    };
+                    tracing::warn!(file = %path.display(), %error, "cannot look at the maintenance file; keeping the last state");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_token(token: &str) -> Arc<Maintenance> {
+        Maintenance::new(MaintenanceConfig {
+            file: None,
+            token: Some(Secret::new(token.to_string())),
+        })
+    }
+
+    #[test]
+    fn only_the_configured_bearer_token_is_authorized() {
+        let m = with_token("s3cret");
+        assert!(m.api_enabled());
+        assert!(m.authorized(Some(b"Bearer s3cret")));
+        assert!(m.authorized(Some(b"bearer  s3cret ")));
+        assert!(!m.authorized(Some(b"Bearer s3cre")));
+        assert!(!m.authorized(Some(b"Bearer s3cret2")));
+        assert!(!m.authorized(Some(b"Basic s3cret")));
+        assert!(!m.authorized(Some(b"s3cret")));
+        assert!(!m.authorized(None));
+        let off = Maintenance::disabled();
+        assert!(!off.api_enabled());
+        assert!(!off.authorized(Some(b"Bearer s3cret")));
+    }
+
+    #[test]
+    fn either_source_turns_maintenance_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("maintenance");
+        let m = Maintenance::new(MaintenanceConfig {
+            file: Some(flag.clone()),
+            token: None,
+        });
+        assert!(!m.state().on);
+        m.set_api(true);
+        let s = m.state();
+        assert!(s.on && s.by_api && !s.by_file && s.since_unix_ms.is_some());
+        m.set_file(true);
+        assert!(m.state().reason().contains("flag file"));
+        m.set_api(false);
+        assert!(m.state().on, "the file still holds it");
+        m.set_file(false);
+        let s = m.state();
+        assert!(!s.on && s.since_unix_ms.is_none());
+
+        // A file that exists at start is seen before any watcher runs.
+        std::fs::write(&flag, "").unwrap();
+        let m = Maintenance::new(MaintenanceConfig {
+            file: Some(flag),
+            token: None,
+        });
+        assert!(m.state().on && m.state().by_file);
+    }
+}
