@@ -17,11 +17,15 @@ if ! need redis-server || ! need redis-sentinel || ! need redis-cli; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-sentinel >/dev/null
 fi
-need cargo || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+[ -n "${ROLECALL_BIN_DIR:-}" ] || need cargo || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
 
-echo "== building rolecall"
-cargo build --quiet --bins
-BIN=target/debug
+if [ -n "${ROLECALL_BIN_DIR:-}" ]; then
+  BIN=$ROLECALL_BIN_DIR            # prebuilt binaries (the test suite runs this script)
+else
+  echo "== building rolecall"
+  cargo build --quiet --bins
+  BIN=target/debug
+fi
 
 WORK=$(mktemp -d /tmp/rolecall-demo.XXXXXX)
 PIDS=()
