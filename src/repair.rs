@@ -50,6 +50,8 @@ pub struct KillReport {
 pub struct Killer {
     rounds: HashMap<ServerAddr, Rounds>,
     acl_reported: bool,
+    /// The last kill failure, shown until a kill succeeds or the node leaves stale servers.
+    last_error: Option<String>,
 }
 
 /// Decides which servers get a kill round now: pure, table-tested.
@@ -138,6 +140,7 @@ impl Killer {
                         if n > 0 {
                             report.killed.push(format!("{addr} on {server}"));
                         }
+                        self.last_error = None;
                     }
                     Err(e) if matches!(e.class, ErrorClass::NoPerm | ErrorClass::Auth) => {
                         if !self.acl_reported {
@@ -148,15 +151,19 @@ impl Killer {
                             );
                             self.acl_reported = true;
                         }
-                        report.error = Some(format!("CLIENT KILL refused: {e}"));
+                        self.last_error = Some(format!("CLIENT KILL refused: {e}"));
                     }
                     Err(e) => {
                         tracing::warn!(server = %server, client = %addr, error = %e, "repair: CLIENT KILL failed");
-                        report.error = Some(e.to_string());
+                        self.last_error = Some(e.to_string());
                     }
                 }
             }
         }
+        if self.rounds.is_empty() {
+            self.last_error = None;
+        }
+        report.error = self.last_error.clone();
         report
     }
 }

@@ -360,3 +360,79 @@ fn sentinel_events_are_resubscribed_after_a_disconnect_and_still_trigger_a_check
         rolecall.stderr_tail(30)
     );
 }
+
+#[test]
+fn a_client_kill_refused_by_an_acl_is_reported_once_and_changes_no_verdict() {
+    let topology = Topology::start(1, 3);
+    for s in topology.servers() {
+        s.cli(&[
+            "ACL",
+            "SETUSER",
+            "rolecall",
+            "on",
+            ">rolecall-secret",
+            "~*",
+            "&*",
+            "+@all",
+            "-client|kill",
+        ]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "rolecall-secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let node = DemoNode::pin(topology.master_addr());
+    let sentinels: Vec<String> = topology
+        .sentinel_addrs()
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect();
+    let group = format!(
+        "name = \"main\"\nmaster_name = \"{}\"\nsentinels = [{}]\nusername = \"rolecall\"\npassword_file = \"{}\"\n",
+        topology.master_name(),
+        sentinels.join(", "),
+        pw.display()
+    );
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .redis_group_toml(&group)
+        .check("stale_master_grace", "\"1s\"")
+        .extra("[repair]\nkill_stale_connections = true\nkill_interval = \"200ms\"\nkill_attempts = 5\n")
+        .start();
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    topology.failover();
+    // The verdict follows the evidence as without repair: out after the grace period.
+    let status = rolecall.wait_for_status("out of rotation", Duration::from_secs(30), |s| {
+        s["in_rotation"] == false
+    });
+    assert_eq!(status["verdict"], "stale_master", "{status:#}");
+    // The node's connection was not touched: still its first one.
+    assert_eq!(
+        node.lines()
+            .iter()
+            .filter(|l| l.starts_with("connected"))
+            .count(),
+        1,
+        "{}",
+        node.report()
+    );
+    // Several kill rounds were due; the refusal is logged once, and shown in /status.
+    support::wait_for_or_dump(
+        Duration::from_secs(10),
+        "the refusal in /status",
+        || {
+            rolecall.status()["groups"][0]["repair"]["error"]
+                .as_str()
+                .is_some_and(|e| e.to_uppercase().contains("NOPERM"))
+                .then_some(())
+        },
+        || format!("{:#}\n{}", rolecall.status(), rolecall.stderr_tail(30)),
+    );
+    let log = rolecall.stderr();
+    assert_eq!(
+        log.matches("CLIENT KILL refused").count(),
+        1,
+        "{}",
+        rolecall.stderr_tail(40)
+    );
+}
