@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every rolecall test (the README's test command). Installs what the tests need:
-# Debian's redis-server, redis-sentinel and haproxy (real peers on loopback), curl and python3.
+# Debian's redis-server, redis-sentinel and haproxy (real peers on loopback), curl, python3,
+# and iproute2/util-linux for tests in network namespaces they create (run as root, as CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for b in redis-server redis-sentinel redis-cli haproxy curl python3; do
+for b in redis-server redis-sentinel redis-cli haproxy curl python3 ip unshare; do
   command -v "$b" >/dev/null 2>&1 || missing+=("$b")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -13,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    redis-server redis-sentinel redis-tools haproxy curl python3 >/dev/null
+    redis-server redis-sentinel redis-tools haproxy curl python3 iproute2 util-linux >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 
