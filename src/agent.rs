@@ -399,23 +399,9 @@ pub async fn serve_with(
     let cfg = Arc::new(cfg);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let tasks = tokio_util::task::TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // EMFILE and the like: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "agent accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, permit)) =
+        crate::listen::accept("agent", &listener, &slots, &shutdown).await
+    {
         let (rx, cfg, memory, maintenance) =
             (rx.clone(), cfg.clone(), memory.clone(), maintenance.clone());
         tasks.spawn(async move {

@@ -244,22 +244,9 @@ pub async fn serve_with(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, permit)) =
+        crate::listen::accept("http", &listener, &slots, &shutdown).await
+    {
         let (rx, metrics, maintenance) = (rx.clone(), metrics.clone(), maintenance.clone());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let r = if req.uri().path() == "/maintenance" {

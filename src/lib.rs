@@ -21,7 +21,7 @@
 //! - [`repair`]: opt-in repairs: kill the node's stale connections, run a command under a fleet lock.
 //! - [`check`]: the check loop, the only owner of Redis I/O and the only writer of the snapshot.
 //! - [`snapshot`]: the one published state every server reads.
-//! - [`agent`], [`http`], [`metrics`], [`systemd`]: the outputs.
+//! - [`agent`], [`http`], [`metrics`], [`systemd`]: the outputs; [`listen`]: their bounded accept.
 //! - [`maintenance`]: the operator's switch (flag file, `POST`/`DELETE /maintenance`) that the
 //!   agent answers as `maint` and `/readyz` as 503.
 //! - [`haproxy`]: the optional push of each change to HAProxy's runtime API.
@@ -37,6 +37,7 @@ pub mod config;
 pub mod events;
 pub mod haproxy;
 pub mod http;
+pub mod listen;
 pub mod maintenance;
 pub mod metrics;
 pub mod probe;
