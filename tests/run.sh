@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for b in redis-server redis-sentinel redis-cli haproxy curl python3 ip unshare; do
+for b in redis-server redis-sentinel redis-cli haproxy curl python3 ip unshare systemd-analyze; do
   command -v "$b" >/dev/null 2>&1 || missing+=("$b")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    redis-server redis-sentinel redis-tools haproxy curl python3 iproute2 util-linux >/dev/null
+    redis-server redis-sentinel redis-tools haproxy curl python3 iproute2 util-linux systemd >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 
