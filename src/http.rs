@@ -172,6 +172,7 @@ pub fn respond_with(
             r
         }
         _ => {
+            metrics.set_maintenance(maintenance.on);
             let mut r = text(StatusCode::OK, metrics.encode());
             r.headers_mut().insert(
                 CONTENT_TYPE,

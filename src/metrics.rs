@@ -28,6 +28,8 @@ pub struct Metrics {
     node_connections: Family<Labels, Gauge>,
     probe_ok: Family<Labels, Gauge>,
     server_latency: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    maintenance: Gauge,
+    repair_kills: Counter,
     /// Label sets written by the previous check, so vanished ones are removed.
     last_servers: Mutex<Vec<Labels>>,
 }
@@ -93,7 +95,21 @@ impl Metrics {
             "Latency of ROLE on each server asked in the last check",
             server_latency.clone(),
         );
+        let maintenance = Gauge::default();
+        registry.register(
+            "maintenance",
+            "1 while the operator's maintenance switch is on",
+            maintenance.clone(),
+        );
+        let repair_kills = Counter::default();
+        registry.register(
+            "repair_kills",
+            "Node connections killed by the repair (CLIENT KILL)",
+            repair_kills.clone(),
+        );
         Metrics {
+            maintenance,
+            repair_kills,
             registry,
             verdict,
             in_rotation,
@@ -106,6 +122,10 @@ impl Metrics {
             server_latency,
             last_servers: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn set_maintenance(&self, on: bool) {
+        self.maintenance.set(i64::from(on));
     }
 
     pub fn verdict_changed(&self) {
@@ -136,6 +156,9 @@ impl Metrics {
             self.node_connections
                 .get_or_create(&vec![group.clone()])
                 .set(g.connections.len() as i64);
+            if let Some(r) = &g.repair {
+                self.repair_kills.inc_by(r.killed.len() as u64);
+            }
             self.probe_ok
                 .get_or_create(&vec![group.clone()])
                 .set(i64::from(g.probe.as_ref().is_some_and(|p| p.ok)));
@@ -202,5 +225,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("rolecall_in_rotation 0"), "{text}");
+        assert!(text.contains("rolecall_maintenance 0"), "{text}");
+        m.set_maintenance(true);
+        assert!(m.encode().contains("rolecall_maintenance 1"));
+        assert!(text.contains("rolecall_repair_kills_total 0"), "{text}");
     }
 }

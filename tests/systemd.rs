@@ -17,5 +17,8 @@ fn the_shipped_unit_passes_systemd_analyze_security() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Overall exposure level for rolecall.service"), "{text}");
+    assert!(
+        text.contains("Overall exposure level for rolecall.service"),
+        "{text}"
+    );
 }
