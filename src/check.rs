@@ -390,6 +390,73 @@ fn now_millis() -> u128 {
         .unwrap_or_default()
 }
 
+/// Finds which topology server each unplaced node connection reaches, by run id: asks
+/// `INFO server` at the address the node uses and, for the master, at the announced address.
+/// Only addresses on a port of the topology are asked, so rolecall never sends Redis commands to
+/// the node's other services. Returns the node's remote address → the announced server.
+async fn identify(
+    g: &mut Group,
+    view: &SentinelView,
+    servers: &[ServerAddr],
+    sockets: &NodeSockets,
+    by_socket: &HashMap<SocketAddr, ServerAddr>,
+    timeout: Duration,
+) -> BTreeMap<SocketAddr, ServerAddr> {
+    let ports: BTreeSet<u16> = servers.iter().map(|s| s.port).collect();
+    let candidates: BTreeSet<SocketAddr> = sockets
+        .connections
+        .iter()
+        .map(|c| c.remote)
+        .filter(|r| !by_socket.contains_key(r) && ports.contains(&r.port()))
+        .collect();
+    if candidates.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut ask: Vec<ServerAddr> = candidates
+        .iter()
+        .map(|sa| ServerAddr::new(sa.ip().to_string(), sa.port()))
+        .collect();
+    if let Some(m) = &view.master {
+        ask.push(m.clone());
+    }
+    let infos = join_all(ask.iter().map(|addr| {
+        let conn = g.server_pool.connection(addr);
+        let addr = addr.clone();
+        async move {
+            let Ok((mut c, _)) = conn.await else {
+                return (addr, None);
+            };
+            let mut info = redis::cmd("INFO");
+            info.arg("server");
+            let id = crate::probe::command(&mut c, &addr, "server", timeout, &info)
+                .await
+                .ok()
+                .and_then(|v| crate::probe::text(&v))
+                .and_then(|t| crate::probe::parse_run_id(&t));
+            (addr, id.map(|id| (id, c)))
+        }
+    }))
+    .await;
+    let mut ids = view.run_ids.clone();
+    let mut found: BTreeMap<ServerAddr, String> = BTreeMap::new();
+    for (addr, r) in infos {
+        if let Some((id, conn)) = r {
+            g.server_pool.keep(&addr, conn);
+            if view.master.as_ref() == Some(&addr) {
+                ids.insert(id.clone(), addr.clone());
+            }
+            found.insert(addr, id);
+        }
+    }
+    candidates
+        .into_iter()
+        .filter_map(|sa| {
+            let id = found.get(&ServerAddr::new(sa.ip().to_string(), sa.port()))?;
+            Some((sa, ids.get(id)?.clone()))
+        })
+        .collect()
+}
+
 async fn check_group(
     g: &mut Group,
     answers: Vec<SentinelAnswer>,
@@ -407,6 +474,13 @@ async fn check_group(
         for a in addrs {
             by_socket.entry(a).or_insert_with(|| s.clone());
         }
+    }
+    // Then by identity: a connection to an address Sentinel does not announce, on a port a
+    // server of the topology listens on, may reach one of them under another address (NAT,
+    // `replica-announce-ip`, host names). Its run id says which.
+    let aliases = identify(g, &view, &servers, sockets, &by_socket, timeout).await;
+    for (socket, server) in &aliases {
+        by_socket.insert(*socket, server.clone());
     }
     let routed: Vec<RoutedConnection> = sockets
         .connections
@@ -473,7 +547,12 @@ async fn check_group(
         }
         facts.insert(addr, f);
     }
-    let known: BTreeSet<ServerAddr> = servers.iter().cloned().collect();
+    let mut known: BTreeSet<ServerAddr> = servers.iter().cloned().collect();
+    known.extend(
+        aliases
+            .keys()
+            .map(|sa| ServerAddr::new(sa.ip().to_string(), sa.port())),
+    );
     g.server_pool.retain(|a| known.contains(a));
 
     let probe_result = view

@@ -154,6 +154,14 @@ pub(crate) fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// The `run_id` of `INFO server`.
+pub fn parse_run_id(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix("run_id:"))
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+}
+
 /// Parses the reply to `ROLE`: `["master", offset, [...]]`,
 /// `["slave", host, port, "connected"|"connect"|..., offset]` or `["sentinel", [...]]`.
 pub fn parse_role(v: &Value) -> Result<Role, String> {
@@ -440,6 +448,14 @@ mod tests {
         assert!(parse_role(&Value::Int(1)).is_err());
         assert!(parse_role(&Value::Array(vec![])).is_err());
         assert!(parse_role(&Value::Array(vec![Value::Nil])).is_err());
+    }
+
+    #[test]
+    fn run_ids_are_read_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c0e2a\r\ntcp_port:6379\r\n";
+        assert_eq!(parse_run_id(info).as_deref(), Some("4f1c0e2a"));
+        assert_eq!(parse_run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(parse_run_id(""), None);
     }
 
     #[test]

@@ -78,6 +78,8 @@ impl Serialize for ServerAddr {
 pub struct ReplicaInfo {
     pub addr: ServerAddr,
     pub flags: Vec<String>,
+    /// The replica's run id (`runid`), when the sentinel knows it.
+    pub run_id: Option<String>,
 }
 
 /// One sentinel's answer.
@@ -109,6 +111,9 @@ pub struct SentinelView {
     pub problem: Option<String>,
     /// Sentinels that did not vote with the majority, and why.
     pub dissent: Vec<String>,
+    /// Run ids the sentinels report for the servers (replicas), to recognise a server the node
+    /// reaches under another address (NAT, `replica-announce-ip`, host names).
+    pub run_ids: BTreeMap<String, ServerAddr>,
 }
 
 impl SentinelView {
@@ -156,6 +161,16 @@ pub fn decide(name: &str, configured: usize, answers: &[SentinelAnswer]) -> Sent
     }
     others.sort();
     others.dedup();
+    let mut run_ids = BTreeMap::new();
+    for a in answers {
+        if let Ok(r) = &a.result {
+            for x in &r.replicas {
+                if let Some(id) = &x.run_id {
+                    run_ids.insert(id.clone(), x.addr.clone());
+                }
+            }
+        }
+    }
     let (master, n) = match best {
         Some((m, n)) if n >= majority => (Some(m), n),
         Some((_, n)) => (None, n),
@@ -196,6 +211,7 @@ pub fn decide(name: &str, configured: usize, answers: &[SentinelAnswer]) -> Sent
         others,
         problem,
         dissent,
+        run_ids,
     }
 }
 
@@ -255,6 +271,7 @@ pub fn parse_replicas(v: &Value) -> Result<Vec<ReplicaInfo>, String> {
                     .get("flags")
                     .map(|s| s.split(',').map(str::to_string).collect())
                     .unwrap_or_default(),
+                run_id: f.get("runid").filter(|r| !r.is_empty()).cloned(),
             })
         })
         .collect())
@@ -392,6 +409,7 @@ mod tests {
                 replicas: vec![ReplicaInfo {
                     addr: a("127.0.0.1:6380"),
                     flags: vec!["slave".into()],
+                    run_id: Some("r1".into()),
                 }],
             }),
         }
@@ -545,10 +563,13 @@ mod tests {
             b("6380"),
             b("flags"),
             b("slave,s_down"),
+            b("runid"),
+            b("abc123"),
         ])]);
         let r = parse_replicas(&reps).unwrap();
         assert_eq!(r[0].addr, a("127.0.0.1:6380"));
         assert_eq!(r[0].flags, vec!["slave", "s_down"]);
+        assert_eq!(r[0].run_id.as_deref(), Some("abc123"));
         assert!(parse_replicas(&Value::Int(3)).is_err());
         assert!(parse_tilt(
             "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:1\r\n"

@@ -949,3 +949,44 @@ fn a_world_readable_or_missing_password_file_is_refused_with_exit_64() {
     );
     assert!(!stderr(&out).contains("canary-x"));
 }
+
+#[test]
+fn a_server_announced_under_another_address_is_recognised_by_its_run_id() {
+    // Every server also listens on 127.0.0.2 and replicas announce themselves there: Sentinel
+    // lists the replica as 127.0.0.2:P while the node dials 127.0.0.1:P (TESTING.md row 16).
+    let topology = Topology::builder()
+        .replicas(1)
+        .sentinels(3)
+        .server_args(&[
+            "--bind",
+            "127.0.0.1",
+            "127.0.0.2",
+            "--replica-announce-ip",
+            "127.0.0.2",
+        ])
+        .start();
+    let replica = topology.servers()[1].addr();
+    let announced = format!("127.0.0.2:{}", replica.port());
+    let node = DemoNode::pin(replica);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    // On the replica, found by identity (not "disconnected").
+    let status = rolecall.wait_for_verdict("stuck_on_replica", VERDICT_TIMEOUT);
+    assert_eq!(
+        connection_servers(&status),
+        vec![announced.clone()],
+        "{status:#}"
+    );
+    // After a failover that replica is the master Sentinel names (by its announced address):
+    // the node, still dialling 127.0.0.1:P, is on the master.
+    let (_, new) = topology.failover();
+    assert_eq!(new.to_string(), announced);
+    let status = rolecall.wait_for_verdict("ok", DEMOTED_VERDICT_TIMEOUT);
+    assert_eq!(rolecall.http_get("/readyz").0, 200, "{status:#}");
+    let remote = status["groups"][0]["connections"][0]["remote"]
+        .as_str()
+        .unwrap();
+    assert_eq!(remote, replica.to_string(), "{status:#}");
+}
