@@ -863,21 +863,19 @@ fn wrong_credentials_hold_and_fail_open_and_the_password_never_shows() {
     let pw = dir.path().join("redis.password");
     std::fs::write(&pw, format!("{CANARY}\n")).unwrap();
     std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let group = format!(
-        "name = \"main\"\nmaster_name = \"{}\"\nsentinels = [{}]\nusername = \"rolecall\"\npassword_file = \"{}\"\n",
-        topology.master_name(),
-        topology
-            .sentinel_addrs()
-            .iter()
-            .map(|s| format!("\"{s}\""))
-            .collect::<Vec<_>>()
-            .join(", "),
+    let credentials = format!(
+        "username = \"rolecall\"\npassword_file = \"{}\"\n",
         pw.display()
     );
     let config = || {
         RolecallConfig::new()
             .pid(node.pid())
-            .redis_group_toml(&group)
+            .redis_group_with(
+                "main",
+                topology.master_name(),
+                &topology.sentinel_addrs(),
+                &credentials,
+            )
             .check("unknown_hold", "\"2s\"")
     };
     let path = write_config(dir.path(), "canary.toml", config());

@@ -51,19 +51,12 @@ fn a_master_refusing_writes_for_lack_of_replicas_or_memory_is_degraded_and_stays
 fn an_unknown_master_name_holds_and_check_says_so() {
     let topology = Topology::start(1, 3);
     let node = DemoNode::pin(topology.master_addr());
-    let sentinels: Vec<String> = topology
-        .sentinel_addrs()
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect();
-    let group = format!(
-        "name = \"main\"\nmaster_name = \"no-such-master\"\nsentinels = [{}]\n",
-        sentinels.join(", ")
-    );
     let config = || {
-        RolecallConfig::new()
-            .pid(node.pid())
-            .redis_group_toml(&group)
+        RolecallConfig::new().pid(node.pid()).redis_group(
+            "main",
+            "no-such-master",
+            &topology.sentinel_addrs(),
+        )
     };
     let mut rolecall = config().start();
     let status = rolecall.wait_for_status("unknown", VERDICT_TIMEOUT, |s| {

@@ -82,16 +82,13 @@ fn hostile_sentinel_is_outvoted(reply: &'static [u8]) {
     let node = DemoNode::pin(topology.master_addr());
     let sentinels = topology.sentinel_addrs();
     // Two real sentinels and the mock: the majority (2 of 3) is still reachable.
-    let group = format!(
-        "name = \"main\"\nmaster_name = \"{}\"\nsentinels = [\"{}\", \"{}\", \"{}\"]\n",
-        topology.master_name(),
-        sentinels[0],
-        sentinels[1],
-        mock.addr
-    );
     let mut rolecall = RolecallConfig::new()
         .pid(node.pid())
-        .redis_group_toml(&group)
+        .redis_group(
+            "main",
+            topology.master_name(),
+            &[sentinels[0], sentinels[1], mock.addr],
+        )
         .start();
     rolecall.wait_for_verdict("ok", Duration::from_secs(20));
     let checks = |r: &support::Rolecall| r.status()["checks"].as_u64().unwrap();

@@ -382,20 +382,18 @@ fn a_client_kill_refused_by_an_acl_is_reported_once_and_changes_no_verdict() {
     std::fs::write(&pw, "rolecall-secret\n").unwrap();
     std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let node = DemoNode::pin(topology.master_addr());
-    let sentinels: Vec<String> = topology
-        .sentinel_addrs()
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect();
-    let group = format!(
-        "name = \"main\"\nmaster_name = \"{}\"\nsentinels = [{}]\nusername = \"rolecall\"\npassword_file = \"{}\"\n",
-        topology.master_name(),
-        sentinels.join(", "),
+    let credentials = format!(
+        "username = \"rolecall\"\npassword_file = \"{}\"\n",
         pw.display()
     );
     let mut rolecall = RolecallConfig::new()
         .pid(node.pid())
-        .redis_group_toml(&group)
+        .redis_group_with(
+            "main",
+            topology.master_name(),
+            &topology.sentinel_addrs(),
+            &credentials,
+        )
         .check("stale_master_grace", "\"1s\"")
         .extra("[repair]\nkill_stale_connections = true\nkill_interval = \"200ms\"\nkill_attempts = 5\n")
         .start();

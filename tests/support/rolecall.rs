@@ -107,12 +107,23 @@ impl RolecallConfig {
 
     /// A `[[redis]]` group.
     pub fn redis_group(self, name: &str, master_name: &str, sentinels: &[SocketAddr]) -> Self {
+        self.redis_group_with(name, master_name, sentinels, "")
+    }
+
+    /// A `[[redis]]` group with more keys, given as TOML lines (credentials, say).
+    pub fn redis_group_with(
+        self,
+        name: &str,
+        master_name: &str,
+        sentinels: &[SocketAddr],
+        extra: &str,
+    ) -> Self {
         let list: Vec<String> = sentinels
             .iter()
             .map(|s| toml_string(&s.to_string()))
             .collect();
         self.redis_group_toml(&format!(
-            "name = {}\nmaster_name = {}\nsentinels = [{}]\n",
+            "name = {}\nmaster_name = {}\nsentinels = [{}]\n{extra}",
             toml_string(name),
             toml_string(master_name),
             list.join(", ")
