@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, GroupConfig, RepairConfig};
-use crate::events::EventLog;
+use crate::events::{EventLog, VoteLog};
 use crate::metrics::Metrics;
 use crate::probe::Role;
 use crate::probe::{Auth, Pool, ServerError, ServerFacts, server_facts};
@@ -93,6 +93,8 @@ struct Group {
     tracker: Tracker,
     killer: Killer,
     events: EventLog,
+    /// Leader votes heard on this group's sentinels.
+    votes: VoteLog,
     /// Sentinel's master as of the last check, if it said `master` to `ROLE`.
     verified_master: Option<ServerAddr>,
     /// rolecall's own write pause on a master (failover repair): no probe write there until then.
@@ -168,6 +170,7 @@ impl Checker {
                 tracker: Tracker::new(config.check.policy.clone(), now),
                 killer: Killer::default(),
                 events: EventLog::default(),
+                votes: VoteLog::default(),
                 verified_master: None,
                 paused: None,
                 config: g.clone(),
@@ -184,7 +187,7 @@ impl Checker {
 
     /// What the event subscriptions need: per group, its sentinels, their credentials, the
     /// master name and the log the group's status reads the last event from.
-    pub fn event_sources(&self) -> Vec<(Vec<ServerAddr>, Auth, String, EventLog)> {
+    pub fn event_sources(&self) -> Vec<(Vec<ServerAddr>, Auth, String, EventLog, VoteLog)> {
         self.groups
             .iter()
             .map(|g| {
@@ -196,6 +199,7 @@ impl Checker {
                     },
                     g.config.master_name.clone(),
                     g.events.clone(),
+                    g.votes.clone(),
                 )
             })
             .collect()
@@ -294,8 +298,15 @@ impl Checker {
                 })
         };
         let views = join_all(self.groups.iter_mut().map(|g| async {
-            let answers = ask_all(&mut g.sentinel_pool, &g.sentinels, &g.config.master_name).await;
-            let view = decide(&g.config.master_name, g.sentinels.len(), &answers);
+            let votes = g.votes.current(Instant::now());
+            let answers = ask_all(
+                &mut g.sentinel_pool,
+                &g.sentinels,
+                &g.config.master_name,
+                !votes.is_empty(),
+            )
+            .await;
+            let view = decide(&g.config.master_name, g.sentinels.len(), &answers, &votes);
             (answers, view)
         }));
         let (node, views) = tokio::join!(discovery, views);
@@ -572,9 +583,12 @@ async fn check_group(
         .clone()
         .filter(|m| matches!(facts.get(m).map(|f| &f.role), Some(Ok(Role::Master))));
 
-    // Repair: only against a verified master, only the node's connections elsewhere.
+    // Repair: only against a verified master, only the node's connections elsewhere, and only
+    // once the sentinel majority names that master: a node that re-asks Sentinel before then is
+    // told the old address again.
     let mut kill_report = None;
     if repair.kill_stale_connections
+        && view.elected.is_none()
         && let Some(master) = &g.verified_master
     {
         let mut stale: BTreeMap<ServerAddr, Vec<SocketAddr>> = BTreeMap::new();
@@ -618,6 +632,7 @@ async fn check_group(
         reason: obs.reason.clone(),
         master: view.master.clone(),
         votes: view.votes,
+        elected: view.elected.clone(),
         configured_sentinels: view.configured,
         dissent: {
             let mut d = view.dissent.clone();

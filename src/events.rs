@@ -18,11 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::Trigger;
 use crate::probe::{Auth, connection_info};
-use crate::sentinel::ServerAddr;
+use crate::sentinel::{ServerAddr, Vote, parse_vote};
 
 /// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
 pub const CHANNELS: &[&str] = &[
     "+switch-master",
+    "+vote-for-leader",
     "+failover-state-send-slaveof-noone",
     "-failover-abort-not-elected",
     "-failover-abort-no-good-slave",
@@ -101,6 +102,41 @@ pub struct LastEvent {
 /// Shared record of the last event per group.
 pub type EventLog = Arc<Mutex<Option<LastEvent>>>;
 
+/// How long a leader vote is kept: a failover the vote elected a leader for ends (or is
+/// aborted) within Sentinel's `failover-timeout`, 3 minutes by default.
+pub const VOTE_TTL: Duration = Duration::from_secs(600);
+/// Votes kept per sentinel (one per failover attempt; several masters may share sentinels).
+const VOTES_PER_SENTINEL: usize = 8;
+
+/// The leader votes heard on a group's sentinels (`+vote-for-leader`), newest last.
+#[derive(Debug, Clone, Default)]
+pub struct VoteLog(Arc<Mutex<Vec<(Vote, Instant)>>>);
+
+impl VoteLog {
+    pub fn record(&self, vote: Vote, at: Instant) {
+        let mut votes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        votes.retain(|(v, t)| at.saturating_duration_since(*t) < VOTE_TTL && *v != vote);
+        let from_voter = votes.iter().filter(|(v, _)| v.voter == vote.voter).count();
+        if from_voter >= VOTES_PER_SENTINEL
+            && let Some(oldest) = votes.iter().position(|(v, _)| v.voter == vote.voter)
+        {
+            votes.remove(oldest);
+        }
+        votes.push((vote, at));
+    }
+
+    /// The votes younger than [`VOTE_TTL`] at `now`.
+    pub fn current(&self, now: Instant) -> Vec<Vote> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(*t) < VOTE_TTL)
+            .map(|(v, _)| v.clone())
+            .collect()
+    }
+}
+
 /// Subscribes to one sentinel until `shutdown`, asking for a check on every event about
 /// `master_name`.
 pub async fn follow(
@@ -110,6 +146,7 @@ pub async fn follow(
     timeout: Duration,
     trigger: Trigger,
     log: EventLog,
+    votes: VoteLog,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -118,7 +155,7 @@ pub async fn follow(
         let started = Instant::now();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = subscribe_once(&sentinel, &auth, &master_name, timeout, &trigger, &log, &mut reported) => r,
+            r = subscribe_once(&sentinel, &auth, &master_name, timeout, &trigger, &log, &votes, &mut reported) => r,
         };
         if let Err(e) = result {
             // Logged at warn once per outage; further failures at debug.
@@ -147,6 +184,7 @@ async fn subscribe_once(
     timeout: Duration,
     trigger: &Trigger,
     log: &EventLog,
+    votes: &VoteLog,
     reported: &mut bool,
 ) -> Result<(), String> {
     let info = connection_info(sentinel, auth).map_err(|e| e.to_string())?;
@@ -181,6 +219,18 @@ async fn subscribe_once(
                 let Some(msg) = msg else { return Err("connection closed".to_string()) };
                 let channel = msg.get_channel_name().to_string();
                 let payload: String = msg.get_payload().unwrap_or_default();
+                // A vote names no master: it is kept, and binds to a failover only through the
+                // epoch the leader later reports for this master (sentinel::decide).
+                if channel == "+vote-for-leader" {
+                    match parse_vote(&payload) {
+                        Some((leader, epoch)) => {
+                            tracing::info!(sentinel = %sentinel, leader = %leader, epoch, "sentinel voted for a failover leader");
+                            votes.record(Vote { voter: sentinel.clone(), leader, epoch }, Instant::now());
+                        }
+                        None => tracing::debug!(sentinel = %sentinel, payload = %payload, "unreadable +vote-for-leader"),
+                    }
+                    continue;
+                }
                 if concerns(&channel, &payload, master_name) {
                     tracing::info!(sentinel = %sentinel, channel = %channel, payload = %payload, "sentinel event");
                     if let Some((starting, old)) = failover_phase(&channel, &payload) {
@@ -209,6 +259,36 @@ async fn subscribe_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vote_log_keeps_recent_distinct_votes_per_sentinel() {
+        let log = VoteLog::default();
+        let t0 = Instant::now();
+        let v = |voter: &str, epoch: u64| Vote {
+            voter: voter.parse().unwrap(),
+            leader: "abc".into(),
+            epoch,
+        };
+        log.record(v("127.0.0.1:1", 1), t0);
+        log.record(v("127.0.0.1:1", 1), t0);
+        log.record(v("127.0.0.1:2", 1), t0);
+        assert_eq!(
+            log.current(t0),
+            vec![v("127.0.0.1:1", 1), v("127.0.0.1:2", 1)]
+        );
+        for e in 2..20 {
+            log.record(v("127.0.0.1:1", e), t0);
+        }
+        let now = log.current(t0);
+        assert_eq!(
+            now.iter()
+                .filter(|x| x.voter == v("127.0.0.1:1", 0).voter)
+                .count(),
+            VOTES_PER_SENTINEL
+        );
+        assert!(now.contains(&v("127.0.0.1:1", 19)) && !now.contains(&v("127.0.0.1:1", 1)));
+        assert!(log.current(t0 + VOTE_TTL).is_empty(), "votes expire");
+    }
 
     #[test]
     fn failover_phases_name_the_old_master() {

@@ -82,7 +82,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     } else {
         Vec::new()
     };
-    for (sentinels, auth, master_name, log) in sources {
+    for (sentinels, auth, master_name, log, votes) in sources {
         for sentinel in sentinels {
             tasks.spawn(events::follow(
                 sentinel,
@@ -91,6 +91,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
                 config.check.timeout,
                 trigger.clone(),
                 log.clone(),
+                votes.clone(),
                 shutdown.clone(),
             ));
         }

@@ -4,6 +4,18 @@
 //! A sentinel that did not answer, does not know the master name, or is in TILT mode has no
 //! vote (Redis docs, "Sentinel", TILT mode: its view may be wrong). Asking is I/O
 //! ([`ask_all`]); deciding is pure ([`decide`]) and table-tested.
+//!
+//! One more way to a master, and still a majority's: **the configuration of an elected failover
+//! leader**. Before a sentinel fails a master over, a majority of the sentinels must vote for it
+//! as leader for a new epoch (each voter publishes `+vote-for-leader <leader-id> <epoch>`); once
+//! the promoted replica answers as master, the leader names it under that epoch as its
+//! `config-epoch`, and Sentinel's own rule makes every other sentinel adopt it (a greater epoch
+//! always wins) as soon as the leader's next hello reaches them, up to ~100 ms later. When
+//! rolecall has heard a majority of its configured sentinels vote for sentinel L in epoch E, and
+//! L names master B under config-epoch E, and no sentinel that answers names another master under
+//! an epoch as recent, B is the master: the majority already decided it, by electing L. An
+//! operator's `SENTINEL FAILOVER` has no election (one sentinel acts alone), so it is followed
+//! once the majority names the new master, as before.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -83,12 +95,49 @@ pub struct ReplicaInfo {
 }
 
 /// One sentinel's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SentinelReport {
     /// `None`: this sentinel does not monitor a master of that name.
     pub master: Option<ServerAddr>,
     pub tilt: bool,
     pub replicas: Vec<ReplicaInfo>,
+    /// The sentinel's own id (`SENTINEL MYID`) and the master's `config-epoch` as it knows them;
+    /// asked only while a leader vote is on record (see [`Vote`]).
+    pub id: Option<String>,
+    pub config_epoch: Option<u64>,
+}
+
+/// A leader vote heard on one configured sentinel's pub/sub (`+vote-for-leader <id> <epoch>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vote {
+    pub voter: ServerAddr,
+    pub leader: String,
+    pub epoch: u64,
+}
+
+/// Parses a `+vote-for-leader` payload: `<leader-id> <epoch>`.
+pub fn parse_vote(payload: &str) -> Option<(String, u64)> {
+    let mut words = payload.split_whitespace();
+    let leader = words.next()?;
+    let epoch = words.next()?.parse().ok()?;
+    if words.next().is_some()
+        || leader.is_empty()
+        || leader.len() > 64
+        || !leader.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    Some((leader.to_string(), epoch))
+}
+
+/// How a master was decided when a majority of sentinels does not name it yet: by the sentinel
+/// a majority elected as failover leader for `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Elected {
+    pub leader: ServerAddr,
+    pub epoch: u64,
+    /// Configured sentinels heard voting for the leader in that epoch.
+    pub voters: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +163,8 @@ pub struct SentinelView {
     /// Run ids the sentinels report for the servers (replicas), to recognise a server the node
     /// reaches under another address (NAT, `replica-announce-ip`, host names).
     pub run_ids: BTreeMap<String, ServerAddr>,
+    /// Set when the master is the elected failover leader's and a majority does not name it yet.
+    pub elected: Option<Elected>,
 }
 
 impl SentinelView {
@@ -123,8 +174,63 @@ impl SentinelView {
     }
 }
 
-/// Decides the master from the answers of `configured` sentinels of master `name`.
-pub fn decide(name: &str, configured: usize, answers: &[SentinelAnswer]) -> SentinelView {
+/// The master named by an elected failover leader, if the votes heard make one (module docs).
+fn elected_leader(
+    configured: usize,
+    answers: &[SentinelAnswer],
+    votes: &[Vote],
+) -> Option<(ServerAddr, Elected)> {
+    let majority = configured / 2 + 1;
+    let reports = || {
+        answers
+            .iter()
+            .filter_map(|a| Some((&a.addr, a.result.as_ref().ok()?)))
+    };
+    for (addr, r) in reports() {
+        let (Some(id), Some(epoch), Some(master), false) =
+            (&r.id, r.config_epoch, &r.master, r.tilt)
+        else {
+            continue;
+        };
+        // Voters are the configured sentinels that answered or not; one vote each.
+        let voters: std::collections::BTreeSet<&ServerAddr> = votes
+            .iter()
+            .filter(|v| &v.leader == id && v.epoch == epoch)
+            .filter(|v| answers.iter().any(|a| a.addr == v.voter))
+            .map(|v| &v.voter)
+            .collect();
+        if voters.len() < majority {
+            continue;
+        }
+        // No answering sentinel may name another master under an epoch as recent, or under an
+        // epoch it did not report.
+        let contradicted = reports().any(|(_, o)| match &o.master {
+            Some(m) if m != master => o.config_epoch.is_none_or(|e| e >= epoch),
+            _ => false,
+        });
+        if contradicted {
+            continue;
+        }
+        return Some((
+            master.clone(),
+            Elected {
+                leader: addr.clone(),
+                epoch,
+                voters: voters.len(),
+            },
+        ));
+    }
+    None
+}
+
+/// Decides the master from the answers of `configured` sentinels of master `name`, and the
+/// leader votes heard from them.
+pub fn decide(
+    name: &str,
+    configured: usize,
+    answers: &[SentinelAnswer],
+    leader_votes: &[Vote],
+) -> SentinelView {
     let mut votes: BTreeMap<&ServerAddr, usize> = BTreeMap::new();
     let mut dissent = Vec::new();
     let mut unknown_name = 0;
@@ -171,11 +277,31 @@ pub fn decide(name: &str, configured: usize, answers: &[SentinelAnswer]) -> Sent
             }
         }
     }
-    let (master, n) = match best {
-        Some((m, n)) if n >= majority => (Some(m), n),
-        Some((_, n)) => (None, n),
-        None => (None, 0),
+    // An elected leader's newer configuration goes before a majority that has not heard of it
+    // yet; when the majority names the same master, the majority alone decides.
+    let mut elected = None;
+    let by_majority = best
+        .as_ref()
+        .filter(|(_, n)| *n >= majority)
+        .map(|(m, _)| m.clone());
+    let (master, n) = match elected_leader(configured, answers, leader_votes) {
+        Some((m, e)) if by_majority.as_ref() != Some(&m) => {
+            elected = Some(e);
+            let n = votes.get(&m).copied().unwrap_or(0);
+            (Some(m), n)
+        }
+        _ => match best {
+            Some((m, n)) if n >= majority => (Some(m), n),
+            Some((_, n)) => (None, n),
+            None => (None, 0),
+        },
     };
+    if let (Some(m), Some(e)) = (&master, &elected) {
+        dissent.push(format!(
+            "{m} is named by sentinel {}, failover leader of epoch {} elected by {} of {configured} sentinels ({n} of {configured} name it so far)",
+            e.leader, e.epoch, e.voters
+        ));
+    }
     if let Some(m) = &master {
         others.retain(|o| o != m);
         for (other, n) in &votes {
@@ -212,6 +338,7 @@ pub fn decide(name: &str, configured: usize, answers: &[SentinelAnswer]) -> Sent
         problem,
         dissent,
         run_ids,
+        elected,
     }
 }
 
@@ -288,6 +415,7 @@ async fn ask(
     addr: ServerAddr,
     master_name: String,
     timeout: Duration,
+    epochs: bool,
 ) -> (SentinelAnswer, Option<redis::aio::MultiplexedConnection>) {
     let started = Instant::now();
     let mut c = match conn {
@@ -309,11 +437,31 @@ async fn ask(
     reps.arg("replicas").arg(&master_name);
     let mut info = redis::cmd("INFO");
     info.arg("sentinel");
-    let (mut c1, mut c2) = (c.clone(), c.clone());
-    let (m, r, i) = tokio::join!(
+    let mut myid = redis::cmd("SENTINEL");
+    myid.arg("MYID");
+    let mut state = redis::cmd("SENTINEL");
+    state.arg("MASTER").arg(&master_name);
+    let (mut c1, mut c2, mut c3, mut c4) = (c.clone(), c.clone(), c.clone(), c.clone());
+    let leader_facts = async {
+        if !epochs {
+            return (None, None);
+        }
+        let (id, st) = tokio::join!(
+            command(&mut c3, &addr, "sentinel", timeout, &myid),
+            command(&mut c4, &addr, "sentinel", timeout, &state),
+        );
+        // Older sentinels lack MYID; either failing only leaves the election rule out.
+        let id = id.ok().as_ref().and_then(text);
+        let epoch = st
+            .ok()
+            .and_then(|v| fields(&v).get("config-epoch").and_then(|e| e.parse().ok()));
+        (id, epoch)
+    };
+    let (m, r, i, (id, config_epoch)) = tokio::join!(
         command(&mut c, &addr, "sentinel", timeout, &get),
         command(&mut c1, &addr, "sentinel", timeout, &reps),
         command(&mut c2, &addr, "sentinel", timeout, &info),
+        leader_facts,
     );
     let protocol =
         |m: String| ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"));
@@ -328,6 +476,8 @@ async fn ask(
             master,
             tilt,
             replicas,
+            id,
+            config_epoch,
         })
     })();
     let keep = !matches!(
@@ -349,10 +499,14 @@ async fn ask(
 
 /// Asks every sentinel of a group concurrently. Each answer is bounded by the pool's timeout
 /// (connect, then each command).
+///
+/// With `epochs`, each sentinel is also asked its id and the master's `config-epoch` (what the
+/// failover-leader rule of [`decide`] needs; only worth asking while a leader vote is on record).
 pub async fn ask_all(
     pool: &mut Pool,
     sentinels: &[ServerAddr],
     master_name: &str,
+    epochs: bool,
 ) -> Vec<SentinelAnswer> {
     let timeout = pool.timeout();
     let asks = sentinels.iter().map(|addr| {
@@ -363,7 +517,7 @@ pub async fn ask_all(
             // One deadline for connect plus commands, so a black-holed sentinel costs at most
             // twice the timeout and never more.
             match tokio::time::timeout(timeout * 2, async {
-                ask(conn.await, addr.clone(), name, timeout).await
+                ask(conn.await, addr.clone(), name, timeout, epochs).await
             })
             .await
             {
@@ -411,7 +565,26 @@ mod tests {
                     flags: vec!["slave".into()],
                     run_id: Some("r1".into()),
                 }],
+                ..Default::default()
             }),
+        }
+    }
+
+    /// A sentinel with id `id` naming `master` under `epoch`.
+    fn says_epoch(sentinel: &str, id: &str, master: &str, epoch: u64) -> SentinelAnswer {
+        let mut answer = says(sentinel, Some(master), false);
+        if let Ok(r) = &mut answer.result {
+            r.id = Some(id.to_string());
+            r.config_epoch = Some(epoch);
+        }
+        answer
+    }
+
+    fn vote(voter: &str, leader: &str, epoch: u64) -> Vote {
+        Vote {
+            voter: a(voter),
+            leader: leader.to_string(),
+            epoch,
         }
     }
 
@@ -506,7 +679,7 @@ mod tests {
             ),
         ];
         for (what, answers, master, problem) in cases {
-            let v = decide("mymaster", 3, &answers);
+            let v = decide("mymaster", 3, &answers, &[]);
             assert_eq!(v.master, master.map(a), "{what}");
             if master.is_some() {
                 assert!(v.problem.is_none(), "{what}");
@@ -534,6 +707,7 @@ mod tests {
                 says(S2, Some(M), false),
                 says(S3, Some(N), false),
             ],
+            &[],
         );
         assert_eq!(v.votes, 2);
         assert!(v.others.contains(&a(N)) && v.others.contains(&a("127.0.0.1:6380")));
@@ -542,6 +716,140 @@ mod tests {
             "{:?}",
             v.dissent
         );
+    }
+
+    #[test]
+    fn an_elected_leaders_newer_configuration_goes_before_the_majority() {
+        // S3 ("ccc") won epoch 7 with the votes of all three and names N; S1 and S2 have not
+        // heard its hello yet and still name M under epoch 6.
+        let stale_majority = || {
+            vec![
+                says_epoch(S1, "aaa", M, 6),
+                says_epoch(S2, "bbb", M, 6),
+                says_epoch(S3, "ccc", N, 7),
+            ]
+        };
+        let all_voted = [vote(S1, "ccc", 7), vote(S2, "ccc", 7), vote(S3, "ccc", 7)];
+        let v = decide("mymaster", 3, &stale_majority(), &all_voted);
+        assert_eq!(v.master, Some(a(N)));
+        assert_eq!(v.votes, 1);
+        assert_eq!(
+            v.elected,
+            Some(Elected {
+                leader: a(S3),
+                epoch: 7,
+                voters: 3
+            })
+        );
+        assert!(
+            v.others.contains(&a(M)),
+            "the old master stays in the topology"
+        );
+        assert!(
+            v.dissent
+                .iter()
+                .any(|d| d.contains("failover leader of epoch 7")),
+            "{:?}",
+            v.dissent
+        );
+
+        // Two votes are a majority of three; the leaders' own vote counts.
+        let two = [vote(S1, "ccc", 7), vote(S3, "ccc", 7)];
+        assert_eq!(
+            decide("mymaster", 3, &stale_majority(), &two).master,
+            Some(a(N))
+        );
+
+        // And the same holds when the others do not answer at all.
+        let alone = vec![silent(S1), silent(S2), says_epoch(S3, "ccc", N, 7)];
+        assert_eq!(decide("mymaster", 3, &alone, &all_voted).master, Some(a(N)));
+
+        let not_elected: Vec<(&str, Vec<Vote>, Vec<SentinelAnswer>)> = vec![
+            (
+                // An operator's SENTINEL FAILOVER: the leader votes for itself, nobody else.
+                "only the leader's own vote",
+                vec![vote(S3, "ccc", 7)],
+                stale_majority(),
+            ),
+            (
+                "votes for another leader",
+                vec![vote(S1, "bbb", 7), vote(S2, "bbb", 7), vote(S3, "bbb", 7)],
+                stale_majority(),
+            ),
+            (
+                "votes in another epoch",
+                vec![vote(S1, "ccc", 5), vote(S2, "ccc", 5), vote(S3, "ccc", 5)],
+                stale_majority(),
+            ),
+            (
+                "votes from sentinels rolecall is not configured with",
+                vec![
+                    vote("127.0.0.9:1", "ccc", 7),
+                    vote("127.0.0.9:2", "ccc", 7),
+                    vote(S3, "ccc", 7),
+                ],
+                stale_majority(),
+            ),
+            (
+                "the same voter twice",
+                vec![vote(S3, "ccc", 7), vote(S3, "ccc", 7)],
+                stale_majority(),
+            ),
+            (
+                "another sentinel names another master under a newer epoch",
+                all_voted.to_vec(),
+                vec![
+                    says_epoch(S1, "aaa", M, 8),
+                    says_epoch(S2, "bbb", M, 6),
+                    says_epoch(S3, "ccc", N, 7),
+                ],
+            ),
+            (
+                "another sentinel names another master without an epoch",
+                all_voted.to_vec(),
+                vec![
+                    says(S1, Some(M), false),
+                    says_epoch(S2, "bbb", M, 6),
+                    says_epoch(S3, "ccc", N, 7),
+                ],
+            ),
+            (
+                "the leader is in TILT",
+                all_voted.to_vec(),
+                vec![says_epoch(S1, "aaa", M, 6), says_epoch(S2, "bbb", M, 6), {
+                    let mut t = says_epoch(S3, "ccc", N, 7);
+                    if let Ok(r) = &mut t.result {
+                        r.tilt = true;
+                    }
+                    t
+                }],
+            ),
+        ];
+        for (what, votes, answers) in not_elected {
+            let v = decide("mymaster", 3, &answers, &votes);
+            assert_eq!(v.master, Some(a(M)), "{what}: the majority decides");
+            assert_eq!(v.elected, None, "{what}");
+        }
+
+        // Once the majority names the leader's master, the majority alone decides.
+        let caught_up = vec![
+            says_epoch(S1, "aaa", N, 7),
+            says_epoch(S2, "bbb", N, 7),
+            says_epoch(S3, "ccc", N, 7),
+        ];
+        let v = decide("mymaster", 3, &caught_up, &all_voted);
+        assert_eq!((v.master, v.elected, v.votes), (Some(a(N)), None, 3));
+    }
+
+    #[test]
+    fn votes_parse() {
+        assert_eq!(
+            parse_vote("0090b383ba647c919e01989bab97af9d5fe0f00f 1"),
+            Some(("0090b383ba647c919e01989bab97af9d5fe0f00f".to_string(), 1))
+        );
+        for bad in ["", "abc", "abc x", "abc 1 2", "not-hex 1", "abc -1"] {
+            assert_eq!(parse_vote(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -54,9 +54,12 @@ pub struct GroupStatus {
     pub verdict: Verdict,
     pub in_rotation: bool,
     pub reason: String,
-    /// The master named by a majority of the configured sentinels.
+    /// The master named by a majority of the configured sentinels, or by the failover leader
+    /// they elected (`elected`) before they all name it.
     pub master: Option<ServerAddr>,
     pub votes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elected: Option<crate::sentinel::Elected>,
     pub configured_sentinels: usize,
     pub dissent: Vec<String>,
     pub sentinels: Vec<SentinelStatus>,
