@@ -137,25 +137,29 @@ impl VoteLog {
     }
 }
 
+/// What one subscription needs: the sentinel, how to reach it, which master's events matter,
+/// and where they go.
+pub struct Source {
+    pub sentinel: ServerAddr,
+    pub auth: Auth,
+    pub master_name: String,
+    pub timeout: Duration,
+    pub trigger: Trigger,
+    pub log: EventLog,
+    pub votes: VoteLog,
+}
+
 /// Subscribes to one sentinel until `shutdown`, asking for a check on every event about
-/// `master_name`.
-pub async fn follow(
-    sentinel: ServerAddr,
-    auth: Auth,
-    master_name: String,
-    timeout: Duration,
-    trigger: Trigger,
-    log: EventLog,
-    votes: VoteLog,
-    shutdown: CancellationToken,
-) {
+/// the source's master and keeping every leader vote.
+pub async fn follow(source: Source, shutdown: CancellationToken) {
+    let sentinel = &source.sentinel;
     let mut backoff = BACKOFF_MIN;
     let mut reported = false;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = subscribe_once(&sentinel, &auth, &master_name, timeout, &trigger, &log, &votes, &mut reported) => r,
+            r = subscribe_once(&source, &mut reported) => r,
         };
         if let Err(e) = result {
             // Logged at warn once per outage; further failures at debug.
@@ -177,16 +181,17 @@ pub async fn follow(
     }
 }
 
-async fn subscribe_once(
-    sentinel: &ServerAddr,
-    auth: &Auth,
-    master_name: &str,
-    timeout: Duration,
-    trigger: &Trigger,
-    log: &EventLog,
-    votes: &VoteLog,
-    reported: &mut bool,
-) -> Result<(), String> {
+async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), String> {
+    let Source {
+        sentinel,
+        auth,
+        master_name,
+        timeout,
+        trigger,
+        log,
+        votes,
+    } = source;
+    let timeout = *timeout;
     let info = connection_info(sentinel, auth).map_err(|e| e.to_string())?;
     let client = redis::Client::open(info).map_err(|e| e.to_string())?;
     let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())

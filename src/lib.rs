@@ -85,13 +85,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     for (sentinels, auth, master_name, log, votes) in sources {
         for sentinel in sentinels {
             tasks.spawn(events::follow(
-                sentinel,
-                auth.clone(),
-                master_name.clone(),
-                config.check.timeout,
-                trigger.clone(),
-                log.clone(),
-                votes.clone(),
+                events::Source {
+                    sentinel,
+                    auth: auth.clone(),
+                    master_name: master_name.clone(),
+                    timeout: config.check.timeout,
+                    trigger: trigger.clone(),
+                    log: log.clone(),
+                    votes: votes.clone(),
+                },
                 shutdown.clone(),
             ));
         }
