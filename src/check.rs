@@ -270,7 +270,11 @@ impl Checker {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(master = %old, error = %e, "repair: CLIENT PAUSE/UNPAUSE failed")
+                        if e.class == crate::probe::ErrorClass::NoPerm {
+                            tracing::warn!(master = %old, error = %e, "repair: CLIENT PAUSE/UNPAUSE refused by an ACL; grant +client|pause and +client|unpause, or set repair.pause_writes_on_failover = false");
+                        } else {
+                            tracing::warn!(master = %old, error = %e, "repair: CLIENT PAUSE/UNPAUSE failed");
+                        }
                     }
                 }
             }

@@ -196,7 +196,7 @@ pub struct RepairConfig {
     pub kill_attempts: u32,
     /// When a sentinel starts promoting a replica of the verified master, pause writes on that
     /// master (`CLIENT PAUSE <pause_for> WRITE`): writes it would acknowledge and then lose
-    /// wait instead, until the kill repair moves the node.
+    /// wait instead, until the kill repair moves the node. Defaults to `kill_stale_connections`.
     pub pause_writes_on_failover: bool,
     pub pause_for: Duration,
     pub command: Option<RepairCommand>,
@@ -710,10 +710,13 @@ fn validate_repair(r: RawRepair) -> Result<RepairConfig, ConfigError> {
             "repair.pause_for: must be between 100ms and 60s",
         ));
     }
+    let kill_stale_connections = r.kill_stale_connections.unwrap_or(false);
     Ok(RepairConfig {
-        pause_writes_on_failover: r.pause_writes_on_failover.unwrap_or(false),
+        // The kill moves the node only once Sentinel names the new master; the writes the old
+        // master acknowledges between the promotion and then are lost unless they wait.
+        pause_writes_on_failover: r.pause_writes_on_failover.unwrap_or(kill_stale_connections),
         pause_for,
-        kill_stale_connections: r.kill_stale_connections.unwrap_or(false),
+        kill_stale_connections,
         kill_interval,
         kill_attempts,
         command,
@@ -919,6 +922,15 @@ listen = "0.0.0.0:7071"
             "{DESIGN_EXAMPLE}\n[repair]\nkill_stale_connections = true\ncommand = [\"systemctl\", \"restart\", \"x\"]\ncommand_after = \"5s\"\n"
         );
         let c = Config::from_toml_str(&text).unwrap();
+        assert!(
+            c.repair.pause_writes_on_failover,
+            "the kill repair brings the write pause unless told otherwise"
+        );
+        let off = Config::from_toml_str(&format!(
+            "{DESIGN_EXAMPLE}\n[repair]\nkill_stale_connections = true\npause_writes_on_failover = false\n"
+        ))
+        .unwrap();
+        assert!(off.repair.kill_stale_connections && !off.repair.pause_writes_on_failover);
         let cmd = c.repair.command.unwrap();
         assert_eq!(cmd.argv, ["systemctl", "restart", "x"]);
         assert_eq!(cmd.after, Duration::from_secs(5));

@@ -118,9 +118,9 @@ fn failover_with_follower(repair: &str) -> (u64, i64, Duration, usize, usize) {
 
 #[test]
 fn with_repair_a_following_node_moves_within_a_second_stays_in_rotation_and_loses_no_write() {
-    let (acked, held, moved_after, polls, not_ready) = failover_with_follower(
-        "[repair]\nkill_stale_connections = true\npause_writes_on_failover = true\n",
-    );
+    // `kill_stale_connections` alone: it brings the write pause on the old master with it.
+    let (acked, held, moved_after, polls, not_ready) =
+        failover_with_follower("[repair]\nkill_stale_connections = true\n");
     eprintln!(
         "repair: acked {acked}, final master holds {held}, on the new master {} ms after +switch-master",
         moved_after.as_millis()
@@ -395,7 +395,8 @@ fn a_client_kill_refused_by_an_acl_is_reported_once_and_changes_no_verdict() {
             &credentials,
         )
         .check("stale_master_grace", "\"1s\"")
-        .extra("[repair]\nkill_stale_connections = true\nkill_interval = \"200ms\"\nkill_attempts = 5\n")
+        // The kill alone (the pause would time out the node's own writes and make it redial).
+        .extra("[repair]\nkill_stale_connections = true\npause_writes_on_failover = false\nkill_interval = \"200ms\"\nkill_attempts = 5\n")
         .start();
     rolecall.wait_for_verdict("ok", OK_TIMEOUT);
     topology.failover();
@@ -433,4 +434,149 @@ fn a_client_kill_refused_by_an_acl_is_reported_once_and_changes_no_verdict() {
         "{}",
         rolecall.stderr_tail(40)
     );
+}
+
+/// Waits (bounded) until a majority of the 3 sentinels has voted for the same leader in the same
+/// epoch; returns (leader id, epoch).
+fn majority_vote(watch: &SwitchWatcher, timeout: Duration) -> (String, u64) {
+    support::wait_for(
+        timeout,
+        "a majority of sentinels to vote for one leader",
+        || {
+            let votes = watch.events("+vote-for-leader");
+            votes.iter().find_map(|v| {
+                let mut w = v.payload.split_whitespace();
+                let (leader, epoch) = (w.next()?.to_string(), w.next()?.parse::<u64>().ok()?);
+                let voters: std::collections::BTreeSet<usize> = votes
+                    .iter()
+                    .filter(|o| o.payload == v.payload)
+                    .map(|o| o.sentinel)
+                    .collect();
+                (voters.len() >= 2).then_some((leader, epoch))
+            })
+        },
+    )
+}
+
+#[test]
+fn an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it() {
+    let mut topology = Topology::start(1, 3);
+    let old = topology.master_addr();
+    let node = DemoNode::pin(old);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("interval", "\"500ms\"")
+        .check("timeout", "\"300ms\"")
+        .start();
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    let watch = SwitchWatcher::start_channels(
+        &topology.sentinel_addrs(),
+        &["+vote-for-leader", "+switch-master"],
+    );
+
+    // A frozen master: the sentinels see it down, agree, elect a leader and fail over.
+    topology.server_mut(old).stop();
+    let (leader_id, epoch) = majority_vote(&watch, Duration::from_secs(20));
+    let leader = (0..3)
+        .find(|&i| topology.sentinel(i).cli_str(&["SENTINEL", "MYID"]) == leader_id)
+        .expect("the elected leader is one of the topology's sentinels");
+    // The other two stop before the leader's hello can reach them: they keep naming the old
+    // master (or do not answer at all), so no majority names the new one.
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &others {
+        topology.sentinel_mut(i).stop();
+    }
+    support::wait_until(
+        Duration::from_secs(20),
+        "the leader to announce the switch",
+        || {
+            watch
+                .events("+switch-master")
+                .iter()
+                .any(|h| h.sentinel == leader)
+        },
+    );
+    let new = topology
+        .sentinel(leader)
+        .master_addr()
+        .expect("the leader names the new master");
+    assert_ne!(new, old);
+    topology.server_mut(old).cont();
+
+    // rolecall names the new master on the strength of the election, and the pinned node is on
+    // a server that is not it.
+    let status = rolecall.wait_for_status(
+        "the elected leader's master",
+        Duration::from_secs(10),
+        |s| {
+            s["groups"][0]["master"] == new.to_string()
+                && s["groups"][0]["elected"]["epoch"] == epoch
+        },
+    );
+    let group = &status["groups"][0];
+    assert_eq!(
+        group["elected"]["leader"],
+        topology.sentinel(leader).addr().to_string(),
+        "{status:#}"
+    );
+    assert!(group["elected"]["voters"].as_u64().unwrap() >= 2);
+    assert!(group["votes"].as_u64().unwrap() <= 1, "{status:#}");
+    rolecall.wait_for_status(
+        "the pinned node judged against it",
+        Duration::from_secs(10),
+        |s| s["verdict"] == "stale_master" || s["verdict"] == "stuck_on_replica",
+    );
+
+    // Once the other sentinels hear the leader, the majority names the same master.
+    for &i in &others {
+        topology.sentinel_mut(i).cont();
+    }
+    rolecall.wait_for_status(
+        "the majority to name the new master",
+        Duration::from_secs(30),
+        |s| {
+            s["groups"][0]["master"] == new.to_string()
+                && s["groups"][0]["elected"].is_null()
+                && s["groups"][0]["votes"].as_u64().unwrap_or(0) >= 2
+        },
+    );
+}
+
+#[test]
+fn without_an_election_a_single_sentinels_switch_waits_for_the_majority() {
+    // An operator's SENTINEL FAILOVER: one sentinel acts alone (it votes only for itself). With
+    // the other two stopped before its hello reaches them, rolecall has no majority and holds.
+    let mut topology = Topology::start(1, 3);
+    let old = topology.master_addr();
+    let node = DemoNode::pin(old);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("interval", "\"500ms\"")
+        .check("timeout", "\"300ms\"")
+        .start();
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    topology.sentinel_mut(1).stop();
+    topology.sentinel_mut(2).stop();
+    let (_, new) = topology.failover_among(&[0]);
+    assert_ne!(new, old);
+    let status = rolecall.wait_for_status(
+        "no majority after a lone sentinel's switch",
+        Duration::from_secs(10),
+        |s| {
+            s["groups"][0]["master"].is_null()
+                && s["groups"][0]["dissent"]
+                    .to_string()
+                    .contains("no sentinel majority")
+        },
+    );
+    assert!(status["groups"][0]["elected"].is_null(), "{status:#}");
+    // Held, not drained: no majority is not node-local evidence.
+    assert!(
+        status["in_rotation"] == true,
+        "the node stays in rotation: {status:#}"
+    );
+    topology.sentinel_mut(1).cont();
+    topology.sentinel_mut(2).cont();
 }

@@ -46,7 +46,7 @@ pub use redis::{
     value_to_string,
 };
 pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall};
-pub use switch::SwitchWatcher;
+pub use switch::{Heard, SwitchWatcher};
 pub use topology::{Topology, TopologyBuilder};
 
 /// How often the pollers below look again.
