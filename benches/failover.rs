@@ -2,12 +2,13 @@
 //!
 //! 1. Reaction time: from the first `+switch-master` heard on any sentinel to the changed
 //!    verdict on rolecall's agent port, over `ROLECALL_BENCH_FAILOVERS` (default 20) real
-//!    failovers, with Sentinel events on and, for comparison in the same run, polling only
-//!    (`sentinel_events = false`, the same 1 s interval).
+//!    failovers of each kind: the master frozen until Sentinel elects a leader and fails over,
+//!    and an operator's `SENTINEL FAILOVER` with Sentinel events on and, for comparison in the
+//!    same run, polling only (`sentinel_events = false`, the same 1 s interval).
 //! 2. Lost writes: a Sentinel-following node counts its acknowledged INCRs; after each failover
-//!    the final master's counter is compared with it. Without repair, with the kill repair, and
-//!    with the kill repair plus the write pause (`ROLECALL_BENCH_LOSS_FAILOVERS`, default 5,
-//!    failovers each).
+//!    the final master's counter is compared with it. Without repair, with the kill repair
+//!    without the write pause, and with the kill repair as configured by default (with the pause)
+//!    (`ROLECALL_BENCH_LOSS_FAILOVERS`, default 5, failovers each).
 //!
 //! Prints medians, p99 and max. Every wait is bounded; all traffic stays on 127.0.0.1.
 
@@ -97,6 +98,77 @@ fn reaction(n: usize, events: bool) -> (Vec<f64>, Vec<f64>) {
     (out, from_majority)
 }
 
+/// Reaction times (ms) over `n` failovers that Sentinel starts by itself: the master freezes
+/// (`kill -STOP`, as a stalled VM or a long pause would), the sentinels see it down, agree, elect
+/// a leader, and the leader promotes the replica; the old master resumes as the promotion starts
+/// and claims `master` until Sentinel demotes it. From the first `+switch-master`, and from the
+/// second. Also returns how many sentinels were heard voting for the leader each time.
+fn reaction_frozen(n: usize) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
+    let mut topology = Topology::start(1, 3);
+    let node = DemoNode::follow(&topology);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("interval", "\"1s\"")
+        .check("timeout", "\"300ms\"")
+        .check("fast_interval", "\"100ms\"")
+        .start();
+    let watch = SwitchWatcher::start_channels(
+        &topology.sentinel_addrs(),
+        &[
+            "+switch-master",
+            "+failover-state-send-slaveof-noone",
+            "+vote-for-leader",
+        ],
+    );
+    let (mut out, mut from_majority, mut voters) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        rolecall.wait_for_verdict("ok", Duration::from_secs(30));
+        let old = topology.master_addr();
+        let heard = watch.count();
+        let promotions = watch.events("+failover-state-send-slaveof-noone").len();
+        let votes = watch.events("+vote-for-leader").len();
+        topology.server_mut(old).stop();
+        support::wait_until(
+            Duration::from_secs(40),
+            "the elected leader to start promoting the replica",
+            || watch.events("+failover-state-send-slaveof-noone").len() > promotions,
+        );
+        topology.server_mut(old).cont();
+        let t0 = watch.first_after(heard, Duration::from_secs(20));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut changed = None;
+        while Instant::now() < deadline {
+            let reply = rolecall.try_agent(Some("\n")).unwrap_or_default();
+            if reply.contains("stale_master") || reply.contains("stuck_on_replica") {
+                changed = Some(Instant::now());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let changed = changed.expect("the agent to report the failover within 20 s");
+        let ms = changed.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+        let majority = watch.nth_after(heard, 2, Duration::from_secs(10));
+        let ms2 = changed.saturating_duration_since(majority).as_secs_f64() * 1000.0;
+        let distinct: std::collections::BTreeSet<usize> = watch.events("+vote-for-leader")[votes..]
+            .iter()
+            .map(|h| h.sentinel)
+            .collect();
+        eprintln!(
+            "  failover {}: {ms:.1} ms after the first +switch-master, {ms2:.1} ms after the second (majority {:.1} ms after the first); {} sentinel(s) heard voting",
+            i + 1,
+            majority.saturating_duration_since(t0).as_secs_f64() * 1000.0,
+            distinct.len()
+        );
+        out.push(ms);
+        from_majority.push(ms2);
+        voters.push(distinct.len());
+        topology.wait_demoted(old);
+        topology.wait_settled();
+    }
+    (out, from_majority, voters)
+}
+
 /// Acknowledged writes lost per failover with the given `[repair]` section.
 fn lost_writes(n: usize, repair: &str) -> Vec<f64> {
     let topology = Topology::start(1, 3);
@@ -145,37 +217,53 @@ fn main() {
     println!(
         "reaction time, +switch-master to the verdict on the agent port ({n} failovers each):"
     );
+    let (frozen, frozen_majority, voters) = reaction_frozen(n);
     let (with_events, with_events_majority) = reaction(n, true);
     let (polling, polling_majority) = reaction(n, false);
     summary(
-        "  sentinel events, interval 1s, from the first +switch-master ",
+        "  master frozen (election), events, from the first +switch-master",
+        frozen,
+    );
+    summary(
+        "  master frozen (election), events, from the majority's         ",
+        frozen_majority,
+    );
+    println!(
+        "  (sentinels heard voting for the leader per failover: {:?})",
+        voters
+    );
+    summary(
+        "  SENTINEL FAILOVER, events, from the first +switch-master ",
         with_events,
     );
     summary(
-        "  sentinel events, interval 1s, from the majority's           ",
+        "  SENTINEL FAILOVER, events, from the majority's           ",
         with_events_majority,
     );
     summary(
-        "  polling only,    interval 1s, from the first +switch-master ",
+        "  SENTINEL FAILOVER, polling only, from the first +switch-master ",
         polling,
     );
     summary(
-        "  polling only,    interval 1s, from the majority's           ",
+        "  SENTINEL FAILOVER, polling only, from the majority's           ",
         polling_majority,
     );
     println!(
         "acknowledged writes lost per failover, node writing every 100 ms ({m} failovers each):"
     );
     let none = lost_writes(m, "");
-    let kill = lost_writes(m, "[repair]\nkill_stale_connections = true\n");
-    let pause = lost_writes(
+    let kill_only = lost_writes(
         m,
-        "[repair]\nkill_stale_connections = true\npause_writes_on_failover = true\n",
+        "[repair]\nkill_stale_connections = true\npause_writes_on_failover = false\n",
     );
+    let kill = lost_writes(m, "[repair]\nkill_stale_connections = true\n");
     for (name, v) in [
-        ("  no repair                 ", none),
-        ("  kill_stale_connections    ", kill),
-        ("  kill + pause_writes       ", pause),
+        ("  no repair                                       ", none),
+        (
+            "  kill_stale_connections, pause_writes_on_failover = false",
+            kill_only,
+        ),
+        ("  kill_stale_connections (pauses writes by default)", kill),
     ] {
         let mut s = v.clone();
         s.sort_by(|a, b| a.total_cmp(b));
