@@ -46,12 +46,24 @@ fn summary(name: &str, mut ms: Vec<f64>) {
     );
 }
 
-/// Reaction times (ms) over `n` failovers with the given `sentinel_events` setting: from the
-/// first `+switch-master`, and from the second (the moment 2 of the 3 sentinels — the majority
-/// rolecall waits for — name the new master).
-fn reaction(n: usize, events: bool) -> (Vec<f64>, Vec<f64>) {
-    let topology = Topology::start(1, 3);
+/// How the failovers of a reaction run happen.
+#[derive(Clone, Copy, PartialEq)]
+enum Failover {
+    /// The master freezes (`kill -STOP`, as a stalled VM or a long pause would); the sentinels
+    /// see it down, agree, elect a leader, and the leader promotes the replica. The old master
+    /// resumes as the promotion starts and claims `master` until Sentinel demotes it.
+    Frozen,
+    /// An operator's `SENTINEL FAILOVER`: one sentinel acts alone, no election.
+    Manual { events: bool },
+}
+
+/// Reaction times (ms) over `n` failovers: from the first `+switch-master`, and from the second
+/// (2 of the 3 sentinels, a majority, name the new master); and how many sentinels were heard
+/// voting for a leader each time.
+fn reaction(n: usize, kind: Failover) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
+    let mut topology = Topology::start(1, 3);
     let node = DemoNode::follow(&topology);
+    let events = kind != Failover::Manual { events: false };
     let mut rolecall = RolecallConfig::new()
         .pid(node.pid())
         .topology(&topology)
@@ -59,59 +71,6 @@ fn reaction(n: usize, events: bool) -> (Vec<f64>, Vec<f64>) {
         .check("timeout", "\"300ms\"")
         .check("fast_interval", "\"100ms\"")
         .check("sentinel_events", if events { "true" } else { "false" })
-        .start();
-    let switches = SwitchWatcher::start(&topology.sentinel_addrs());
-    let mut out = Vec::new();
-    let mut from_majority = Vec::new();
-    for i in 0..n {
-        rolecall.wait_for_verdict("ok", Duration::from_secs(30));
-        let heard = switches.count();
-        let (old, _new) = topology.failover();
-        let t0 = switches.first_after(heard, Duration::from_secs(10));
-        // Poll the agent every 2 ms from the announcement on (bounded: 20 s) until the verdict
-        // shows there. Polling starts only now: each poll leaves a TIME_WAIT socket, and every
-        // socket of the namespace is in the /proc/net/tcp table rolecall reads.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut changed = None;
-        while Instant::now() < deadline {
-            let reply = rolecall.try_agent(Some("\n")).unwrap_or_default();
-            if reply.contains("stale_master") || reply.contains("stuck_on_replica") {
-                changed = Some(Instant::now());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let changed = changed.expect("the agent to report the failover within 20 s");
-        let ms = changed.saturating_duration_since(t0).as_secs_f64() * 1000.0;
-        let majority = switches.nth_after(heard, 2, Duration::from_secs(10));
-        let ms2 = changed.saturating_duration_since(majority).as_secs_f64() * 1000.0;
-        eprintln!(
-            "  failover {}: {ms:.1} ms after the first +switch-master, {ms2:.1} ms after the second (majority {:.1} ms after the first)",
-            i + 1,
-            majority.saturating_duration_since(t0).as_secs_f64() * 1000.0
-        );
-        out.push(ms);
-        from_majority.push(ms2);
-        topology.wait_demoted(old);
-        topology.wait_settled();
-    }
-    (out, from_majority)
-}
-
-/// Reaction times (ms) over `n` failovers that Sentinel starts by itself: the master freezes
-/// (`kill -STOP`, as a stalled VM or a long pause would), the sentinels see it down, agree, elect
-/// a leader, and the leader promotes the replica; the old master resumes as the promotion starts
-/// and claims `master` until Sentinel demotes it. From the first `+switch-master`, and from the
-/// second. Also returns how many sentinels were heard voting for the leader each time.
-fn reaction_frozen(n: usize) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
-    let mut topology = Topology::start(1, 3);
-    let node = DemoNode::follow(&topology);
-    let mut rolecall = RolecallConfig::new()
-        .pid(node.pid())
-        .topology(&topology)
-        .check("interval", "\"1s\"")
-        .check("timeout", "\"300ms\"")
-        .check("fast_interval", "\"100ms\"")
         .start();
     let watch = SwitchWatcher::start_channels(
         &topology.sentinel_addrs(),
@@ -124,18 +83,27 @@ fn reaction_frozen(n: usize) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
     let (mut out, mut from_majority, mut voters) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         rolecall.wait_for_verdict("ok", Duration::from_secs(30));
-        let old = topology.master_addr();
         let heard = watch.count();
-        let promotions = watch.events("+failover-state-send-slaveof-noone").len();
         let votes = watch.events("+vote-for-leader").len();
-        topology.server_mut(old).stop();
-        support::wait_until(
-            Duration::from_secs(40),
-            "the elected leader to start promoting the replica",
-            || watch.events("+failover-state-send-slaveof-noone").len() > promotions,
-        );
-        topology.server_mut(old).cont();
+        let old = match kind {
+            Failover::Manual { .. } => topology.failover().0,
+            Failover::Frozen => {
+                let old = topology.master_addr();
+                let promotions = watch.events("+failover-state-send-slaveof-noone").len();
+                topology.server_mut(old).stop();
+                support::wait_until(
+                    Duration::from_secs(40),
+                    "the elected leader to start promoting the replica",
+                    || watch.events("+failover-state-send-slaveof-noone").len() > promotions,
+                );
+                topology.server_mut(old).cont();
+                old
+            }
+        };
         let t0 = watch.first_after(heard, Duration::from_secs(20));
+        // Poll the agent every 2 ms from the announcement on (bounded: 20 s) until the verdict
+        // shows there. Polling starts only now: each poll leaves a TIME_WAIT socket in the
+        // namespace.
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut changed = None;
         while Instant::now() < deadline {
@@ -217,9 +185,9 @@ fn main() {
     println!(
         "reaction time, +switch-master to the verdict on the agent port ({n} failovers each):"
     );
-    let (frozen, frozen_majority, voters) = reaction_frozen(n);
-    let (with_events, with_events_majority) = reaction(n, true);
-    let (polling, polling_majority) = reaction(n, false);
+    let (frozen, frozen_majority, voters) = reaction(n, Failover::Frozen);
+    let (with_events, with_events_majority, _) = reaction(n, Failover::Manual { events: true });
+    let (polling, polling_majority, _) = reaction(n, Failover::Manual { events: false });
     summary(
         "  master frozen (election), events, from the first +switch-master",
         frozen,

@@ -458,11 +458,11 @@ fn majority_vote(watch: &SwitchWatcher, timeout: Duration) -> (String, u64) {
     )
 }
 
-#[test]
-fn an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it() {
-    let mut topology = Topology::start(1, 3);
-    let old = topology.master_addr();
-    let node = DemoNode::pin(old);
+/// A topology (1 replica, 3 sentinels), a node pinned to its master and its rolecall (events on,
+/// checks every 500 ms), with the node in rotation.
+fn pinned_node_with_events() -> (Topology, DemoNode, Rolecall) {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.master_addr());
     let mut rolecall = RolecallConfig::new()
         .pid(node.pid())
         .topology(&topology)
@@ -470,6 +470,13 @@ fn an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it(
         .check("timeout", "\"300ms\"")
         .start();
     rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    (topology, node, rolecall)
+}
+
+#[test]
+fn an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it() {
+    let (mut topology, _node, mut rolecall) = pinned_node_with_events();
+    let old = topology.master_addr();
     let watch = SwitchWatcher::start_channels(
         &topology.sentinel_addrs(),
         &["+vote-for-leader", "+switch-master"],
@@ -547,16 +554,8 @@ fn an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it(
 fn without_an_election_a_single_sentinels_switch_waits_for_the_majority() {
     // An operator's SENTINEL FAILOVER: one sentinel acts alone (it votes only for itself). With
     // the other two stopped before its hello reaches them, rolecall has no majority and holds.
-    let mut topology = Topology::start(1, 3);
+    let (mut topology, _node, mut rolecall) = pinned_node_with_events();
     let old = topology.master_addr();
-    let node = DemoNode::pin(old);
-    let mut rolecall = RolecallConfig::new()
-        .pid(node.pid())
-        .topology(&topology)
-        .check("interval", "\"500ms\"")
-        .check("timeout", "\"300ms\"")
-        .start();
-    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
     topology.sentinel_mut(1).stop();
     topology.sentinel_mut(2).stop();
     let (_, new) = topology.failover_among(&[0]);
