@@ -145,11 +145,29 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
                 .unwrap_or_else(|| "sentinels name no master".to_string()),
         );
     };
+    // Judging a node by Sentinel's master needs that master to be one: a master that does not
+    // answer as master from here (crashed before the failover, unreachable from this host, or
+    // Sentinel's view is wrong) is something every node shares, not evidence against this one.
+    let master_role = (f.role_of)(master);
+    let unverified = match &master_role {
+        Some(Ok(Role::Master)) => None,
+        Some(Ok(other)) => Some(format!("says it is {other}")),
+        Some(Err(e)) => Some(format!("did not answer ROLE: {e}")),
+        None => Some("was not asked its ROLE".to_string()),
+    };
     if f.connections.is_empty() {
-        return Observation::new(
-            Verdict::Disconnected,
-            format!("node has no connection to the topology of master {master}"),
-        );
+        return match &unverified {
+            None => Observation::new(
+                Verdict::Disconnected,
+                format!("node has no connection to the topology of master {master}"),
+            ),
+            Some(why) => Observation::new(
+                Verdict::Unknown,
+                format!(
+                    "node has no connection to the topology, and Sentinel's master {master} {why}: not the node's fault"
+                ),
+            ),
+        };
     }
 
     // Node-local evidence first: a connection to a server that is not Sentinel's master.
@@ -166,7 +184,24 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
             on_master = true;
             continue;
         }
-        match (f.role_of)(&rc.server) {
+        let role = (f.role_of)(&rc.server);
+        // Two servers neither of which is a verified master: which one is right is not known.
+        if let Some(why) = &unverified
+            && !matches!(
+                role,
+                Some(Ok(Role::Replica { .. })) | Some(Ok(Role::Other(_)))
+            )
+        {
+            consider(Observation::new(
+                Verdict::Unknown,
+                format!(
+                    "connection {} -> {} goes to a server Sentinel does not name, but Sentinel's master {master} {why}: cannot tell which is the master",
+                    c.local, rc.server
+                ),
+            ));
+            continue;
+        }
+        match role {
             Some(Ok(Role::Replica { .. })) | Some(Ok(Role::Other(_))) => {
                 consider(Observation::new(
                     Verdict::StuckOnReplica,
@@ -223,7 +258,7 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
     debug_assert!(on_master);
 
     // Every connection goes to Sentinel's master: now the master itself.
-    match (f.role_of)(master) {
+    match master_role {
         Some(Ok(Role::Master)) => {}
         Some(Ok(other)) => {
             return Observation::new(
@@ -572,6 +607,54 @@ mod tests {
                 "no connection",
                 run(Some(M), &[], &[(M, Ok(Role::Master))], Some(ok())),
                 V::Disconnected,
+            ),
+            (
+                "no connection, Sentinel's master down (crashed, before the failover)",
+                run(Some(M), &[], &[(M, Err(err(ErrorClass::Connect)))], None),
+                V::Unknown,
+            ),
+            (
+                "node on a second master, Sentinel's master unreachable from here",
+                run(
+                    Some(M),
+                    &[conn(1, R)],
+                    &[(M, Err(err(ErrorClass::Timeout))), (R, Ok(Role::Master))],
+                    None,
+                ),
+                V::Unknown,
+            ),
+            (
+                "node on a silent server, Sentinel's master silent too",
+                run(
+                    Some(M),
+                    &[conn(1, R)],
+                    &[
+                        (M, Err(err(ErrorClass::Timeout))),
+                        (R, Err(err(ErrorClass::Timeout))),
+                    ],
+                    None,
+                ),
+                V::Unknown,
+            ),
+            (
+                "Sentinel names a replica (its view is wrong), node on the real master",
+                run(
+                    Some(R),
+                    &[conn(1, M)],
+                    &[(R, Ok(replica())), (M, Ok(Role::Master))],
+                    None,
+                ),
+                V::Unknown,
+            ),
+            (
+                "node on a replica, Sentinel's master unreachable: still node-local evidence",
+                run(
+                    Some(M),
+                    &[conn(1, R)],
+                    &[(M, Err(err(ErrorClass::Timeout))), (R, Ok(replica()))],
+                    None,
+                ),
+                V::StuckOnReplica,
             ),
             (
                 "no sentinel majority",

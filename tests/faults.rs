@@ -130,3 +130,44 @@ fn with_the_master_frozen_probes_answer_at_once_and_a_node_left_on_it_goes_out()
     assert_eq!(rolecall.http_get("/readyz").0, 503);
     topology.server_mut(old).cont();
 }
+
+#[test]
+fn a_master_down_before_any_failover_is_every_nodes_problem_and_keeps_the_node_in_rotation() {
+    // No replica: Sentinel cannot fail over, and keeps naming the dead master. The node loses
+    // its connection like every node of the fleet; that is no reason to take this one out.
+    let mut topology = Topology::start(0, 3);
+    let master = topology.master_addr();
+    let node = DemoNode::follow(&topology);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("disconnected_grace", "\"1s\"")
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    topology.server_mut(master).kill();
+    let status = rolecall.wait_for_status(
+        "the dead master judged as every node's problem",
+        VERDICT_TIMEOUT,
+        |s| {
+            s["observed"] == "unknown"
+                && s["observed_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("not the node's fault"))
+        },
+    );
+    assert!(
+        status["observed_reason"]
+            .as_str()
+            .unwrap()
+            .contains(&master.to_string()),
+        "{status:#}"
+    );
+    // Several disconnected grace periods later the node is still in rotation (bounded: 4 s).
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let status = rolecall.status();
+        assert_eq!(status["in_rotation"], true, "{status:#}");
+        assert_eq!(rolecall.http_get("/readyz").0, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
