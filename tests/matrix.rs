@@ -1,0 +1,798 @@
+//! More rows of TESTING.md's fault matrix, end to end with real processes:
+//!
+//! - row 6: after a frozen master resumes with `min-replicas-to-write 1`, it refuses the node's
+//!   writes (NOREPLICAS), the node on it is `stale_master`, and the true master is not degraded;
+//! - rows 17 and 29 (a master that does not answer, a hung socket): Sentinel's master frozen
+//!   before any failover holds the last state, in rotation, and never takes the node out; every
+//!   Redis call is bounded, so checks keep completing and the snapshot stays fresh;
+//! - row 17: a master announced where nothing listens (killed before any failover), or under an
+//!   address this host cannot reach, holds the last state, in rotation, and never drains;
+//! - row 22: a master busy with a long script (BUSY) or loading its dataset (LOADING) holds the
+//!   last state, in rotation;
+//! - row 29: a check loop that does wedge (a blocking read of the node's pid file) is reported
+//!   stale while the probes are still answered at once and the systemd watchdog is no longer
+//!   fed, and recovers when released;
+//! - row 31: rolecall itself frozen for longer than a snapshot stays fresh, but shorter than the
+//!   unknown hold: on resume, nothing changes before a fresh check.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use support::{
+    DemoNode, Rolecall, RolecallConfig, Topology, call_timeout, http_status, value_to_string,
+};
+
+/// From start (or a change of the node's connections) to a confirmed verdict: a few checks of
+/// 250 ms; generous for a loaded two-core machine.
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The harness's check settings (`RolecallConfig::new`): interval 250 ms, timeout 200 ms. A
+/// snapshot older than `interval * 3 + timeout * 4` is stale (`Checker::stale_after`).
+const STALE_AFTER: Duration = Duration::from_millis(250 * 3 + 200 * 4);
+/// A bound on any probe answer that proves it did not wait on Redis or on the check loop: the
+/// loop is wedged for good, or its Redis calls time out after 200 ms each. Loose on purpose;
+/// the benchmark measures the real figure.
+const PROBE_BOUND: Duration = Duration::from_secs(1);
+/// Between polls of rolecall while a fault lasts.
+const POLL: Duration = Duration::from_millis(100);
+/// Sentinel's `down-after-milliseconds` for tests where the master must stay Sentinel's master
+/// while it misbehaves (no failover, no `SCRIPT KILL` from Sentinel).
+const SLOW_SENTINEL: &str = "sentinel down-after-milliseconds {name} 60000";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn first_word(reply: &str) -> &str {
+    reply.split_whitespace().next().unwrap_or("")
+}
+
+/// The words of an agent reply before its `#description`.
+fn agent_words(reply: &str) -> Vec<&str> {
+    reply
+        .split('#')
+        .next()
+        .unwrap_or("")
+        .split(|c: char| c.is_ascii_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+fn reason(status: &serde_json::Value) -> &str {
+    status["reason"].as_str().unwrap_or("")
+}
+
+fn checks(status: &serde_json::Value) -> u64 {
+    status["checks"].as_u64().unwrap_or(0)
+}
+
+/// `rolecall_verdict_changes_total` from `/metrics`: how many changes of verdict or rotation the
+/// check loop published.
+fn verdict_changes(rolecall: &Rolecall) -> u64 {
+    let (code, body) = rolecall.http_get("/metrics");
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("rolecall_verdict_changes_total "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .map(|n| n as u64)
+        .unwrap_or_else(|| panic!("no rolecall_verdict_changes_total in\n{body}"))
+}
+
+/// One in-rotation observation: `/readyz` 200 and an agent reply whose health word is `up` with
+/// no administrative word that takes the node out. Returns the agent reply.
+fn assert_in_rotation(rolecall: &Rolecall, when: &str) -> String {
+    let (code, body) = rolecall.http_get("/readyz");
+    assert_eq!(
+        code,
+        200,
+        "{when}: /readyz {code} {body}\n{}",
+        rolecall.report(None)
+    );
+    let reply = rolecall.agent(Some("\n"));
+    assert_eq!(
+        first_word(&reply),
+        "up",
+        "{when}: agent {reply:?}\n{}",
+        rolecall.report(None)
+    );
+    reply
+}
+
+/// Polls rolecall every [`POLL`] while `lasting()` holds (at most `limit`, and at least once),
+/// asserting at every poll that the node is in rotation. Returns every `/status` seen.
+fn in_rotation_while(
+    rolecall: &Rolecall,
+    limit: Duration,
+    what: &str,
+    mut lasting: impl FnMut() -> bool,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    let max_polls = limit.as_millis() / POLL.as_millis() + 1;
+    let mut seen = Vec::new();
+    for _ in 0..max_polls {
+        let status = rolecall.status();
+        assert_eq!(
+            status["in_rotation"],
+            true,
+            "{what}: out of rotation after {:?}\n{status:#}\n{}",
+            start.elapsed(),
+            rolecall.report(None)
+        );
+        assert_in_rotation(rolecall, what);
+        seen.push(status);
+        if !lasting() || start.elapsed() >= limit {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    seen
+}
+
+/// An agent exchange on a fresh connection (`\n`, then the reply until rolecall closes), for
+/// threads that do not hold the [`Rolecall`]. Bounded by a 15 s read timeout.
+fn agent_at(addr: SocketAddr) -> Result<String, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect to agent {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(15))))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(b"\n").map_err(|e| format!("write: {e}"))?;
+    let mut reply = Vec::new();
+    // Bounded: the read timeout, and an agent reply is one short line.
+    (&mut stream)
+        .take(4096)
+        .read_to_end(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// systemd's side of `NOTIFY_SOCKET`: a datagram socket in a temp dir that records every
+/// notification rolecall sends, with when it arrived.
+struct NotifySocket {
+    path: PathBuf,
+    heard: Arc<Mutex<Vec<(Instant, String)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn start() -> NotifySocket {
+        let dir = tempfile::Builder::new()
+            .prefix("rolecall-test-notify-")
+            .tempdir()
+            .expect("create a temp dir");
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("set a read timeout");
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (heard.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Bounded: at most 10 minutes of 100 ms reads.
+            for _ in 0..6_000 {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    h.lock().unwrap().push((Instant::now(), text));
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            heard,
+            stop,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many notifications so far carried `line` (e.g. `WATCHDOG=1`).
+    fn count(&self, line: &str) -> usize {
+        self.heard
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.lines().any(|l| l == line))
+            .count()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes `pid` to `path` atomically (a temp file renamed over it).
+fn write_pid_file(path: &Path, pid: u32) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{pid}\n")).expect("write a pid file");
+    std::fs::rename(&tmp, path).expect("rename the pid file into place");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 6: two masters, the resumed one refusing writes for lack of replicas
+
+#[test]
+fn a_resumed_old_master_refusing_writes_for_lack_of_replicas_is_stale_master_not_degraded() {
+    // Every server refuses writes without a replica; two replicas, so that the promoted one
+    // keeps a replica (the other) and takes writes.
+    let mut topology = Topology::builder()
+        .replicas(2)
+        .sentinels(3)
+        .server_args(&["--min-replicas-to-write", "1"])
+        .start();
+    let old = topology.master_addr();
+    let node = DemoNode::pin(old);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        // Long enough that the node is still in its grace period when the old master resumes.
+        .check("stale_master_grace", "\"60s\"")
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    // Frozen: Sentinel fails over (down-after 1 s) to a replica, and the other replica follows
+    // the new master.
+    topology.server_mut(old).stop();
+    let new = topology.wait_new_master(old);
+    support::wait_until(
+        Duration::from_secs(30),
+        &format!("the new master {new} to take a write (it has a replica again)"),
+        || {
+            topology
+                .server(new)
+                .try_cli(&["SET", "rolecall-test:w", "1"])
+                .is_ok()
+        },
+    );
+
+    // Resumed: the old master still claims master, but its replicas left, so it refuses the
+    // node's writes with NOREPLICAS.
+    topology.server_mut(old).cont();
+    support::wait_until(
+        Duration::from_secs(10),
+        &format!("the resumed {old} to refuse writes with NOREPLICAS"),
+        || {
+            topology
+                .server(old)
+                .try_cli(&["SET", "rolecall-test:w", "1"])
+                .is_err_and(|e| e.code() == Some("NOREPLICAS"))
+        },
+    );
+    support::wait_until(
+        Duration::from_secs(10),
+        "the node's own writes to be refused with NOREPLICAS",
+        || node.stderr_tail(200).contains("NOREPLICAS"),
+    );
+
+    // Sentinel's majority decides: the node on the resumed master is stale_master; the true
+    // master took rolecall's probe write, so nothing is degraded.
+    let status = rolecall.wait_for_status(
+        "stale_master on a server that still claims master",
+        VERDICT_TIMEOUT,
+        |s| s["verdict"] == "stale_master" && reason(s).contains("still claims master"),
+    );
+    let why = reason(&status);
+    assert!(
+        why.contains(&old.to_string()) && why.contains(&new.to_string()),
+        "the reason names the resumed {old} and Sentinel's master {new}: {why}"
+    );
+    let group = &status["groups"][0];
+    assert_eq!(group["master"], new.to_string(), "{status:#}");
+    assert_eq!(group["probe"]["ok"], true, "{status:#}");
+    assert_ne!(status["observed"], "degraded", "{status:#}");
+    assert_eq!(status["in_rotation"], true, "within its grace: {status:#}");
+    let reply = assert_in_rotation(&rolecall, "stale_master within its grace");
+    assert!(reply.contains("#stale_master"), "{reply:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows 17 and 29: Sentinel's master does not answer from here (a hung socket)
+
+#[test]
+fn a_frozen_master_holds_in_rotation_and_does_not_wedge_the_check_loop() {
+    let mut topology = Topology::builder()
+        .replicas(1)
+        .sentinels(3)
+        .sentinel_conf(SLOW_SENTINEL)
+        .start();
+    let master = topology.master_addr();
+    let node = DemoNode::pin(master);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    // Frozen: the sentinels still name it (no failover before 60 s); the kernel still accepts
+    // connections to it, and nothing answers on them.
+    topology.server_mut(master).stop();
+    let status = rolecall.wait_for_status(
+        "unknown: Sentinel's master did not answer",
+        VERDICT_TIMEOUT,
+        |s| s["verdict"] == "unknown",
+    );
+    let why = reason(&status);
+    assert!(
+        why.contains(&format!("Sentinel's master {master} did not answer ROLE")),
+        "the reason names the silent master {master}: {why}"
+    );
+    assert!(
+        why.contains("holding the last state (in rotation)"),
+        "{why}"
+    );
+    let checks_before = checks(&status);
+
+    // Held in rotation for longer than any grace period (disconnected 5 s, fall 2 checks); the
+    // hold (30 s) is not over, so this is the held state, not a fail-open. Meanwhile every
+    // Redis call of the check loop is bounded by its timeout: checks keep completing, the
+    // snapshot never goes stale, and the probes answer without waiting on the frozen server.
+    let mut slowest = Duration::ZERO;
+    let seen = in_rotation_while(&rolecall, Duration::from_secs(7), "master frozen", || {
+        let t = Instant::now();
+        let live = rolecall.http_get("/livez");
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(live, (200, "ok\n".to_owned()));
+        true
+    });
+    assert!(seen.len() >= 20, "polled throughout ({} polls)", seen.len());
+    for s in &seen {
+        assert_eq!(
+            s["stale"], false,
+            "a hung socket wedged the check loop\n{s:#}"
+        );
+        let took = s["check_duration_ms"].as_f64().unwrap_or(f64::MAX);
+        assert!(
+            took < STALE_AFTER.as_millis() as f64,
+            "a check took {took} ms\n{s:#}"
+        );
+    }
+    let last = seen.last().unwrap();
+    assert_eq!(last["verdict"], "unknown", "{last:#}");
+    assert!(
+        checks(last) >= checks_before + 5,
+        "checks kept completing: {checks_before} -> {}",
+        checks(last)
+    );
+    assert!(slowest < PROBE_BOUND, "slowest /livez {slowest:?}");
+
+    // Resumed: back to ok, never having left rotation.
+    topology.server_mut(master).cont();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    assert_in_rotation(&rolecall, "master resumed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 17: Sentinel announces a master this host cannot reach
+
+/// Polls for `span`, asserting at every poll that the node is in rotation and `unknown`,
+/// holding its last state, with a reason that names `master`. Returns the number of polls.
+fn holds_in_rotation_naming(rolecall: &Rolecall, span: Duration, master: &str) -> usize {
+    let seen = in_rotation_while(rolecall, span, "announced master unreachable", || true);
+    for s in &seen {
+        let why = reason(s);
+        assert!(
+            s["verdict"] == "unknown"
+                && why.contains(master)
+                && why.contains("holding the last state (in rotation)"),
+            "held as unknown, naming {master}: {s:#}"
+        );
+    }
+    seen.len()
+}
+
+#[test]
+fn a_master_announced_where_nothing_listens_holds_in_rotation_and_never_goes_out() {
+    let mut topology = Topology::builder()
+        .replicas(1)
+        .sentinels(3)
+        .sentinel_conf(SLOW_SENTINEL)
+        .start();
+    let master = topology.master_addr();
+    let node = DemoNode::pin(master);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    // Killed: connections to the announced address are refused, the node has none left (it
+    // keeps redialling), and the sentinels keep announcing it (no failover before 60 s). Every
+    // node shares this; draining cannot help.
+    topology.server_mut(master).kill();
+    rolecall.wait_for_verdict("unknown", VERDICT_TIMEOUT);
+    // Longer than the disconnected grace (5 s) and far from the unknown hold (30 s).
+    let polls = holds_in_rotation_naming(&rolecall, Duration::from_secs(8), &master.to_string());
+    assert!(polls >= 20, "polled throughout ({polls} polls)");
+    let status = rolecall.status();
+    assert_eq!(
+        status["groups"][0]["connections"],
+        serde_json::json!([]),
+        "the node has no connection left: {status:#}"
+    );
+}
+
+#[test]
+fn a_master_announced_under_an_address_unreachable_from_here_holds_in_rotation() {
+    let topology = Topology::start(1, 3);
+    let master = topology.master_addr();
+    let node = DemoNode::pin(master);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    // The sentinels now announce the same server as 127.0.0.2:PORT (as with a NAT or a wrong
+    // `announce-ip`), where nothing listens from this host; the node still reaches it as
+    // 127.0.0.1:PORT.
+    let announced = format!("127.0.0.2:{}", master.port());
+    for s in topology.sentinels() {
+        s.cli(&["SENTINEL", "REMOVE", topology.master_name()]);
+        s.cli(&[
+            "SENTINEL",
+            "MONITOR",
+            topology.master_name(),
+            "127.0.0.2",
+            &master.port().to_string(),
+            "2",
+        ]);
+    }
+    rolecall.wait_for_status(
+        &format!("unknown with Sentinel's master {announced}"),
+        VERDICT_TIMEOUT,
+        |s| s["verdict"] == "unknown" && s["groups"][0]["master"] == announced,
+    );
+    let polls = holds_in_rotation_naming(&rolecall, Duration::from_secs(8), &announced);
+    assert!(polls >= 20, "polled throughout ({polls} polls)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 22: BUSY and LOADING on the master
+
+#[test]
+fn a_master_busy_with_a_long_script_holds_in_rotation() {
+    let topology = Topology::builder()
+        .replicas(1)
+        .sentinels(3)
+        // Sentinel would SCRIPT KILL a script that keeps the master BUSY past down-after.
+        .sentinel_conf(SLOW_SENTINEL)
+        .start();
+    let master = topology.master_addr();
+    let node = DemoNode::pin(master);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let changes_before = verdict_changes(&rolecall);
+
+    // Other clients get BUSY once a script has run for 100 ms; this one spins for 3 s (read-only,
+    // so it ends by itself).
+    topology
+        .master()
+        .cli(&["CONFIG", "SET", "busy-reply-threshold", "100"]);
+    let script = "local t0 = redis.call('TIME') \
+                  local start = t0[1] * 1000000 + t0[2] \
+                  while true do \
+                    local t = redis.call('TIME') \
+                    if t[1] * 1000000 + t[2] - start > 3000000 then return 1 end \
+                  end";
+    let eval = std::thread::spawn(move || {
+        call_timeout(master, &["EVAL", script, "0"], Duration::from_secs(30))
+            .map(|v| value_to_string(&v))
+    });
+
+    let seen = in_rotation_while(&rolecall, Duration::from_secs(30), "master BUSY", || {
+        !eval.is_finished()
+    });
+    let result = eval.join().expect("the EVAL thread");
+    assert_eq!(result.as_deref().ok(), Some("1"), "EVAL: {result:?}");
+    let held = seen
+        .iter()
+        .find(|s| s["verdict"] == "unknown")
+        .unwrap_or_else(|| {
+            panic!(
+                "never unknown while the master was BUSY ({} polls)\n{}",
+                seen.len(),
+                rolecall.report(None)
+            )
+        });
+    let why = reason(held);
+    assert!(why.contains("BUSY"), "the reason says BUSY: {why}");
+    assert!(
+        why.contains("holding the last state (in rotation)"),
+        "{why}"
+    );
+
+    // The script over: ok again, and the only changes were into unknown and back.
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    assert_in_rotation(&rolecall, "script over");
+    assert_eq!(verdict_changes(&rolecall), changes_before + 2);
+}
+
+#[test]
+fn a_master_loading_its_dataset_holds_in_rotation() {
+    let topology = Topology::builder()
+        .replicas(1)
+        .sentinels(3)
+        .sentinel_conf(SLOW_SENTINEL)
+        .start();
+    let master = topology.master_addr();
+    let node = DemoNode::pin(master);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    // `DEBUG RELOAD` saves the dataset and loads it again in the same process (what a restart
+    // does, without a new port): 20k keys at 100 µs each is about 2–4 s of LOADING, during
+    // which the server answers other clients every 1 KiB loaded. ROLE still works (it is
+    // allowed while loading); writes get LOADING.
+    let m = topology.master();
+    m.cli(&["DEBUG", "POPULATE", "20000", "rolecall-test"]);
+    m.cli(&["CONFIG", "SET", "key-load-delay", "100"]);
+    m.cli(&[
+        "CONFIG",
+        "SET",
+        "loading-process-events-interval-bytes",
+        "1024",
+    ]);
+    let reload = std::thread::spawn(move || {
+        call_timeout(master, &["DEBUG", "RELOAD"], Duration::from_secs(60))
+            .map(|v| value_to_string(&v))
+    });
+
+    let seen = in_rotation_while(&rolecall, Duration::from_secs(60), "master LOADING", || {
+        !reload.is_finished()
+    });
+    let result = reload.join().expect("the DEBUG RELOAD thread");
+    assert_eq!(
+        result.as_deref().ok(),
+        Some("OK"),
+        "DEBUG RELOAD: {result:?}"
+    );
+    let held = seen
+        .iter()
+        .find(|s| s["verdict"] == "unknown")
+        .unwrap_or_else(|| {
+            panic!(
+                "never unknown while the master was loading ({} polls)\n{}",
+                seen.len(),
+                rolecall.report(None)
+            )
+        });
+    let why = reason(held);
+    assert!(
+        why.contains("probe write") && why.to_lowercase().contains("loading"),
+        "the reason says the probe write met LOADING: {why}"
+    );
+    assert!(
+        why.contains("holding the last state (in rotation)"),
+        "{why}"
+    );
+
+    m.cli(&["CONFIG", "SET", "key-load-delay", "0"]);
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    assert_in_rotation(&rolecall, "dataset loaded");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 29: a wedged check loop
+
+#[test]
+fn a_wedged_check_loop_is_reported_stale_while_probes_answer_and_the_watchdog_starves() {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.master_addr());
+    let dir = tempfile::Builder::new()
+        .prefix("rolecall-test-pidfile-")
+        .tempdir()
+        .expect("create a temp dir");
+    let pid_file = dir.path().join("node.pid");
+    write_pid_file(&pid_file, node.pid());
+    let notify = NotifySocket::start();
+    let mut rolecall = RolecallConfig::new()
+        .node_selector("pid_file", &format!("{:?}", pid_file.display().to_string()))
+        .topology(&topology)
+        .env("NOTIFY_SOCKET", &notify.path().display().to_string())
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    support::wait_until(VERDICT_TIMEOUT, "READY=1 and WATCHDOG=1", || {
+        notify.count("READY=1") == 1 && notify.count("WATCHDOG=1") >= 2
+    });
+
+    // The pid file becomes a FIFO nobody writes to: the next check blocks in open(2), inside
+    // the node discovery that has no timeout of its own. A second name keeps the FIFO
+    // reachable to release it.
+    let fifo = dir.path().join("wedge.fifo");
+    let out = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .output()
+        .expect("run mkfifo");
+    assert!(out.status.success(), "mkfifo: {out:?}");
+    let link = dir.path().join("wedge.link");
+    std::fs::hard_link(&fifo, &link).expect("link the FIFO");
+    std::fs::rename(&link, &pid_file).expect("put the FIFO in place of the pid file");
+
+    // Stale once no check completed for `stale_after`; the verdict is then `unknown`, holding
+    // the last rotation (the node was in).
+    let status =
+        rolecall.wait_for_status("a stale snapshot", VERDICT_TIMEOUT, |s| s["stale"] == true);
+    assert!(
+        status["age_ms"].as_u64().unwrap_or(0) > STALE_AFTER.as_millis() as u64,
+        "{status:#}"
+    );
+    assert_eq!(status["verdict"], "unknown", "{status:#}");
+    assert_eq!(status["in_rotation"], true, "{status:#}");
+    assert!(reason(&status).contains("check loop stalled"), "{status:#}");
+    let stuck_checks = checks(&status);
+    let watchdogs = notify.count("WATCHDOG=1");
+
+    // While it stays wedged: every probe answered at once, from the last snapshot.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..15 {
+        let t = Instant::now();
+        let reply = rolecall.agent(Some("\n"));
+        let (live, live_body) = rolecall.http_get("/livez");
+        let (ready, ready_body) = rolecall.http_get("/readyz?verbose");
+        slowest = slowest.max(t.elapsed());
+        assert!(
+            reply.starts_with("up") && reply.contains("check loop stalled"),
+            "{reply:?}"
+        );
+        assert_eq!((live, live_body.as_str()), (200, "ok\n"));
+        assert_eq!(ready, 200, "{ready_body}");
+        assert!(ready_body.contains("[-]snapshot stale"), "{ready_body}");
+        std::thread::sleep(POLL);
+    }
+    assert!(slowest < PROBE_BOUND, "slowest round of probes {slowest:?}");
+    let status = rolecall.status();
+    assert_eq!(status["stale"], true, "{status:#}");
+    assert_eq!(
+        checks(&status),
+        stuck_checks,
+        "no check completed: {status:#}"
+    );
+    assert_eq!(
+        notify.count("WATCHDOG=1"),
+        watchdogs,
+        "the watchdog is not fed while the check loop is wedged"
+    );
+
+    // Released: a pid file again, and the blocked open gets its writer. Checks resume, the
+    // snapshot is fresh, and the watchdog is fed again.
+    write_pid_file(&pid_file, node.pid());
+    let mut writer = support::wait_for(
+        Duration::from_secs(5),
+        "the wedged check to be waiting on the FIFO",
+        || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .ok()
+        },
+    );
+    writeln!(writer, "{}", node.pid()).expect("write the pid into the FIFO");
+    drop(writer);
+    let status = rolecall.wait_for_status("a fresh ok snapshot", VERDICT_TIMEOUT, |s| {
+        s["stale"] == false && s["verdict"] == "ok" && checks(s) > stuck_checks + 1
+    });
+    assert_eq!(status["in_rotation"], true, "{status:#}");
+    support::wait_until(VERDICT_TIMEOUT, "WATCHDOG=1 again", || {
+        notify.count("WATCHDOG=1") > watchdogs
+    });
+    assert_in_rotation(&rolecall, "check loop released");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 31: rolecall itself frozen
+
+#[test]
+fn a_rolecall_frozen_for_less_than_the_hold_changes_nothing_on_resume() {
+    let topology = Topology::start(1, 3);
+    let on_master = DemoNode::pin(topology.master_addr());
+    let on_replica = DemoNode::pin(topology.replicas()[0].addr());
+    let config = |pid: u32, name: &str| {
+        RolecallConfig::new()
+            .pid(pid)
+            .node_name(name)
+            .topology(&topology)
+            .check("unknown_hold", "\"20s\"")
+    };
+    let mut rc_in = config(on_master.pid(), "in").start();
+    let mut rc_out = config(on_replica.pid(), "out").start();
+    rc_in.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    rc_out.wait_for_verdict("stuck_on_replica", VERDICT_TIMEOUT);
+    assert_in_rotation(&rc_in, "before the freeze");
+    assert_eq!(first_word(&rc_out.agent(Some("\n"))), "drain");
+    let changes = (verdict_changes(&rc_in), verdict_changes(&rc_out));
+    let checks_before = (checks(&rc_in.status()), checks(&rc_out.status()));
+
+    // Frozen for 3 s: longer than a snapshot stays fresh (1.55 s), shorter than the hold (20 s).
+    // Probes arriving meanwhile wait in the listen queues and are answered first thing on resume.
+    rc_in.stop();
+    rc_out.stop();
+    let frozen_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let queued: Vec<_> = [&rc_in, &rc_out]
+        .iter()
+        .map(|rc| {
+            let (agent, http) = (rc.agent_addr(), rc.http_addr());
+            (
+                std::thread::spawn(move || agent_at(agent)),
+                std::thread::spawn(move || http_status(http, "/readyz")),
+            )
+        })
+        .collect();
+    let frozen_for = Duration::from_secs(3);
+    std::thread::sleep(frozen_for.saturating_sub(frozen_at.elapsed()));
+    assert!(frozen_at.elapsed() > STALE_AFTER);
+    rc_in.cont();
+    rc_out.cont();
+
+    let mut answers = queued.into_iter().map(|(agent, readyz)| {
+        (
+            agent.join().expect("agent thread"),
+            readyz.join().expect("readyz thread"),
+        )
+    });
+    let (agent_in, readyz_in) = answers.next().unwrap();
+    let (agent_out, readyz_out) = answers.next().unwrap();
+    // The node in rotation stays in; the node out stays out (the agent says nothing, or drain;
+    // never `up`, never `ready`, which would lift the drain in HAProxy).
+    let agent_in = agent_in.expect("queued agent answer (in)");
+    assert_eq!(first_word(&agent_in), "up", "{agent_in:?}");
+    assert_eq!(readyz_in, Some(200));
+    let agent_out = agent_out.expect("queued agent answer (out)");
+    let words = agent_words(&agent_out);
+    assert!(
+        words.is_empty() || words.contains(&"drain"),
+        "{agent_out:?}\n{}",
+        rc_out.report(None)
+    );
+    assert!(!words.contains(&"ready"), "{agent_out:?}");
+    assert_eq!(readyz_out, Some(503), "{}", rc_out.report(None));
+
+    // Then fresh checks, with the same verdicts and no change published on the way.
+    for (rc, verdict, before) in [
+        (&mut rc_in, "ok", checks_before.0),
+        (&mut rc_out, "stuck_on_replica", checks_before.1),
+    ] {
+        let status = rc.wait_for_status("fresh checks after the resume", VERDICT_TIMEOUT, |s| {
+            s["stale"] == false && checks(s) >= before + 3
+        });
+        assert_eq!(status["verdict"], verdict, "{status:#}");
+    }
+    assert_in_rotation(&rc_in, "after the resume");
+    assert_eq!(rc_out.http_get("/readyz").0, 503);
+    assert_eq!(first_word(&rc_out.agent(Some("\n"))), "drain");
+    assert_eq!(
+        (verdict_changes(&rc_in), verdict_changes(&rc_out)),
+        changes,
+        "no verdict change was published across the freeze"
+    );
+}
