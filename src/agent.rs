@@ -363,7 +363,7 @@ async fn serve_one(
     let request = read_request(&mut stream).await;
     let snapshot = rx.borrow().clone();
     let maint = maintenance.state();
-    let now = Instant::now();
+    let now = crate::runclock::now();
     let selected = parse_request(&request).and_then(|name| snapshot.group_at(&name, now));
     let effective = selected.unwrap_or_else(|| snapshot.at(now));
     let stance = stance(&effective, snapshot.checked, maint.on, &cfg);

@@ -95,6 +95,10 @@ struct Group {
     events: EventLog,
     /// Leader votes heard on this group's sentinels.
     votes: VoteLog,
+    /// Whether the node was ever seen connected to this topology.
+    seen_on_topology: bool,
+    /// Servers whose last answer to `ROLE` was replica.
+    last_replicas: BTreeSet<ServerAddr>,
     /// Sentinel's master as of the last check, if it said `master` to `ROLE`.
     verified_master: Option<ServerAddr>,
     /// rolecall's own write pause on a master (failover repair): no probe write there until then.
@@ -140,7 +144,7 @@ async fn resolve(addr: &ServerAddr, timeout: Duration) -> Vec<SocketAddr> {
 
 impl Checker {
     pub fn new(config: Arc<Config>) -> Checker {
-        let now = Instant::now();
+        let now = crate::runclock::now();
         let timeout = config.check.timeout;
         let groups = config
             .groups
@@ -171,6 +175,8 @@ impl Checker {
                 killer: Killer::default(),
                 events: EventLog::default(),
                 votes: VoteLog::default(),
+                seen_on_topology: false,
+                last_replicas: BTreeSet::new(),
                 verified_master: None,
                 paused: None,
                 config: g.clone(),
@@ -343,7 +349,8 @@ impl Checker {
         )
         .await;
 
-        let now = Instant::now();
+        // The policy clock: a freeze of rolecall itself is not time that passed for the node.
+        let now = crate::runclock::now();
         let mut statuses = Vec::with_capacity(results.len());
         let mut observations = Vec::with_capacity(results.len());
         for (g, (obs, mut status)) in self.groups.iter_mut().zip(results) {
@@ -391,7 +398,7 @@ impl Checker {
                 running: !matches!(node_ok, Err(DiscoverError::NodeMissing(_))),
             },
             groups: statuses,
-            completed: Some(Instant::now()),
+            completed: Some(crate::runclock::now()),
             stale_after: self.stale_after(),
             fail_open_after: self.config.check.policy.unknown_hold,
         }
@@ -576,11 +583,26 @@ async fn check_group(
         .and_then(|m| facts.get(m))
         .and_then(|f| f.probe.clone());
     let role_of = |a: &ServerAddr| facts.get(a).map(|f| f.role.clone());
+    g.seen_on_topology |= !routed.is_empty();
+    for (addr, f) in &facts {
+        match &f.role {
+            Ok(Role::Replica { .. }) => {
+                g.last_replicas.insert(addr.clone());
+            }
+            Ok(_) => {
+                g.last_replicas.remove(addr);
+            }
+            Err(_) => {}
+        }
+    }
+    g.last_replicas.retain(|a| known.contains(a));
     let mut obs = observe_group(&GroupFacts {
         view: &view,
         connections: &routed,
         role_of: &role_of,
         probe: probe_result.as_ref(),
+        seen_on_topology: g.seen_on_topology,
+        last_replicas: &g.last_replicas,
     });
     g.verified_master = view
         .master

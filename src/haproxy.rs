@@ -285,7 +285,7 @@ pub async fn run(
     loop {
         let snapshot = rx.borrow_and_update().clone();
         let maint = maint_rx.borrow_and_update().clone();
-        let now = Instant::now();
+        let now = crate::runclock::now();
         let s = stance(&snapshot.at(now), snapshot.checked, maint.on, &agent);
         let (commands, next) = plan(&pushed, &s);
         if !commands.is_empty() {

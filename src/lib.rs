@@ -26,6 +26,7 @@
 //!   agent answers as `maint` and `/readyz` as 503.
 //! - [`haproxy`]: the optional push of each change to HAProxy's runtime API.
 //! - [`secret`]: passwords that never print.
+//! - [`runclock`]: the policy clock, which leaves out the time rolecall itself was frozen.
 //!
 //! [`run`] wires them together with bound listeners and one cancellation token.
 
@@ -42,6 +43,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod probe;
 pub mod repair;
+pub mod runclock;
 pub mod secret;
 pub mod sentinel;
 pub mod snapshot;
@@ -98,6 +100,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             ));
         }
     }
+    tasks.spawn(runclock::run(shutdown.clone()));
     tasks.spawn(check::run(
         checker,
         tx,
@@ -114,7 +117,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     ));
     let memory = Arc::new(agent::Memory::new(
         config.agent.as_ref().and_then(|a| a.state_file.clone()),
-        std::time::Instant::now(),
+        runclock::now(),
     ));
     tasks.spawn(agent::persist(memory.clone(), shutdown.clone()));
     if let (Some(push), Some(cfg)) = (config.haproxy.clone(), config.agent.clone()) {

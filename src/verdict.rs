@@ -12,6 +12,7 @@
 //! not Sentinel's master. Anything every node would share (Sentinel's master refusing writes for
 //! lack of replicas, no Sentinel majority, rolecall's own errors) keeps the node in rotation.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,11 @@ pub struct GroupFacts<'a> {
     pub role_of: &'a dyn Fn(&ServerAddr) -> Option<Result<Role, ServerError>>,
     /// Result of the write probe on Sentinel's master; `None` when disabled or not run.
     pub probe: Option<&'a Result<(), ServerError>>,
+    /// Whether the node has been seen connected to this topology since rolecall started.
+    pub seen_on_topology: bool,
+    /// Servers whose last answer to `ROLE` was replica: one that stops answering is still a
+    /// replica, not a server that might be a stale master.
+    pub last_replicas: &'a BTreeSet<ServerAddr>,
 }
 
 /// What one check says about one group, given that the node process was found.
@@ -157,6 +163,14 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
     };
     if f.connections.is_empty() {
         return match &unverified {
+            // Never seen on this topology: the node may well use another Redis, and rolecall's
+            // [redis] section may not be the node's (every node of the fleet would say so).
+            None if !f.seen_on_topology => Observation::new(
+                Verdict::Unknown,
+                format!(
+                    "node has not been seen connected to the topology of master {master} since rolecall started: if it uses other Redis servers, [redis] sentinels or master_name do not match it"
+                ),
+            ),
             None => Observation::new(
                 Verdict::Disconnected,
                 format!("node has no connection to the topology of master {master}"),
@@ -185,6 +199,20 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
             continue;
         }
         let role = (f.role_of)(&rc.server);
+        // A replica that stopped answering is still the replica it was.
+        if let Some(Err(e)) = &role
+            && f.last_replicas.contains(&rc.server)
+            && matches!(e.class, ErrorClass::Timeout | ErrorClass::Connect)
+        {
+            consider(Observation::new(
+                Verdict::StuckOnReplica,
+                format!(
+                    "connection {} -> {} goes to a replica (its last answer to ROLE), which does not answer now: {e}; Sentinel's master is {master}",
+                    c.local, rc.server
+                ),
+            ));
+            continue;
+        }
         // Two servers neither of which is a verified master: which one is right is not known.
         if let Some(why) = &unverified
             && !matches!(
@@ -537,8 +565,43 @@ mod tests {
             connections: conns,
             role_of: &role_of,
             probe: probe.as_ref(),
+            seen_on_topology: true,
+            last_replicas: &BTreeSet::new(),
         })
         .verdict
+    }
+
+    #[test]
+    fn what_rolecall_saw_before_counts_when_a_server_goes_silent_or_the_node_was_never_there() {
+        let v = view(Some(M));
+        let roles: BTreeMap<ServerAddr, Result<Role, ServerError>> = [
+            (addr(M), Ok(Role::Master)),
+            (addr(R), Err(err(ErrorClass::Timeout))),
+        ]
+        .into_iter()
+        .collect();
+        let role_of = |a: &ServerAddr| roles.get(a).cloned();
+        let replicas: BTreeSet<ServerAddr> = [addr(R)].into_iter().collect();
+        let empty = BTreeSet::new();
+        let facts = |conns: &[RoutedConnection], seen: bool, r_was_replica: bool| {
+            observe_group(&GroupFacts {
+                view: &v,
+                connections: conns,
+                role_of: &role_of,
+                probe: None,
+                seen_on_topology: seen,
+                last_replicas: if r_was_replica { &replicas } else { &empty },
+            })
+            .verdict
+        };
+        let on_r = [conn(1, R)];
+        // A silent server the node is on: a replica if that is what it last said, else possibly
+        // the old master.
+        assert_eq!(facts(&on_r, true, true), Verdict::StuckOnReplica);
+        assert_eq!(facts(&on_r, true, false), Verdict::StaleMaster);
+        // No connection: disconnected only for a node once seen on this topology.
+        assert_eq!(facts(&[], true, false), Verdict::Disconnected);
+        assert_eq!(facts(&[], false, false), Verdict::Unknown);
     }
 
     fn replica() -> Role {

@@ -12,8 +12,11 @@
 //! - row 29: a check loop that does wedge (a blocking read of the node's pid file) is reported
 //!   stale while the probes are still answered at once and the systemd watchdog is no longer
 //!   fed, and recovers when released;
-//! - row 31: rolecall itself frozen for longer than a snapshot stays fresh, but shorter than the
-//!   unknown hold: on resume, nothing changes before a fresh check.
+//! - row 29 again: a node on a replica that freezes stays out (it is still the replica it was);
+//! - row 31: rolecall itself frozen for longer than a snapshot stays fresh, shorter or longer than
+//!   the unknown hold, or longer than a running grace period: on resume, nothing changes before a
+//!   fresh check — no fail-open, no grace run out, no drain lifted;
+//! - row 33: rolecalls given another topology's sentinels (same master name) drain no node.
 
 mod support;
 
@@ -794,5 +797,156 @@ fn a_rolecall_frozen_for_less_than_the_hold_changes_nothing_on_resume() {
         (verdict_changes(&rc_in), verdict_changes(&rc_out)),
         changes,
         "no verdict change was published across the freeze"
+    );
+}
+
+/// Row 29: a node drained as `stuck_on_replica` stays out when the replica it is on stops
+/// answering: it is still the replica it last said it was.
+#[test]
+fn a_node_on_a_replica_that_freezes_stays_out() {
+    let mut topology = Topology::start(1, 3);
+    let replica = topology.replicas()[0].addr();
+    let node = DemoNode::pin(replica);
+    let mut rc = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rc.wait_for_verdict("stuck_on_replica", VERDICT_TIMEOUT);
+    topology.server_mut(replica).stop();
+    let start = Instant::now();
+    for _ in 0..40 {
+        let (code, _) = rc.http_get("/readyz");
+        let reply = rc.agent(Some("\n"));
+        assert!(
+            code == 503 && first_word(&reply) != "up",
+            "back in rotation {:?} after the replica froze: /readyz {code}, agent {reply:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Row 33: two nodes on topology A; their rolecalls ask the sentinels of topology B, which
+/// monitor another master under the same name. Every node looks disconnected from B: no drain.
+#[test]
+fn a_bad_sentinel_set_drains_no_node() {
+    let a = Topology::start(1, 3);
+    let b = Topology::start(1, 3);
+    let nodes = [
+        DemoNode::pin(a.master_addr()),
+        DemoNode::pin(a.master_addr()),
+    ];
+    let rolecalls: Vec<Rolecall> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            RolecallConfig::new()
+                .pid(n.pid())
+                .node_name(&format!("n{i}"))
+                .redis_group("main", "mymaster", &b.sentinel_addrs())
+                .start()
+        })
+        .collect();
+    let start = Instant::now();
+    for _ in 0..80 {
+        for rc in &rolecalls {
+            let reply = rc.agent(Some("\n"));
+            let w = first_word(&reply);
+            assert!(
+                w != "drain" && w != "down",
+                "fleet-wide drain after {:?}: agent {reply:?}",
+                start.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Row 31: a rolecall that drained a node, frozen longer than `unknown_hold`, answers a probe
+/// queued during the freeze without failing open: the freeze is not time the check loop failed.
+#[test]
+fn a_rolecall_frozen_longer_than_the_hold_does_not_fail_open_on_resume() {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.replicas()[0].addr());
+    let mut rc = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("unknown_hold", "\"2s\"")
+        .start();
+    rc.wait_for_verdict("stuck_on_replica", VERDICT_TIMEOUT);
+    assert_eq!(first_word(&rc.agent(Some("\n"))), "drain");
+    let (agent, http) = (rc.agent_addr(), rc.http_addr());
+    rc.stop();
+    std::thread::sleep(Duration::from_secs(4));
+    let a = std::thread::spawn(move || agent_at(agent).unwrap_or_default());
+    let h = std::thread::spawn(move || support::http_status(http, "/readyz"));
+    std::thread::sleep(Duration::from_millis(300));
+    rc.cont();
+    let reply = a.join().unwrap();
+    let ready = h.join().unwrap();
+    assert!(
+        first_word(&reply) != "up" && !reply.contains(" ready") && ready == Some(503),
+        "on resume: agent {reply:?}, /readyz {ready:?}"
+    );
+}
+
+/// Row 31: frozen during a `stale_master` grace, resumed after the grace would have run out and
+/// after the node moved to the true master: the node is not taken out on the old evidence.
+#[test]
+fn a_grace_period_does_not_run_out_while_rolecall_is_frozen() {
+    let topology = Topology::start(1, 3);
+    let mut node = DemoNode::follow(&topology);
+    let mut rc = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("stale_master_grace", "\"3s\"")
+        .start();
+    rc.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let (old, new) = topology.failover();
+    let s = rc.wait_for_verdict("stale_master", Duration::from_secs(5));
+    assert_eq!(s["in_rotation"], true);
+    let frozen_at = Instant::now();
+    rc.stop();
+    // The node moves to Sentinel's master while rolecall is frozen.
+    for c in topology.server(old).clients_named(&node.client_name()) {
+        topology
+            .server(old)
+            .cli(&["CLIENT", "KILL", "ID", &c["id"]]);
+    }
+    let want = format!("connected {new}");
+    node.wait_for_line(Duration::from_secs(10), |l| l == want);
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(frozen_at.elapsed()));
+    rc.cont();
+    let start = Instant::now();
+    let mut outs = Vec::new();
+    for _ in 0..200 {
+        let (code, _) = rc.http_get("/readyz");
+        if code != 200 {
+            {
+                let st = rc.status();
+                outs.push((
+                    start.elapsed(),
+                    format!(
+                        "checks={} observed={} verdict={} in={} {}",
+                        st["checks"],
+                        st["observed"],
+                        st["verdict"],
+                        st["in_rotation"],
+                        st["groups"][0]["connections"]
+                    ),
+                ));
+            }
+        }
+        if start.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s = rc.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    assert_eq!(s["in_rotation"], true);
+    let changes = verdict_changes(&rc);
+    assert!(
+        outs.is_empty(),
+        "out of rotation after the resume: {outs:?}; verdict changes so far {changes}"
     );
 }
