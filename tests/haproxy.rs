@@ -737,19 +737,19 @@ fn the_maintenance_switch_puts_the_node_in_maint_and_back_as_haproxy_sees_it() {
 fn agent_send_names_the_group_haproxy_asks_about() {
     let main = small_topology();
     let other = Topology::builder()
-        .replicas(0)
+        .replicas(1)
         .sentinels(1)
         .quorum(1)
         .master_name("other")
         .start();
-    // Connected to `main` only: `other` is disconnected, and out after its grace.
-    let node = DemoNode::pin(main.master_addr());
+    // Commands on `main`'s master, the subscriber on `other`'s replica: `main` is in rotation,
+    // `other` is out (stuck_on_replica).
+    let node = DemoNode::pin_with_pubsub(main.master_addr(), other.replicas()[0].addr());
     let mut rolecall = RolecallConfig::new()
         .pid(node.pid())
         .agent("state_file", "\"{dir}/agent.state\"")
         .redis_group("main", main.master_name(), &main.sentinel_addrs())
         .redis_group("other", other.master_name(), &other.sentinel_addrs())
-        .check("disconnected_grace", "\"1s\"")
         .start();
     rolecall.wait_for_status(
         "group main in rotation and group other out",
@@ -775,9 +775,11 @@ fn agent_send_names_the_group_haproxy_asks_about() {
     };
     answers("main", "up", &|r| r == "up\n");
     answers("other", "drain", &|r| {
-        r.starts_with("drain up #disconnected")
+        r.starts_with("drain up #stuck_on_replica")
     });
-    answers("\n", "drain", &|r| r.starts_with("drain up #disconnected"));
+    answers("\n", "drain", &|r| {
+        r.starts_with("drain up #stuck_on_replica")
+    });
 
     let (b1, b2) = (Backend::start(), Backend::start());
     let env = |group: &str| {
