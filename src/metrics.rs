@@ -30,6 +30,8 @@ pub struct Metrics {
     server_latency: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     maintenance: Gauge,
     repair_kills: Counter,
+    master_by_election: Family<Labels, Gauge>,
+    frozen: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Label sets written by the previous check, so vanished ones are removed.
     last_servers: Mutex<Vec<Labels>>,
 }
@@ -107,9 +109,23 @@ impl Metrics {
             "Node connections killed by the repair (CLIENT KILL)",
             repair_kills.clone(),
         );
+        let master_by_election = Family::<Labels, Gauge>::default();
+        registry.register(
+            "master_by_election",
+            "1 while the group's master is the one named by a failover leader a majority of the sentinels elected, before the majority names it",
+            master_by_election.clone(),
+        );
+        let frozen = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "frozen_seconds",
+            "Time rolecall itself was not running (stopped, frozen VM or container), left out of grace periods, holds and snapshot ages",
+            frozen.clone(),
+        );
         Metrics {
             maintenance,
             repair_kills,
+            master_by_election,
+            frozen,
             registry,
             verdict,
             in_rotation,
@@ -142,6 +158,7 @@ impl Metrics {
                 .set(i64::from(v == s.verdict));
         }
         self.in_rotation.set(i64::from(s.in_rotation));
+        self.frozen.set(crate::runclock::frozen().as_secs_f64());
         let mut servers = Vec::new();
         for g in &s.groups {
             let group = ("group".to_string(), g.name.clone());
@@ -156,6 +173,9 @@ impl Metrics {
             self.node_connections
                 .get_or_create(&vec![group.clone()])
                 .set(g.connections.len() as i64);
+            self.master_by_election
+                .get_or_create(&vec![group.clone()])
+                .set(i64::from(g.elected.is_some()));
             if let Some(r) = &g.repair {
                 self.repair_kills.inc_by(r.killed.len() as u64);
             }
@@ -229,5 +249,6 @@ mod tests {
         m.set_maintenance(true);
         assert!(m.encode().contains("rolecall_maintenance 1"));
         assert!(text.contains("rolecall_repair_kills_total 0"), "{text}");
+        assert!(text.contains("rolecall_frozen_seconds 0.0"), "{text}");
     }
 }

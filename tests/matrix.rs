@@ -888,6 +888,14 @@ fn a_rolecall_frozen_longer_than_the_hold_does_not_fail_open_on_resume() {
         first_word(&reply) != "up" && !reply.contains(" ready") && ready == Some(503),
         "on resume: agent {reply:?}, /readyz {ready:?}"
     );
+    // The freeze is on record for the operator.
+    let metrics = rc.http_get("/metrics").1;
+    let frozen = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rolecall_frozen_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no rolecall_frozen_seconds in\n{metrics}"));
+    assert!(frozen >= 3.0, "frozen {frozen} s, stopped for 4 s");
 }
 
 /// Row 31: frozen during a `stale_master` grace, resumed after the grace would have run out and

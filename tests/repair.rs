@@ -529,6 +529,12 @@ fn an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it(
     );
     assert!(group["elected"]["voters"].as_u64().unwrap() >= 2);
     assert!(group["votes"].as_u64().unwrap() <= 1, "{status:#}");
+    let metrics = rolecall.http_get("/metrics").1;
+    let gauge = format!(
+        "rolecall_master_by_election{{group=\"{}\"}} 1",
+        group["name"].as_str().unwrap()
+    );
+    assert!(metrics.contains(&gauge), "{metrics}");
     rolecall.wait_for_status(
         "the pinned node judged against it",
         Duration::from_secs(10),
