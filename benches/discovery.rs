@@ -1,11 +1,27 @@
-//! Discovery benchmark: `/proc/PID/net/tcp` against netlink `sock_diag`, in one run.
+//! Discovery benchmark: `/proc/PID/net/tcp` against netlink `sock_diag`, with and without a
+//! remote-port filter, in one run.
 //!
-//! Run it with `cargo bench --bench discovery`. It times `discover_with(&NodeSelector::Pid(own
-//! pid), method)` for both methods, alternating, while this process holds a few loopback
-//! connections (IPv4, IPv6, IPv4 to a dual-stack listener) and the network namespace holds N
-//! extra sockets in TIME_WAIT and N in ESTABLISHED (held by a child process, so they are not
-//! the node's), for N = 0, 1 000 and 10 000. Both methods must find the same connections at
-//! every repetition. It prints the median (and min, max) per N and method, and the ratio.
+//! Run it with `cargo bench --bench discovery`. It times `discover_to_ports_with(&NodeSelector::
+//! Pid(own pid), ports, method)` four ways, rotating: /proc and netlink unfiltered (`ports`
+//! empty), and netlink and /proc filtered to the remote ports of the node's connections to its
+//! three listeners (IPv4, IPv6, IPv4 to a dual-stack listener), which stand for the Redis
+//! ports. This process is the node and holds both ends of those three connections.
+//!
+//! Two cases, for N = 0, 1 000 and 10 000:
+//!
+//! - **Other sockets**: the network namespace holds N extra sockets in TIME_WAIT and N in
+//!   ESTABLISHED, the latter held by a child process, so they are not the node's. The
+//!   filtered netlink dump has the kernel skip them.
+//! - **Node's sockets**: the node itself holds N extra ESTABLISHED sockets (N/2 loopback pairs,
+//!   to a listener whose port is not in the filter), as a message server holds its clients'
+//!   websockets. Discovery reads every link of `/proc/PID/fd`; this case also times that scan
+//!   alone (`read_dir` and one `readlink` per fd), to give its cost per socket. It runs first,
+//!   in the fresh namespace, and its pairs are closed with a reset (`SO_LINGER` 0) so they
+//!   leave no TIME_WAIT behind.
+//!
+//! At every repetition the two unfiltered ways must find the same connections, and each
+//! filtered way exactly the unfiltered answer restricted to the ports. It prints the median
+//! (and min, max) per N and way, and ratios.
 //!
 //! So that the namespace holds only these sockets, the benchmark re-runs itself in a new
 //! network namespace, `unshare -n` (root) or `unshare -rn` (user namespaces), with loopback
@@ -13,7 +29,7 @@
 //! so, and the counts it prints (from `/proc/net/sockstat`) include everyone's sockets.
 //! `ROLECALL_BENCH_NETNS=keep` forces the current namespace.
 //!
-//! `ROLECALL_BENCH_REPS` (default 31) sets the repetitions per N and method. It raises its
+//! `ROLECALL_BENCH_REPS` (default 31) sets the repetitions per N and way. It raises its
 //! open-file limit to the hard limit, and holds fewer ESTABLISHED sockets than asked (saying
 //! so) if even that is too low. All traffic stays on 127.0.0.0/8 and `::1`; every wait is
 //! bounded.
@@ -22,13 +38,14 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rolecall::sockets::{Connection, Method, NodeSelector, discover_with};
+use rolecall::sockets::{Connection, Method, NodeSelector, discover_to_ports_with};
 
 const SIZES: [usize; 3] = [0, 1_000, 10_000];
 /// Listeners the TIME_WAIT sockets are spread over (see `make_time_wait`).
@@ -93,19 +110,43 @@ fn run(netns: &str) -> ExitCode {
         .unwrap_or(31usize)
         .max(1);
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let limit = usize::try_from(fd_limit).unwrap_or(usize::MAX);
     println!("discovery benchmark in {netns}");
     println!(
-        "discover_with(&NodeSelector::Pid({}), method), {reps} repetitions per N and method, \
-         open-file limit {fd_limit}",
+        "discover_to_ports_with(&NodeSelector::Pid({}), ports, method), {reps} repetitions per \
+         N and way, open-file limit {fd_limit}",
         std::process::id()
     );
 
     let node = NodeConnections::open();
-    let selector = NodeSelector::Pid(std::process::id());
+    let ports = node.listener_ports();
+    println!("filtered ways: ports {ports:?}");
+    let bench = Bench {
+        selector: NodeSelector::Pid(std::process::id()),
+        ports,
+        node,
+        reps,
+    };
+
+    // The node's own sockets first, in the fresh namespace: it leaves no TIME_WAIT behind.
+    let mut own_rows = Vec::new();
+    for n in SIZES {
+        // N sockets are N fds of this process, plus a few of its own.
+        let established = n.min(limit.saturating_sub(64)) / 2 * 2;
+        if established < n {
+            println!("N={n}: only {established} node sockets fit the open-file limit");
+        }
+        let extra = NodePairs::open(established / 2);
+        let before = sockstat();
+        let mut row = bench.measure(n, before, true);
+        row.after = sockstat();
+        drop(extra);
+        own_rows.push(row);
+    }
+
     let mut rows = Vec::new();
     for n in SIZES {
         // The holder needs one fd per ESTABLISHED socket, plus a few of its own.
-        let limit = usize::try_from(fd_limit).unwrap_or(usize::MAX);
         let established = n.min(limit.saturating_sub(64)) / 2 * 2;
         if established < n {
             println!("N={n}: only {established} ESTABLISHED sockets fit the open-file limit");
@@ -113,43 +154,136 @@ fn run(netns: &str) -> ExitCode {
         let holder = Holder::start(established / 2);
         make_time_wait(n);
         let before = sockstat();
+        let mut row = bench.measure(n, before, false);
+        row.after = sockstat();
+        drop(holder);
+        rows.push(row);
+    }
+    println!();
+    println!("Other processes hold N ESTABLISHED sockets, and the namespace N in TIME_WAIT:");
+    print_table(&rows);
+    println!();
+    println!("The node holds N extra ESTABLISHED sockets (N/2 pairs, both ends):");
+    print_own_table(&own_rows);
+    ExitCode::SUCCESS
+}
 
-        let mut proc_ms = Vec::with_capacity(reps);
-        let mut netlink_ms = Vec::with_capacity(reps);
-        // One untimed round each, so both start with warm caches.
-        let mut order = [Method::Proc, Method::Netlink];
-        for rep in 0..=reps {
-            let mut found = Vec::new();
-            for method in order {
+/// The ways of discovery the benchmark times, rotating.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Proc,
+    Netlink,
+    NetlinkPorts,
+    ProcPorts,
+}
+
+impl Way {
+    const ALL: [Way; 4] = [Way::Proc, Way::Netlink, Way::NetlinkPorts, Way::ProcPorts];
+
+    fn method(self) -> Method {
+        match self {
+            Way::Proc | Way::ProcPorts => Method::Proc,
+            Way::Netlink | Way::NetlinkPorts => Method::Netlink,
+        }
+    }
+
+    fn filtered(self) -> bool {
+        matches!(self, Way::NetlinkPorts | Way::ProcPorts)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+struct Bench {
+    selector: NodeSelector,
+    ports: BTreeSet<u16>,
+    node: NodeConnections,
+    reps: usize,
+}
+
+impl Bench {
+    /// Times every [`Way`] `reps` times (after one untimed round each, so all start with warm
+    /// caches), checking the answers at every repetition; with `scan`, also the read of the
+    /// node's `/proc/PID/fd` alone.
+    fn measure(&self, n: usize, before: SockStat, scan: bool) -> Row {
+        let mut ms: [Vec<f64>; 4] = Default::default();
+        let mut scan_ms = Vec::new();
+        let mut order = Way::ALL;
+        let no_ports = BTreeSet::new();
+        for rep in 0..=self.reps {
+            let mut found: [Vec<Connection>; 4] = Default::default();
+            for way in order {
+                let ports = if way.filtered() {
+                    &self.ports
+                } else {
+                    &no_ports
+                };
+                let method = way.method();
                 let start = Instant::now();
-                let (sockets, used) = discover_with(&selector, method)
+                let (sockets, used) = discover_to_ports_with(&self.selector, ports, method)
                     .unwrap_or_else(|err| panic!("discover by {method}: {err}"));
-                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                let elapsed = start.elapsed().as_secs_f64() * 1000.0;
                 assert_eq!(used, method);
                 if rep > 0 {
-                    match method {
-                        Method::Proc => proc_ms.push(ms),
-                        _ => netlink_ms.push(ms),
-                    }
+                    ms[way.index()].push(elapsed);
                 }
-                found.push(sockets.connections);
+                found[way.index()] = sockets.connections;
             }
-            assert_eq!(found[0], found[1], "the methods disagree");
-            node.assert_found(&found[0]);
-            order.reverse();
+            if scan {
+                let start = Instant::now();
+                let sockets = scan_fds();
+                let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+                assert!(sockets >= n + 6, "{sockets} socket links for N={n}");
+                if rep > 0 {
+                    scan_ms.push(elapsed);
+                }
+            }
+            let [by_proc, by_netlink, netlink_ports, proc_ports] = &found;
+            assert_eq!(by_proc, by_netlink, "the methods disagree");
+            assert!(by_proc.len() >= 6 + if scan { n } else { 0 });
+            self.node.assert_found(by_proc);
+            let restricted: Vec<Connection> = by_proc
+                .iter()
+                .filter(|c| self.ports.contains(&c.remote.port()))
+                .copied()
+                .collect();
+            assert_eq!(restricted.len(), 3, "{restricted:?}");
+            assert_eq!(netlink_ports, &restricted, "netlink filtered");
+            assert_eq!(proc_ports, &restricted, "/proc filtered");
+            order.rotate_left(1);
         }
-        let after = sockstat();
-        drop(holder);
-        rows.push(Row {
+        let [proc, netlink, netlink_ports, proc_ports] = ms.map(Summary::of);
+        Row {
             n,
             before,
-            after,
-            proc: Summary::of(proc_ms),
-            netlink: Summary::of(netlink_ms),
-        });
+            after: before,
+            proc,
+            netlink,
+            netlink_ports,
+            proc_ports,
+            scan: (!scan_ms.is_empty()).then(|| Summary::of(scan_ms)),
+        }
     }
-    print_table(&rows);
-    ExitCode::SUCCESS
+}
+
+/// Reads the links of this process's `/proc/PID/fd` as discovery does, and counts the sockets.
+fn scan_fds() -> usize {
+    let dir = format!("/proc/{}/fd", std::process::id());
+    let mut sockets = 0;
+    for entry in std::fs::read_dir(&dir).expect("read /proc/PID/fd") {
+        let entry = entry.expect("list /proc/PID/fd");
+        if let Ok(target) = std::fs::read_link(entry.path())
+            && target
+                .as_os_str()
+                .as_encoded_bytes()
+                .starts_with(b"socket:[")
+        {
+            sockets += 1;
+        }
+    }
+    sockets
 }
 
 struct Row {
@@ -158,18 +292,21 @@ struct Row {
     after: SockStat,
     proc: Summary,
     netlink: Summary,
+    netlink_ports: Summary,
+    proc_ports: Summary,
+    scan: Option<Summary>,
 }
 
 fn print_table(rows: &[Row]) {
-    println!();
     println!(
         "| N | TIME_WAIT in ns | TCP in use in ns | /proc median (min–max) | netlink median \
-         (min–max) | /proc ÷ netlink |"
+         (min–max) | netlink, ports median (min–max) | /proc, ports median (min–max) | /proc ÷ \
+         netlink | netlink ÷ netlink, ports |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!(
-            "| {} | {}–{} | {}–{} | {} | {} | {:.0}× |",
+            "| {} | {}–{} | {}–{} | {} | {} | {} | {} | {:.1}× | {:.1}× |",
             row.n,
             row.before.tw,
             row.after.tw,
@@ -177,7 +314,49 @@ fn print_table(rows: &[Row]) {
             row.after.inuse,
             row.proc,
             row.netlink,
+            row.netlink_ports,
+            row.proc_ports,
             row.proc.median / row.netlink.median,
+            row.netlink.median / row.netlink_ports.median,
+        );
+    }
+}
+
+fn print_own_table(rows: &[Row]) {
+    println!(
+        "| N (node's) | TIME_WAIT in ns | TCP in use in ns | /proc/PID/fd scan alone median \
+         (min–max) | /proc median (min–max) | netlink median (min–max) | netlink, ports median \
+         (min–max) | /proc, ports median (min–max) | scan µs per extra socket | netlink, ports \
+         µs per extra socket |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base = rows.first();
+    let per_socket = |row: &Row, value: fn(&Row) -> f64| match base {
+        Some(base) if row.n > 0 => {
+            format!("{:.2}", (value(row) - value(base)) * 1000.0 / row.n as f64)
+        }
+        _ => "–".to_owned(),
+    };
+    let scan_median = |row: &Row| row.scan.as_ref().map_or(f64::NAN, |s| s.median);
+    for row in rows {
+        let scan = row
+            .scan
+            .as_ref()
+            .map_or_else(|| "–".to_owned(), ToString::to_string);
+        println!(
+            "| {} | {}–{} | {}–{} | {} | {} | {} | {} | {} | {} | {} |",
+            row.n,
+            row.before.tw,
+            row.after.tw,
+            row.before.inuse,
+            row.after.inuse,
+            scan,
+            row.proc,
+            row.netlink,
+            row.netlink_ports,
+            row.proc_ports,
+            per_socket(row, scan_median),
+            per_socket(row, |row| row.netlink_ports.median),
         );
     }
 }
@@ -348,6 +527,14 @@ impl NodeConnections {
         NodeConnections { pairs }
     }
 
+    /// The ports of the node's three listeners: the remote ports of its client ends.
+    fn listener_ports(&self) -> BTreeSet<u16> {
+        self.pairs
+            .iter()
+            .map(|(_, _, listener)| listener.local_addr().unwrap().port())
+            .collect()
+    }
+
     fn assert_found(&self, found: &[Connection]) {
         for (client, server, _) in &self.pairs {
             for stream in [client, server] {
@@ -369,5 +556,39 @@ fn plain(address: SocketAddr) -> SocketAddr {
             None => address,
         },
         SocketAddr::V4(_) => address,
+    }
+}
+
+/// `pairs` connected loopback pairs held by this process (the node), to a listener of their
+/// own. On drop every socket is closed with a reset (`SO_LINGER` 0), which leaves no TIME_WAIT.
+struct NodePairs {
+    held: Vec<TcpStream>,
+    _listener: TcpListener,
+}
+
+impl NodePairs {
+    fn open(pairs: usize) -> NodePairs {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the node's extra listener");
+        let target = listener.local_addr().unwrap();
+        let mut held = Vec::with_capacity(2 * pairs);
+        for _ in 0..pairs {
+            let client = TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                .unwrap_or_else(|err| panic!("connect to {target}: {err}"));
+            let (server, _) = listener.accept().expect("accept");
+            held.push(client);
+            held.push(server);
+        }
+        NodePairs {
+            held,
+            _listener: listener,
+        }
+    }
+}
+
+impl Drop for NodePairs {
+    fn drop(&mut self) {
+        for stream in &self.held {
+            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+        }
     }
 }

@@ -28,7 +28,7 @@ use crate::snapshot::{
     ConnectionStatus, EventStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus,
     ServerStatus, Snapshot,
 };
-use crate::sockets::{DiscoverError, NodeSockets, discover};
+use crate::sockets::{DiscoverError, NodeSockets, discover_to_ports};
 use crate::verdict::{GroupFacts, Observation, RoutedConnection, Tracker, observe, observe_group};
 
 /// After a Sentinel event, confirmation checks follow each other this closely (instead of
@@ -112,6 +112,9 @@ pub struct Checker {
     tracker: Tracker,
     checks: u64,
     runner: CommandRunner,
+    /// The topology's ports as of the last check: discovery asks the kernel only for the node's
+    /// connections to these (empty: all of them).
+    ports: BTreeSet<u16>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -187,6 +190,7 @@ impl Checker {
             groups,
             checks: 0,
             runner: CommandRunner::default(),
+            ports: BTreeSet::new(),
             config,
         }
     }
@@ -295,18 +299,11 @@ impl Checker {
     /// Runs one complete check and returns the snapshot to publish.
     pub async fn check(&mut self) -> Snapshot {
         let started = Instant::now();
-        let selector = self.config.node.selector.clone();
         // The node's sockets (a /proc read, kernel time proportional to the namespace's
-        // sockets) and Sentinel's view are independent: gather both at once.
-        let discovery = async {
-            tokio::task::spawn_blocking(move || discover(&selector))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(DiscoverError::Unreadable(format!(
-                        "discovery task failed: {e}"
-                    )))
-                })
-        };
+        // sockets) and Sentinel's view are independent: gather both at once. Only connections to
+        // the topology's ports matter; they are known from the last check.
+        let ports = self.ports.clone();
+        let discovery = discover_blocking(self.config.node.selector.clone(), ports.clone());
         let views = join_all(self.groups.iter_mut().map(|g| async {
             let votes = g.votes.current(Instant::now());
             let answers = ask_all(
@@ -320,6 +317,18 @@ impl Checker {
             (answers, view)
         }));
         let (node, views) = tokio::join!(discovery, views);
+        // A server on a port the filter left out (a new replica, a failover to another port):
+        // look again with the ports of this check, so no connection of the node is missed.
+        let wanted: BTreeSet<u16> = views
+            .iter()
+            .flat_map(|(_, v)| v.servers().map(|s| s.port))
+            .collect();
+        let node = if !ports.is_empty() && !wanted.is_subset(&ports) {
+            discover_blocking(self.config.node.selector.clone(), wanted.clone()).await
+        } else {
+            node
+        };
+        self.ports = wanted;
         let node_ok: Result<(), DiscoverError> = match &node {
             Ok(_) => Ok(()),
             Err(DiscoverError::NodeMissing(m)) => Err(DiscoverError::NodeMissing(m.clone())),
@@ -403,6 +412,20 @@ impl Checker {
             fail_open_after: self.config.check.policy.unknown_hold,
         }
     }
+}
+
+/// [`discover_to_ports`] off the async runtime (it reads /proc and waits on netlink).
+async fn discover_blocking(
+    selector: crate::sockets::NodeSelector,
+    ports: BTreeSet<u16>,
+) -> Result<NodeSockets, DiscoverError> {
+    tokio::task::spawn_blocking(move || discover_to_ports(&selector, &ports))
+        .await
+        .unwrap_or_else(|e| {
+            Err(DiscoverError::Unreadable(format!(
+                "discovery task failed: {e}"
+            )))
+        })
 }
 
 fn now_millis() -> u128 {

@@ -158,7 +158,6 @@ impl Metrics {
                 .set(i64::from(v == s.verdict));
         }
         self.in_rotation.set(i64::from(s.in_rotation));
-        self.frozen.set(crate::runclock::frozen().as_secs_f64());
         let mut servers = Vec::new();
         for g in &s.groups {
             let group = ("group".to_string(), g.name.clone());
@@ -202,6 +201,8 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        // Read at the scrape: a freeze that just ended shows before the next check.
+        self.frozen.set(crate::runclock::frozen().as_secs_f64());
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

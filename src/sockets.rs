@@ -45,6 +45,14 @@
 //! still walks the hash table once per family, so its cost grows with the namespace's sockets,
 //! but 5–15 times slower than /proc (`benches/discovery.rs` compares both ways).
 //!
+//! A caller that only cares about connections to a few remote ports (a message server's node
+//! holds tens of thousands of client sockets and a handful of Redis connections) asks
+//! [`discover_to_ports`]. Netlink then sends an `INET_DIAG_REQ_BYTECODE` filter with the dump
+//! request (built by `port_filter`), and the kernel formats and copies only the sockets whose
+//! remote port is in the set; the walk of the hash table remains, and so does the `readlink` of
+//! every fd the node holds. The /proc way applies the same
+//! filter after parsing, so both ways give the same answer.
+//!
 //! Errors are split by what they mean for a health check: [`DiscoverError::NodeMissing`] when
 //! the node is not running (a process that vanishes halfway counts as missing), and
 //! [`DiscoverError::Unreadable`] when rolecall cannot look (no permission), in which case
@@ -52,7 +60,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -166,17 +174,43 @@ pub fn discover_with(
     selector: &NodeSelector,
     method: Method,
 ) -> Result<(NodeSockets, Method), DiscoverError> {
+    discover_to_ports_with(selector, &BTreeSet::new(), method)
+}
+
+/// [`discover`], keeping only the connections whose remote port is in `ports` (an empty set
+/// keeps every connection).
+///
+/// By netlink the kernel does the filtering (an `INET_DIAG_REQ_BYTECODE` filter), so the
+/// namespace's other sockets are neither formatted nor copied; by /proc the same filter is
+/// applied after parsing. Both give the same answer.
+pub fn discover_to_ports(
+    selector: &NodeSelector,
+    ports: &BTreeSet<u16>,
+) -> Result<NodeSockets, DiscoverError> {
+    discover_to_ports_with(selector, ports, Method::Auto).map(|(sockets, _)| sockets)
+}
+
+/// [`discover_to_ports`] with a chosen [`Method`], like [`discover_with`].
+pub fn discover_to_ports_with(
+    selector: &NodeSelector,
+    ports: &BTreeSet<u16>,
+    method: Method,
+) -> Result<(NodeSockets, Method), DiscoverError> {
     match selector {
         NodeSelector::Pid(pid) => {
             let label = format!("pid {pid}");
             require_running(*pid, &label)?;
-            sockets_of(vec![*pid], method, || format!("no process with {label}"))
+            sockets_of(vec![*pid], method, ports, || {
+                format!("no process with {label}")
+            })
         }
         NodeSelector::PidFile(path) => {
             let pid = read_pid_file(path)?;
             let label = format!("pid {pid} (from pid file {})", path.display());
             require_running(pid, &label)?;
-            sockets_of(vec![pid], method, || format!("no process with {label}"))
+            sockets_of(vec![pid], method, ports, || {
+                format!("no process with {label}")
+            })
         }
         NodeSelector::Process(name) => {
             let missing = || format!("no process named {name}");
@@ -184,9 +218,9 @@ pub fn discover_with(
             if pids.is_empty() {
                 return Err(DiscoverError::NodeMissing(missing()));
             }
-            sockets_of(pids, method, missing)
+            sockets_of(pids, method, ports, missing)
         }
-        NodeSelector::Namespace => namespace_sockets(method),
+        NodeSelector::Namespace => namespace_sockets(method, ports),
     }
 }
 
@@ -494,6 +528,15 @@ fn read_tcp_tables(net: &Path) -> Result<Option<Table>, DiscoverError> {
 /// ESTABLISHED connections of a network namespace, each with its socket's inode.
 type Table = Vec<(Connection, u64)>;
 
+/// Keeps the connections whose remote port is in `ports`; an empty set keeps all. A netlink
+/// table was filtered by the kernel already (unless the set was too large for a filter, see
+/// [`MAX_FILTER_PORTS`]); a /proc table is filtered here.
+fn keep_ports(table: &mut Table, ports: &BTreeSet<u16>) {
+    if !ports.is_empty() {
+        table.retain(|(connection, _)| ports.contains(&connection.remote.port()));
+    }
+}
+
 fn sorted(mut connections: Vec<Connection>) -> Vec<Connection> {
     connections.sort_unstable();
     connections.dedup();
@@ -502,14 +545,18 @@ fn sorted(mut connections: Vec<Connection>) -> Vec<Connection> {
 
 /// The ESTABLISHED sockets (with inodes) of the network namespace of `pid`, and the method
 /// that listed them. `Ok(None)` if the process is gone.
-fn namespace_table_of(pid: u32, method: Method) -> Result<Option<(Table, Method)>, DiscoverError> {
+fn namespace_table_of(
+    pid: u32,
+    method: Method,
+    ports: &BTreeSet<u16>,
+) -> Result<Option<(Table, Method)>, DiscoverError> {
     let by_proc = || Ok(read_tcp_tables(&proc_path(pid, "net"))?.map(|t| (t, Method::Proc)));
     if method == Method::Proc {
         return by_proc();
     }
     let ns = proc_path(pid, "ns/net");
     match shares_our_netns(&ns) {
-        Ok(true) => match dump_established() {
+        Ok(true) => match dump_established(ports) {
             Ok(table) => Ok(Some((table, Method::Netlink))),
             Err(err) if method == Method::Auto => {
                 note_netlink_unavailable(&err);
@@ -568,6 +615,7 @@ fn note_other_netns(pid: u32) {
 fn sockets_of(
     pids: Vec<u32>,
     method: Method,
+    ports: &BTreeSet<u16>,
     missing: impl Fn() -> String,
 ) -> Result<(NodeSockets, Method), DiscoverError> {
     let mut inodes = HashSet::new();
@@ -581,14 +629,15 @@ fn sockets_of(
     }
     let mut table = None;
     for &pid in &alive {
-        table = namespace_table_of(pid, method)?;
+        table = namespace_table_of(pid, method, ports)?;
         if table.is_some() {
             break;
         }
     }
-    let Some((table, used)) = table else {
+    let Some((mut table, used)) = table else {
         return Err(DiscoverError::NodeMissing(missing()));
     };
+    keep_ports(&mut table, ports);
     let connections = table
         .into_iter()
         .filter(|(_, inode)| inodes.contains(inode))
@@ -602,7 +651,10 @@ fn sockets_of(
 }
 
 /// Every established connection of rolecall's network namespace that rolecall does not hold.
-fn namespace_sockets(method: Method) -> Result<(NodeSockets, Method), DiscoverError> {
+fn namespace_sockets(
+    method: Method,
+    ports: &BTreeSet<u16>,
+) -> Result<(NodeSockets, Method), DiscoverError> {
     let own_fds = Path::new("/proc/self/fd");
     let gone = || DiscoverError::Unreadable("/proc/self vanished".to_owned());
     // rolecall opens and closes its own connections (probes) while this runs. Listing its fds
@@ -616,13 +668,13 @@ fn namespace_sockets(method: Method) -> Result<(NodeSockets, Method), DiscoverEr
         let table = read_tcp_tables(Path::new("/proc/self/net"))?.ok_or_else(gone)?;
         Ok::<_, DiscoverError>((table, Method::Proc))
     };
-    let (table, used) = match method {
+    let (mut table, used) = match method {
         Method::Proc => by_proc()?,
         Method::Netlink => (
-            dump_established().map_err(|err| DiscoverError::Unreadable(err.to_string()))?,
+            dump_established(ports).map_err(|err| DiscoverError::Unreadable(err.to_string()))?,
             Method::Netlink,
         ),
-        Method::Auto => match dump_established() {
+        Method::Auto => match dump_established(ports) {
             Ok(table) => (table, Method::Netlink),
             Err(err) => {
                 note_netlink_unavailable(&err);
@@ -633,6 +685,7 @@ fn namespace_sockets(method: Method) -> Result<(NodeSockets, Method), DiscoverEr
     if !collect_socket_inodes_in(own_fds, &mut own)? {
         return Err(gone());
     }
+    keep_ports(&mut table, ports);
     let connections = table
         .into_iter()
         // Inode 0: the handshake is done but nobody has accept()ed the socket yet, so no
@@ -678,9 +731,42 @@ const NETLINK_DUMP_LIMIT: Duration = Duration::from_secs(5);
 /// would make it send smaller ones.
 const NETLINK_RECV_BUFFER: usize = 64 * 1024;
 
-/// Every ESTABLISHED TCP socket of rolecall's network namespace, IPv4 then IPv6, with its
-/// inode, through `NETLINK_SOCK_DIAG` (sock_diag(7)).
-fn dump_established() -> Result<Table, NetlinkError> {
+/// Set once the kernel refused an `INET_DIAG_BC_D_EQ` filter; later dumps compare ports with
+/// `D_GE` and `D_LE` straight away.
+static PORT_EQUAL_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Every ESTABLISHED TCP socket of rolecall's network namespace whose remote port is in `ports`
+/// (all of them for an empty set), IPv4 then IPv6, with its inode, through `NETLINK_SOCK_DIAG`
+/// (sock_diag(7)). The kernel applies the port filter ([`port_filter`]).
+fn dump_established(ports: &BTreeSet<u16>) -> Result<Table, NetlinkError> {
+    let how = if PORT_EQUAL_REFUSED.load(Ordering::Relaxed) {
+        PortMatch::Range
+    } else {
+        PortMatch::Equal
+    };
+    let filter = port_filter(ports, how);
+    match dump_filtered(&filter) {
+        // A kernel older than `INET_DIAG_BC_D_EQ` fails the audit of the filter
+        // (`inet_diag_bc_audit` refuses an unknown code with EINVAL); `D_GE` and `D_LE` are as
+        // old as the bytecode itself.
+        Err(NetlinkError::Os { cause, .. })
+            if how == PortMatch::Equal
+                && !filter.is_empty()
+                && cause.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            PORT_EQUAL_REFUSED.store(true, Ordering::Relaxed);
+            tracing::debug!(
+                "the kernel refused INET_DIAG_BC_D_EQ, filtering ports with D_GE and D_LE"
+            );
+            dump_filtered(&port_filter(ports, PortMatch::Range))
+        }
+        other => other,
+    }
+}
+
+/// The ESTABLISHED TCP sockets of rolecall's network namespace that pass `filter`, an
+/// `INET_DIAG_REQ_BYTECODE` program (none when empty).
+fn dump_filtered(filter: &[u8]) -> Result<Table, NetlinkError> {
     use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
 
     let socket = Socket::new(NETLINK_SOCK_DIAG).map_err(NetlinkError::os("open a socket"))?;
@@ -696,7 +782,7 @@ fn dump_established() -> Result<Table, NetlinkError> {
     let mut table = Vec::new();
     for (sequence, family) in [(1, AF_INET), (2, AF_INET6)] {
         socket
-            .send(&dump_request(family, sequence), 0)
+            .send(&dump_request(family, sequence, filter), 0)
             .map_err(NetlinkError::os("send a dump request"))?;
         loop {
             if Instant::now() > deadline {
@@ -731,8 +817,9 @@ fn dump_established() -> Result<Table, NetlinkError> {
     Ok(table)
 }
 
-/// A `SOCK_DIAG_BY_FAMILY` dump request for the ESTABLISHED TCP sockets of `family`.
-fn dump_request(family: u8, sequence: u32) -> Vec<u8> {
+/// A `SOCK_DIAG_BY_FAMILY` dump request for the ESTABLISHED TCP sockets of `family`, with
+/// `filter` as its `INET_DIAG_REQ_BYTECODE` attribute unless it is empty.
+fn dump_request(family: u8, sequence: u32, filter: &[u8]) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = sequence;
@@ -751,7 +838,111 @@ fn dump_request(family: u8, sequence: u32) -> Vec<u8> {
     message.finalize();
     let mut bytes = vec![0u8; message.buffer_len()];
     message.serialize(&mut bytes);
+    if !filter.is_empty() {
+        // A struct nlattr (u16 nla_len, u16 nla_type) and the program, after the
+        // inet_diag_req_v2 (`inet_diag_parse_attrs` in net/ipv4/inet_diag.c reads the attributes
+        // there). The program's length is a multiple of 4, so no padding follows.
+        let attribute_len = u16::try_from(NLA_HEADER_LEN + filter.len())
+            .expect("port_filter bounds the program's length");
+        bytes.extend_from_slice(&attribute_len.to_ne_bytes());
+        bytes.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        bytes.extend_from_slice(filter);
+        let total = u32::try_from(bytes.len()).expect("a request of a few KiB");
+        NetlinkBuffer::new(&mut bytes[..]).set_length(total);
+    }
     bytes
+}
+
+/// `INET_DIAG_REQ_BYTECODE` in linux/inet_diag.h: the request attribute holding a filter.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// The size of a `struct nlattr` header.
+const NLA_HEADER_LEN: usize = 4;
+/// `inet_diag_bc_op` codes (linux/inet_diag.h).
+const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_D_GE: u8 = 4;
+const INET_DIAG_BC_D_LE: u8 = 5;
+const INET_DIAG_BC_D_EQ: u8 = 12;
+/// The size of one `inet_diag_bc_op`, and of a port comparison: the op and a second op holding
+/// the port.
+const BC_OP_LEN: usize = 4;
+const BC_PORT_TEST_LEN: usize = 2 * BC_OP_LEN;
+
+/// Above this many ports no filter is sent and the whole table is filtered in user space: the
+/// kernel runs the program for every socket, one comparison per port, and jump offsets are
+/// 16-bit. A Redis topology has a handful of ports.
+const MAX_FILTER_PORTS: usize = 1024;
+
+/// How [`port_filter`] compares a socket's remote port with one of the ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortMatch {
+    /// One `INET_DIAG_BC_D_EQ`.
+    Equal,
+    /// `INET_DIAG_BC_D_GE` then `INET_DIAG_BC_D_LE` with the same port, for kernels without
+    /// `D_EQ`.
+    Range,
+}
+
+/// The `INET_DIAG_REQ_BYTECODE` program that accepts a socket whose remote port is in `ports`:
+/// empty (no filter) when `ports` is empty or holds more than [`MAX_FILTER_PORTS`].
+///
+/// The kernel's interpreter (`inet_diag_bc_run` in net/ipv4/inet_diag.c) walks a sequence of
+/// 4-byte `struct inet_diag_bc_op { u8 code; u8 yes; u16 no; }` (host byte order). Each op
+/// tests the socket and moves forward by `yes` bytes if the test holds, by `no` bytes if not;
+/// the socket is accepted if this lands exactly on the end of the program, rejected if it
+/// lands past it. A port comparison (`D_EQ`, `D_GE`, `D_LE`) is followed by a second op whose
+/// `no` holds the port, compared with `ntohs(inet_dport)`: the socket's remote port.
+/// `INET_DIAG_BC_JMP` always takes its `no`.
+///
+/// The ports are tested one after the other, like `ss` compiles `dport = :A or dport = :B`
+/// (`ssfilter_bytecompile` in iproute2's misc/ss.c):
+///
+/// ```text
+/// test A: D_EQ  yes 8  no 12       a match goes on to the JMP, a mismatch to test B
+///         port A (in `no`)
+///         JMP   yes 4  no  →end    a match of A: jump to the end, accept
+/// test B: D_EQ  yes 8  no 12       the last test: a match lands on the end (accept), a
+///         port B                   mismatch 4 bytes past it (reject)
+/// ```
+///
+/// With [`PortMatch::Range`] a test is `D_GE yes 8 no 20; port; D_LE yes 8 no 12; port`.
+/// `yes` is one byte, so every accepting jump of the chain is a `JMP`'s 16-bit `no`.
+///
+/// The kernel checks a program before the dump (`inet_diag_bc_audit`): every `yes` at least
+/// the op's length with its argument (8 for a port comparison, 4 for `JMP`), every `no` at
+/// least that too and at most 4 bytes past the end, every offset a multiple of 4, every `no`
+/// target inside the program an op that the chain of `yes` jumps reaches, and that chain
+/// ending exactly on the end. The layout above meets all of them.
+fn port_filter(ports: &BTreeSet<u16>, how: PortMatch) -> Vec<u8> {
+    if ports.is_empty() || ports.len() > MAX_FILTER_PORTS {
+        return Vec::new();
+    }
+    let codes: &[u8] = match how {
+        PortMatch::Equal => &[INET_DIAG_BC_D_EQ],
+        PortMatch::Range => &[INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE],
+    };
+    let test_len = BC_PORT_TEST_LEN * codes.len();
+    let total = ports.len() * (test_len + BC_OP_LEN) - BC_OP_LEN;
+    let offset = |n: usize| u16::try_from(n).expect("MAX_FILTER_PORTS bounds the program");
+    let mut program = Vec::with_capacity(total);
+    let mut push_op = |code: u8, yes: u8, no: u16| {
+        program.push(code);
+        program.push(yes);
+        program.extend_from_slice(&no.to_ne_bytes());
+    };
+    for (index, &port) in ports.iter().enumerate() {
+        for (step, &code) in codes.iter().enumerate() {
+            // A mismatch skips the rest of this test and its JMP: the next port's test, or 4
+            // bytes past the end after the last one.
+            let no = test_len - step * BC_PORT_TEST_LEN + BC_OP_LEN;
+            push_op(code, BC_PORT_TEST_LEN as u8, offset(no));
+            push_op(0, 0, port);
+        }
+        if index + 1 < ports.len() {
+            let jmp_at = (index + 1) * (test_len + BC_OP_LEN) - BC_OP_LEN;
+            push_op(INET_DIAG_BC_JMP, BC_OP_LEN as u8, offset(total - jmp_at));
+        }
+    }
+    program
 }
 
 /// Whether a dump goes on after a datagram.
@@ -1606,7 +1797,7 @@ mod tests {
     #[test]
     fn dump_requests_ask_for_established_tcp_sockets_of_one_family() {
         for (family, sequence) in [(AF_INET, 1), (AF_INET6, 2)] {
-            let bytes = dump_request(family, sequence);
+            let bytes = dump_request(family, sequence, &[]);
             let message = NetlinkBuffer::new_checked(&bytes[..]).unwrap();
             assert_eq!(message.message_type(), SOCK_DIAG_BY_FAMILY);
             assert_eq!(message.flags(), NLM_F_REQUEST | NLM_F_DUMP);
@@ -1645,10 +1836,374 @@ mod tests {
         }
     }
 
+    /// One `inet_diag_bc_op` as the kernel reads it.
+    fn op(code: u8, yes: u8, no: u16) -> Vec<u8> {
+        let mut bytes = vec![code, yes];
+        bytes.extend_from_slice(&no.to_ne_bytes());
+        bytes
+    }
+
+    fn ports(list: &[u16]) -> BTreeSet<u16> {
+        list.iter().copied().collect()
+    }
+
+    #[test]
+    fn port_filters_are_laid_out_like_ss_compiles_them() {
+        const EQ: u8 = 12;
+        const GE: u8 = 4;
+        const LE: u8 = 5;
+        const JMP: u8 = 1;
+        /// A name, the ports, how they are compared, and the program's ops.
+        type Case = (&'static str, Vec<u16>, PortMatch, Vec<Vec<u8>>);
+        let cases: Vec<Case> = vec![
+            (
+                "one port",
+                vec![6379],
+                PortMatch::Equal,
+                vec![op(EQ, 8, 12), op(0, 0, 6379)],
+            ),
+            (
+                "two ports, ascending whatever the order given",
+                vec![26379, 6379],
+                PortMatch::Equal,
+                vec![
+                    op(EQ, 8, 12),
+                    op(0, 0, 6379),
+                    op(JMP, 4, 12),
+                    op(EQ, 8, 12),
+                    op(0, 0, 26379),
+                ],
+            ),
+            (
+                "four ports",
+                vec![7000, 7001, 26379, 6379],
+                PortMatch::Equal,
+                vec![
+                    op(EQ, 8, 12),
+                    op(0, 0, 6379),
+                    op(JMP, 4, 36),
+                    op(EQ, 8, 12),
+                    op(0, 0, 7000),
+                    op(JMP, 4, 24),
+                    op(EQ, 8, 12),
+                    op(0, 0, 7001),
+                    op(JMP, 4, 12),
+                    op(EQ, 8, 12),
+                    op(0, 0, 26379),
+                ],
+            ),
+            (
+                "one port as a range",
+                vec![6379],
+                PortMatch::Range,
+                vec![op(GE, 8, 20), op(0, 0, 6379), op(LE, 8, 12), op(0, 0, 6379)],
+            ),
+            (
+                "three ports as ranges",
+                vec![1, 65535, 6379],
+                PortMatch::Range,
+                vec![
+                    op(GE, 8, 20),
+                    op(0, 0, 1),
+                    op(LE, 8, 12),
+                    op(0, 0, 1),
+                    op(JMP, 4, 40),
+                    op(GE, 8, 20),
+                    op(0, 0, 6379),
+                    op(LE, 8, 12),
+                    op(0, 0, 6379),
+                    op(JMP, 4, 20),
+                    op(GE, 8, 20),
+                    op(0, 0, 65535),
+                    op(LE, 8, 12),
+                    op(0, 0, 65535),
+                ],
+            ),
+            ("no port: no filter", vec![], PortMatch::Equal, vec![]),
+        ];
+        for (name, list, how, want) in cases {
+            assert_eq!(
+                port_filter(&ports(&list), how),
+                want.concat(),
+                "case: {name}"
+            );
+        }
+        let too_many: BTreeSet<u16> = (1..=u16::try_from(MAX_FILTER_PORTS + 1).unwrap()).collect();
+        assert!(port_filter(&too_many, PortMatch::Equal).is_empty());
+        let most: BTreeSet<u16> = (1..=u16::try_from(MAX_FILTER_PORTS).unwrap()).collect();
+        assert_eq!(
+            port_filter(&most, PortMatch::Range).len(),
+            MAX_FILTER_PORTS * 20 - 4
+        );
+    }
+
+    /// `inet_diag_bc_audit` (net/ipv4/inet_diag.c), for the codes `port_filter` uses: whether
+    /// the kernel accepts `program`.
+    fn kernel_audit(program: &[u8]) -> bool {
+        let at = |offset: usize| -> (u8, usize, usize) {
+            let op = &program[offset..offset + 4];
+            (
+                op[0],
+                usize::from(op[1]),
+                usize::from(u16::from_ne_bytes([op[2], op[3]])),
+            )
+        };
+        // valid_cc: whether an op starts `cc` bytes before the end, on the chain of yes jumps.
+        let valid_cc = |cc: usize| {
+            let (mut offset, mut len) = (0usize, program.len() as isize);
+            while len >= 0 {
+                if cc as isize > len {
+                    return false;
+                }
+                if cc as isize == len {
+                    return true;
+                }
+                let (_, yes, _) = at(offset);
+                if yes < 4 || yes % 4 != 0 {
+                    return false;
+                }
+                len -= yes as isize;
+                offset += yes;
+            }
+            false
+        };
+        if program.len() < 4 {
+            return false;
+        }
+        let (mut offset, mut len) = (0usize, program.len() as isize);
+        while len > 0 {
+            let (code, yes, no) = at(offset);
+            let min_len = match code {
+                INET_DIAG_BC_D_EQ | INET_DIAG_BC_D_GE | INET_DIAG_BC_D_LE => {
+                    if len < 8 {
+                        return false;
+                    }
+                    8
+                }
+                INET_DIAG_BC_JMP => 4,
+                _ => return false,
+            };
+            if no < min_len || no as isize > len + 4 || no % 4 != 0 {
+                return false;
+            }
+            if (no as isize) < len && !valid_cc((len - no as isize) as usize) {
+                return false;
+            }
+            if yes < min_len || yes as isize > len + 4 || yes % 4 != 0 {
+                return false;
+            }
+            offset += yes;
+            len -= yes as isize;
+        }
+        len == 0
+    }
+
+    /// `inet_diag_bc_run` (net/ipv4/inet_diag.c) for a socket whose remote port is `dport`.
+    fn kernel_run(program: &[u8], dport: u16) -> bool {
+        let (mut offset, mut len) = (0usize, program.len() as isize);
+        while len > 0 {
+            let op = &program[offset..offset + 4];
+            let argument = || u16::from_ne_bytes([program[offset + 6], program[offset + 7]]);
+            let yes = match op[0] {
+                INET_DIAG_BC_JMP => false,
+                INET_DIAG_BC_D_EQ => dport == argument(),
+                INET_DIAG_BC_D_GE => dport >= argument(),
+                INET_DIAG_BC_D_LE => dport <= argument(),
+                code => panic!("unexpected code {code}"),
+            };
+            let step = if yes {
+                usize::from(op[1])
+            } else {
+                usize::from(u16::from_ne_bytes([op[2], op[3]]))
+            };
+            offset += step;
+            len -= step as isize;
+        }
+        len == 0
+    }
+
+    #[test]
+    fn port_filters_pass_the_kernels_audit_and_accept_exactly_their_ports() {
+        let sets: Vec<BTreeSet<u16>> = vec![
+            ports(&[6379]),
+            ports(&[6379, 26379]),
+            ports(&[1, 6379, 6380, 26379, 65535]),
+            (7000..7040).collect(),
+            (1..=u16::try_from(MAX_FILTER_PORTS).unwrap())
+                .map(|p| p * 60)
+                .collect(),
+        ];
+        let probes: Vec<u16> = [0, 1, 2, 59, 60, 61, 6378, 6379, 6380, 6381, 26379]
+            .into_iter()
+            .chain(6990..7050)
+            .chain([61_439, 61_440, 61_441, 65_534, 65_535])
+            .collect();
+        for set in &sets {
+            for how in [PortMatch::Equal, PortMatch::Range] {
+                let program = port_filter(set, how);
+                assert!(kernel_audit(&program), "{how:?} {set:?}: refused");
+                for set_port in set.iter().copied().chain(probes.iter().copied()) {
+                    assert_eq!(
+                        kernel_run(&program, set_port),
+                        set.contains(&set_port),
+                        "{how:?}, port {set_port}, set of {}",
+                        set.len()
+                    );
+                }
+            }
+        }
+        // The audit model refuses what the kernel refuses.
+        let mut bad_yes = port_filter(&ports(&[6379]), PortMatch::Equal);
+        bad_yes[1] = 4;
+        assert!(!kernel_audit(&bad_yes));
+        let mut bad_no = port_filter(&ports(&[6379, 6380]), PortMatch::Equal);
+        bad_no[2..4].copy_from_slice(&6u16.to_ne_bytes());
+        assert!(!kernel_audit(&bad_no));
+    }
+
+    #[test]
+    fn a_filtered_dump_request_carries_the_program_as_an_attribute() {
+        let filter = port_filter(&ports(&[6379, 26379]), PortMatch::Equal);
+        let bytes = dump_request(AF_INET6, 7, &filter);
+        let message = NetlinkBuffer::new_checked(&bytes[..]).unwrap();
+        assert_eq!(message.length() as usize, bytes.len());
+        assert_eq!(message.sequence_number(), 7);
+        assert_eq!(bytes.len(), 72 + 4 + filter.len());
+        assert_eq!(
+            InetRequestBytes::from(&bytes[16..]),
+            InetRequestBytes {
+                family: AF_INET6,
+                protocol: 6,
+                states: 1 << 1,
+            }
+        );
+        let attribute = &bytes[72..];
+        assert_eq!(
+            u16::from_ne_bytes([attribute[0], attribute[1]]),
+            u16::try_from(4 + filter.len()).unwrap()
+        );
+        assert_eq!(u16::from_ne_bytes([attribute[2], attribute[3]]), 1);
+        assert_eq!(&attribute[4..], &filter[..]);
+    }
+
+    /// Runs `selector` filtered to `ports` by /proc, netlink, /proc until both /proc answers
+    /// agree, and checks that netlink agreed too, like [`both_ways`].
+    fn both_ways_to(selector: &NodeSelector, ports: &BTreeSet<u16>) -> NodeSockets {
+        let mut last = None;
+        for _ in 0..50 {
+            let before = discover_to_ports_with(selector, ports, Method::Proc).unwrap();
+            let netlink = discover_to_ports_with(selector, ports, Method::Netlink).unwrap();
+            let after = discover_to_ports_with(selector, ports, Method::Proc).unwrap();
+            assert_eq!(
+                (before.1, netlink.1, after.1),
+                (Method::Proc, Method::Netlink, Method::Proc)
+            );
+            if before.0 == after.0 && netlink.0 == before.0 {
+                return netlink.0;
+            }
+            last = Some((before.0, netlink.0, after.0));
+        }
+        let (before, netlink, after) = last.unwrap();
+        panic!(
+            "{selector} to {ports:?}: netlink never agreed with a stable /proc\n\
+             proc before: {before:?}\nnetlink: {netlink:?}\nproc after: {after:?}"
+        );
+    }
+
+    #[test]
+    fn a_port_filter_keeps_exactly_the_connections_to_those_remote_ports() {
+        let v4 = Pair::connect("127.0.0.1:0", |port| addr(&format!("127.0.0.1:{port}")));
+        let v4_other = Pair::connect("127.0.0.1:0", |port| addr(&format!("127.0.0.1:{port}")));
+        let v6 = Pair::connect("[::1]:0", |port| addr(&format!("[::1]:{port}")));
+        let v6_other = Pair::connect("[::1]:0", |port| addr(&format!("[::1]:{port}")));
+        let mapped = Pair::connect("[::]:0", |port| addr(&format!("127.0.0.1:{port}")));
+        // Remote ports: the listeners of v4, v6 and mapped (their client sides), and the client
+        // port of v6_other (its server side, whose remote end is that client).
+        let wanted = [
+            v4.client_side(),
+            v6.client_side(),
+            mapped.client_side(),
+            v6_other.server_side(),
+        ];
+        let set: BTreeSet<u16> = wanted.iter().map(|c| c.remote.port()).collect();
+        assert_eq!(set.len(), 4);
+        let mut want = wanted.to_vec();
+        want.sort_unstable();
+        let unwanted = [
+            v4.server_side(),
+            v4_other.client_side(),
+            v4_other.server_side(),
+            v6.server_side(),
+            v6_other.client_side(),
+            mapped.server_side(),
+        ];
+        let selector = NodeSelector::Pid(our_pid());
+
+        // Only this test's listeners and client ports are in the set, so exactly these
+        // connections of this process go to those ports, whatever other tests hold.
+        let (by_proc, used) = discover_to_ports_with(&selector, &set, Method::Proc).unwrap();
+        assert_eq!(used, Method::Proc);
+        assert_eq!(by_proc.connections, want);
+        assert!(want.iter().any(|c| c.remote.is_ipv6()) && want.iter().any(|c| c.remote.is_ipv4()));
+
+        let all = discover_with(&selector, Method::Proc).unwrap().0;
+        for connection in wanted.iter().chain(&unwanted) {
+            assert!(
+                all.connections.contains(connection),
+                "{connection:?} not in {all:?}"
+            );
+        }
+
+        if netlink_refused() {
+            return;
+        }
+        let found = both_ways_to(&selector, &set);
+        assert_eq!(found.connections, want);
+        for connection in unwanted {
+            assert!(!found.connections.contains(&connection));
+        }
+        let (found, used) = discover_to_ports_with(&selector, &set, Method::Auto).unwrap();
+        assert_eq!((found.connections, used), (want.clone(), Method::Netlink));
+
+        // Both layouts, straight from the kernel: only sockets to those ports come back.
+        for how in [PortMatch::Equal, PortMatch::Range] {
+            let table = dump_filtered(&port_filter(&set, how)).unwrap();
+            for (connection, _) in &table {
+                assert!(
+                    set.contains(&connection.remote.port()),
+                    "{how:?}: {connection:?}"
+                );
+            }
+            for connection in &want {
+                assert!(
+                    table.iter().any(|(c, _)| c == connection),
+                    "{how:?}: {connection:?} not in {table:?}"
+                );
+            }
+        }
+
+        // The kernel audits the program: one whose first `yes` is shorter than a port
+        // comparison is refused, as `kernel_audit` models.
+        let mut bad = port_filter(&set, PortMatch::Equal);
+        bad[1] = 4;
+        match dump_filtered(&bad) {
+            Err(NetlinkError::Os { cause, .. }) => {
+                assert_eq!(cause.raw_os_error(), Some(libc::EINVAL))
+            }
+            other => panic!("a bad program: expected EINVAL, got {other:?}"),
+        }
+
+        // The namespace selector filters the same way (our own sockets are left out).
+        let found = both_ways_to(&NodeSelector::Namespace, &set);
+        for connection in &found.connections {
+            assert!(set.contains(&connection.remote.port()), "{connection:?}");
+        }
+    }
+
     /// Whether netlink sock_diag is refused here (a sandbox); tests of the netlink path then
     /// say so and pass, as `discover` itself falls back to /proc.
     fn netlink_refused() -> bool {
-        match dump_established() {
+        match dump_established(&BTreeSet::new()) {
             Ok(_) => false,
             Err(NetlinkError::Os { cause, .. })
                 if matches!(
