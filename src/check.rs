@@ -28,7 +28,7 @@ use crate::snapshot::{
     ConnectionStatus, EventStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus,
     ServerStatus, Snapshot,
 };
-use crate::sockets::{DiscoverError, NodeSockets, discover_to_ports};
+use crate::sockets::{DiscoverError, FdMemory, NodeSockets, discover_remembering};
 use crate::verdict::{GroupFacts, Observation, RoutedConnection, Tracker, observe, observe_group};
 
 /// After a Sentinel event, confirmation checks follow each other this closely (instead of
@@ -115,6 +115,8 @@ pub struct Checker {
     /// The topology's ports as of the last check: discovery asks the kernel only for the node's
     /// connections to these (empty: all of them).
     ports: BTreeSet<u16>,
+    /// What the last discovery learned from the node's fds (read them all only when needed).
+    fd_memory: Arc<std::sync::Mutex<FdMemory>>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -191,6 +193,7 @@ impl Checker {
             checks: 0,
             runner: CommandRunner::default(),
             ports: BTreeSet::new(),
+            fd_memory: Arc::default(),
             config,
         }
     }
@@ -303,7 +306,11 @@ impl Checker {
         // sockets) and Sentinel's view are independent: gather both at once. Only connections to
         // the topology's ports matter; they are known from the last check.
         let ports = self.ports.clone();
-        let discovery = discover_blocking(self.config.node.selector.clone(), ports.clone());
+        let discovery = discover_blocking(
+            self.config.node.selector.clone(),
+            ports.clone(),
+            self.fd_memory.clone(),
+        );
         let views = join_all(self.groups.iter_mut().map(|g| async {
             let votes = g.votes.current(Instant::now());
             let answers = ask_all(
@@ -324,7 +331,12 @@ impl Checker {
             .flat_map(|(_, v)| v.servers().map(|s| s.port))
             .collect();
         let node = if !ports.is_empty() && !wanted.is_subset(&ports) {
-            discover_blocking(self.config.node.selector.clone(), wanted.clone()).await
+            discover_blocking(
+                self.config.node.selector.clone(),
+                wanted.clone(),
+                self.fd_memory.clone(),
+            )
+            .await
         } else {
             node
         };
@@ -414,18 +426,28 @@ impl Checker {
     }
 }
 
-/// [`discover_to_ports`] off the async runtime (it reads /proc and waits on netlink).
+/// [`discover_remembering`] off the async runtime (it reads /proc and waits on netlink).
 async fn discover_blocking(
     selector: crate::sockets::NodeSelector,
     ports: BTreeSet<u16>,
+    memory: Arc<std::sync::Mutex<FdMemory>>,
 ) -> Result<NodeSockets, DiscoverError> {
-    tokio::task::spawn_blocking(move || discover_to_ports(&selector, &ports))
-        .await
-        .unwrap_or_else(|e| {
-            Err(DiscoverError::Unreadable(format!(
-                "discovery task failed: {e}"
-            )))
-        })
+    tokio::task::spawn_blocking(move || {
+        // Only the check loop discovers, one at a time; a poisoned lock only means a panic in
+        // an earlier discovery, and the memory is still consistent or forgotten below.
+        let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
+        let result = discover_remembering(&selector, &ports, &mut memory);
+        if result.is_err() {
+            *memory = FdMemory::default();
+        }
+        result
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(DiscoverError::Unreadable(format!(
+            "discovery task failed: {e}"
+        )))
+    })
 }
 
 fn now_millis() -> u128 {

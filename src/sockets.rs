@@ -41,7 +41,10 @@
 //!   one line it does not understand; here a malformed line is skipped.
 //!
 //! So the cost is one `readlink` per fd plus, by netlink, one `recv` per 32 KiB of binary
-//! records of the namespace's ESTABLISHED sockets; there is no syscall per socket. Netlink
+//! records of the namespace's ESTABLISHED sockets; there is no syscall per socket. The daemon
+//! narrows both: the dump carries a port filter ([`discover_to_ports`]), and [`FdMemory`] lets
+//! [`discover_remembering`] skip the read of every fd while the candidate sockets are the ones
+//! it has seen. Netlink
 //! still walks the hash table once per family, so its cost grows with the namespace's sockets,
 //! but 5–15 times slower than /proc (`benches/discovery.rs` compares both ways).
 //!
@@ -60,7 +63,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -222,6 +225,152 @@ pub fn discover_to_ports_with(
         }
         NodeSelector::Namespace => namespace_sockets(method, ports),
     }
+}
+
+/// A full read of the node's fds at least this often, even when nothing new appeared.
+pub const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
+
+/// What the last discovery learned from the node's fds, so that the next one need not read
+/// every fd again: a node of a message server holds tens of thousands of client sockets, and
+/// reading `/proc/PID/fd` costs ~4.5 µs per fd (BENCHMARKS.md), while only its few connections
+/// to the topology's ports matter.
+///
+/// The table of candidate connections (to the topology's ports, from the whole namespace) is
+/// read first. If every candidate socket was seen at the last full read — as the node's, in a
+/// known fd, or as another process's — and the pids are the same, the node's sockets are checked
+/// with one `readlink` each (the fd still holds that socket) and nothing else is read. Any new
+/// candidate socket (a reconnect, a failover), a changed fd, other pids, or [`FULL_SCAN_EVERY`]
+/// means a full read. A socket that was another process's cannot become the node's except by fd
+/// passing, which the periodic full read bounds.
+#[derive(Debug, Default)]
+pub struct FdMemory {
+    pids: Vec<u32>,
+    /// The node's candidate sockets: inode → its `/proc/PID/fd/N` link.
+    node: HashMap<u64, PathBuf>,
+    /// Candidate sockets that were not the node's.
+    foreign: HashSet<u64>,
+    scanned_at: Option<Instant>,
+    /// Full reads of the fds so far.
+    pub full_scans: u64,
+}
+
+impl FdMemory {
+    /// The node's connections among `table`, if what is remembered still accounts for every
+    /// candidate.
+    fn recall(&self, pids: &[u32], table: &Table, now: Instant) -> Option<Vec<Connection>> {
+        let fresh = self
+            .scanned_at
+            .is_some_and(|t| now.saturating_duration_since(t) < FULL_SCAN_EVERY);
+        if !fresh || self.pids != pids {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (connection, inode) in table {
+            if let Some(link) = self.node.get(inode) {
+                let still = std::fs::read_link(link)
+                    .ok()
+                    .and_then(|t| parse_socket_link(&t));
+                if still != Some(*inode) {
+                    return None;
+                }
+                out.push(*connection);
+            } else if !self.foreign.contains(inode) {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    fn learn(&mut self, pids: &[u32], table: &Table, links: &HashMap<u64, PathBuf>, now: Instant) {
+        self.pids = pids.to_vec();
+        self.node.clear();
+        self.foreign.clear();
+        for (_, inode) in table {
+            match links.get(inode) {
+                Some(link) => {
+                    self.node.insert(*inode, link.clone());
+                }
+                None => {
+                    self.foreign.insert(*inode);
+                }
+            }
+        }
+        self.scanned_at = Some(now);
+        self.full_scans += 1;
+    }
+}
+
+/// [`discover_to_ports`], reading the node's fds only when `memory` cannot account for the
+/// candidate sockets (see [`FdMemory`]). What the daemon uses.
+pub fn discover_remembering(
+    selector: &NodeSelector,
+    ports: &BTreeSet<u16>,
+    memory: &mut FdMemory,
+) -> Result<NodeSockets, DiscoverError> {
+    let (pids, missing) = match selector {
+        NodeSelector::Namespace => return discover_to_ports(selector, ports),
+        NodeSelector::Pid(pid) => {
+            let label = format!("pid {pid}");
+            require_running(*pid, &label)?;
+            (vec![*pid], format!("no process with {label}"))
+        }
+        NodeSelector::PidFile(path) => {
+            let pid = read_pid_file(path)?;
+            let label = format!("pid {pid} (from pid file {})", path.display());
+            require_running(pid, &label)?;
+            (vec![pid], format!("no process with {label}"))
+        }
+        NodeSelector::Process(name) => {
+            let pids = pids_named(name)?;
+            let missing = format!("no process named {name}");
+            if pids.is_empty() {
+                return Err(DiscoverError::NodeMissing(missing));
+            }
+            (pids, missing)
+        }
+    };
+    let mut table = None;
+    for &pid in &pids {
+        table = namespace_table_of(pid, Method::Auto, ports)?;
+        if table.is_some() {
+            break;
+        }
+    }
+    let Some((mut table, _)) = table else {
+        return Err(DiscoverError::NodeMissing(missing));
+    };
+    keep_ports(&mut table, ports);
+    let now = Instant::now();
+    if let Some(connections) = memory.recall(&pids, &table, now) {
+        return Ok(NodeSockets {
+            pids,
+            connections: sorted(connections),
+        });
+    }
+    let mut links = HashMap::new();
+    let mut alive = Vec::with_capacity(pids.len());
+    for pid in pids {
+        if for_each_socket_fd(&proc_path(pid, "fd"), |inode, link| {
+            links.insert(inode, link);
+        })? {
+            alive.push(pid);
+        } else {
+            tracing::debug!(pid, "process exited during socket discovery");
+        }
+    }
+    if alive.is_empty() {
+        return Err(DiscoverError::NodeMissing(missing));
+    }
+    memory.learn(&alive, &table, &links, now);
+    let connections = table
+        .into_iter()
+        .filter(|(_, inode)| links.contains_key(inode))
+        .map(|(connection, _)| connection)
+        .collect();
+    Ok(NodeSockets {
+        pids: alive,
+        connections: sorted(connections),
+    })
 }
 
 /// Parses the text of `/proc/net/tcp` (`v6 == false`) or `/proc/net/tcp6` (`v6 == true`) into
@@ -486,6 +635,17 @@ fn collect_socket_inodes(pid: u32, inodes: &mut HashSet<u64>) -> Result<bool, Di
 }
 
 fn collect_socket_inodes_in(dir: &Path, inodes: &mut HashSet<u64>) -> Result<bool, DiscoverError> {
+    for_each_socket_fd(dir, |inode, _| {
+        inodes.insert(inode);
+    })
+}
+
+/// Calls `found(inode, fd link path)` for every socket fd in `dir` (a `/proc/PID/fd`);
+/// `Ok(false)` if the process is gone.
+fn for_each_socket_fd(
+    dir: &Path,
+    mut found: impl FnMut(u64, PathBuf),
+) -> Result<bool, DiscoverError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if is_gone(&err) => return Ok(false),
@@ -498,7 +658,11 @@ fn collect_socket_inodes_in(dir: &Path, inodes: &mut HashSet<u64>) -> Result<boo
             Err(err) => return Err(unreadable(dir, &err)),
         };
         match std::fs::read_link(entry.path()) {
-            Ok(target) => inodes.extend(parse_socket_link(&target)),
+            Ok(target) => {
+                if let Some(inode) = parse_socket_link(&target) {
+                    found(inode, entry.path());
+                }
+            }
             // The fd was closed since the directory was listed, or the process is exiting.
             Err(err) if is_gone(&err) => {}
             Err(err) => return Err(unreadable(&entry.path(), &err)),
@@ -2108,6 +2272,63 @@ mod tests {
             "{selector} to {ports:?}: netlink never agreed with a stable /proc\n\
              proc before: {before:?}\nnetlink: {netlink:?}\nproc after: {after:?}"
         );
+    }
+
+    #[test]
+    fn remembered_fds_are_read_again_only_when_the_candidate_sockets_change() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connect = || {
+            let client = TcpStream::connect_timeout(
+                &addr(&format!("127.0.0.1:{port}")),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            let server = accept_within(&listener, Duration::from_secs(5));
+            (client, server)
+        };
+        let side = |c: &TcpStream| Connection {
+            local: normalise(c.local_addr().unwrap()),
+            remote: normalise(c.peer_addr().unwrap()),
+        };
+        let ports: BTreeSet<u16> = [port].into_iter().collect();
+        let selector = NodeSelector::Pid(our_pid());
+        let mut memory = FdMemory::default();
+        // Every answer is the one a plain discovery gives.
+        let discover = |memory: &mut FdMemory| {
+            let got = discover_remembering(&selector, &ports, memory).unwrap();
+            let plain = discover_to_ports(&selector, &ports).unwrap();
+            assert_eq!(got, plain);
+            got.connections
+        };
+
+        let (c1, s1) = connect();
+        assert_eq!(discover(&mut memory), vec![side(&c1)]);
+        assert_eq!(memory.full_scans, 1);
+        assert_eq!(discover(&mut memory), vec![side(&c1)]);
+        assert_eq!(
+            memory.full_scans, 1,
+            "nothing new: one readlink, no full read"
+        );
+
+        let (c2, s2) = connect();
+        let mut both = vec![side(&c1), side(&c2)];
+        both.sort_unstable();
+        assert_eq!(discover(&mut memory), both);
+        assert_eq!(memory.full_scans, 2, "a new socket to the port: full read");
+
+        drop((c1, s1));
+        assert_eq!(discover(&mut memory), vec![side(&c2)]);
+        assert_eq!(memory.full_scans, 2, "a socket gone: nothing to read");
+
+        // The same socket in another fd, its first fd closed: the remembered link is stale.
+        let c2_again = c2.try_clone().unwrap();
+        let c2_side = side(&c2);
+        drop(c2);
+        assert_eq!(discover(&mut memory), vec![c2_side]);
+        assert_eq!(memory.full_scans, 3, "a changed fd: full read");
+        drop((c2_again, s2));
+        assert_eq!(discover(&mut memory), Vec::<Connection>::new());
     }
 
     #[test]
