@@ -1,7 +1,8 @@
 //! Sentinel events and repair, with real processes: a failover is acted on at once, the kill
 //! repair moves a Sentinel-following node to the new master without losing acknowledged writes,
 //! a pinned node still ends out of rotation, and the command repair runs once per episode,
-//! honours its cooldown and the fleet lock.
+//! honours its cooldown and the fleet lock; a flapping master (fault matrix row 32) causes
+//! bounded verdict changes and rate-limited kills.
 
 mod support;
 
@@ -584,4 +585,62 @@ fn without_an_election_a_single_sentinels_switch_waits_for_the_majority() {
     );
     topology.sentinel_mut(1).cont();
     topology.sentinel_mut(2).cont();
+}
+
+/// The value of a counter or gauge without labels in `/metrics`.
+fn metric(rolecall: &Rolecall, name: &str) -> f64 {
+    let text = rolecall.http_get("/metrics").1;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn a_flapping_master_causes_bounded_verdict_changes_and_rate_limited_kills() {
+    // Fault matrix row 32: failover after failover, as fast as Sentinel allows (the next one
+    // needs the old master demoted first), under a Sentinel-following node with the repair on.
+    const FAILOVERS: usize = 3;
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::follow(&topology);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("interval", "\"500ms\"")
+        .check("timeout", "\"200ms\"")
+        .extra("[repair]\nkill_stale_connections = true\n")
+        .start();
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    let changes_before = metric(&rolecall, "rolecall_verdict_changes_total");
+    let watch = ReadyWatch::start(&rolecall);
+    for _ in 0..FAILOVERS {
+        let (old, _) = topology.failover();
+        topology.wait_demoted(old);
+    }
+    rolecall.wait_for_verdict("ok", OK_TIMEOUT);
+    let (polls, not_ready) = watch.finish();
+    let changes = metric(&rolecall, "rolecall_verdict_changes_total") - changes_before;
+    let kills = metric(&rolecall, "rolecall_repair_kills_total");
+    eprintln!(
+        "{FAILOVERS} failovers: {changes} verdict changes, {kills} kills, {not_ready} of {polls} polls not ready"
+    );
+    assert!(
+        polls > 50,
+        "readiness was polled throughout ({polls} polls)"
+    );
+    assert_eq!(not_ready, 0, "the follower never leaves rotation");
+    // There and back per failover (ok → stale_master → ok), plus at most one held `unknown`
+    // when a check times out on a loaded machine: not a change per check.
+    assert!(
+        changes <= (3 * FAILOVERS) as f64,
+        "{changes} verdict changes for {FAILOVERS} failovers\n{}",
+        rolecall.stderr_tail(60)
+    );
+    // Each failover needs one kill round on the old master (the node has one connection, plus
+    // its subscriber at most); never a storm.
+    assert!(
+        kills >= 1.0 && kills <= (2 * FAILOVERS) as f64,
+        "{kills} kills for {FAILOVERS} failovers\n{}",
+        rolecall.stderr_tail(60)
+    );
 }
