@@ -542,19 +542,18 @@ fn an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it(
         |s| s["verdict"] == "stale_master" || s["verdict"] == "stuck_on_replica",
     );
 
-    // Once the other sentinels hear the leader, the majority names the same master.
+    // The others resume: they adopt the leader's configuration, or sit in TILT for 30 s if
+    // the stop lasted over 2 s (their votes are ignored meanwhile). Either way rolecall keeps
+    // naming the new master, and never goes back to the old one (bounded: 3 s of polls).
     for &i in &others {
         topology.sentinel_mut(i).cont();
     }
-    rolecall.wait_for_status(
-        "the majority to name the new master",
-        Duration::from_secs(30),
-        |s| {
-            s["groups"][0]["master"] == new.to_string()
-                && s["groups"][0]["elected"].is_null()
-                && s["groups"][0]["votes"].as_u64().unwrap_or(0) >= 2
-        },
-    );
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let status = rolecall.status();
+        assert_eq!(status["groups"][0]["master"], new.to_string(), "{status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
