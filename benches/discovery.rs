@@ -496,11 +496,9 @@ impl Drop for Holder {
     }
 }
 
-/// The holder's side: open `pairs` connected pairs, say `ready`, and keep them until stdin
-/// closes (the parent exits or kills it).
-fn hold(pairs: usize) -> ExitCode {
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the holder's listener");
+/// A loopback listener and `pairs` connected pairs to it, both ends of each.
+fn open_pairs(pairs: usize) -> (TcpListener, Vec<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
     let target = listener.local_addr().unwrap();
     let mut held = Vec::with_capacity(2 * pairs);
     for _ in 0..pairs {
@@ -510,6 +508,14 @@ fn hold(pairs: usize) -> ExitCode {
         held.push(client);
         held.push(server);
     }
+    (listener, held)
+}
+
+/// The holder's side: open `pairs` connected pairs, say `ready`, and keep them until stdin
+/// closes (the parent exits or kills it).
+fn hold(pairs: usize) -> ExitCode {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let (_listener, held) = open_pairs(pairs);
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready")
         .and_then(|()| stdout.flush())
@@ -589,16 +595,7 @@ struct NodePairs {
 
 impl NodePairs {
     fn open(pairs: usize) -> NodePairs {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the node's extra listener");
-        let target = listener.local_addr().unwrap();
-        let mut held = Vec::with_capacity(2 * pairs);
-        for _ in 0..pairs {
-            let client = TcpStream::connect_timeout(&target, Duration::from_secs(5))
-                .unwrap_or_else(|err| panic!("connect to {target}: {err}"));
-            let (server, _) = listener.accept().expect("accept");
-            held.push(client);
-            held.push(server);
-        }
+        let (listener, held) = open_pairs(pairs);
         NodePairs {
             held,
             _listener: listener,

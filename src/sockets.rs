@@ -199,31 +199,36 @@ pub fn discover_to_ports_with(
     ports: &BTreeSet<u16>,
     method: Method,
 ) -> Result<(NodeSockets, Method), DiscoverError> {
+    match node_pids(selector)? {
+        Some((pids, missing)) => sockets_of(pids, method, ports, || missing.clone()),
+        None => namespace_sockets(method, ports),
+    }
+}
+
+/// The running pids a selector names, with the message for a node that is not running; `None`
+/// for [`NodeSelector::Namespace`], which names no process.
+fn node_pids(selector: &NodeSelector) -> Result<Option<(Vec<u32>, String)>, DiscoverError> {
     match selector {
+        NodeSelector::Namespace => Ok(None),
         NodeSelector::Pid(pid) => {
             let label = format!("pid {pid}");
             require_running(*pid, &label)?;
-            sockets_of(vec![*pid], method, ports, || {
-                format!("no process with {label}")
-            })
+            Ok(Some((vec![*pid], format!("no process with {label}"))))
         }
         NodeSelector::PidFile(path) => {
             let pid = read_pid_file(path)?;
             let label = format!("pid {pid} (from pid file {})", path.display());
             require_running(pid, &label)?;
-            sockets_of(vec![pid], method, ports, || {
-                format!("no process with {label}")
-            })
+            Ok(Some((vec![pid], format!("no process with {label}"))))
         }
         NodeSelector::Process(name) => {
-            let missing = || format!("no process named {name}");
             let pids = pids_named(name)?;
+            let missing = format!("no process named {name}");
             if pids.is_empty() {
-                return Err(DiscoverError::NodeMissing(missing()));
+                return Err(DiscoverError::NodeMissing(missing));
             }
-            sockets_of(pids, method, ports, missing)
+            Ok(Some((pids, missing)))
         }
-        NodeSelector::Namespace => namespace_sockets(method, ports),
     }
 }
 
@@ -307,27 +312,8 @@ pub fn discover_remembering(
     ports: &BTreeSet<u16>,
     memory: &mut FdMemory,
 ) -> Result<NodeSockets, DiscoverError> {
-    let (pids, missing) = match selector {
-        NodeSelector::Namespace => return discover_to_ports(selector, ports),
-        NodeSelector::Pid(pid) => {
-            let label = format!("pid {pid}");
-            require_running(*pid, &label)?;
-            (vec![*pid], format!("no process with {label}"))
-        }
-        NodeSelector::PidFile(path) => {
-            let pid = read_pid_file(path)?;
-            let label = format!("pid {pid} (from pid file {})", path.display());
-            require_running(pid, &label)?;
-            (vec![pid], format!("no process with {label}"))
-        }
-        NodeSelector::Process(name) => {
-            let pids = pids_named(name)?;
-            let missing = format!("no process named {name}");
-            if pids.is_empty() {
-                return Err(DiscoverError::NodeMissing(missing));
-            }
-            (pids, missing)
-        }
+    let Some((pids, missing)) = node_pids(selector)? else {
+        return discover_to_ports(selector, ports);
     };
     let mut table = None;
     for &pid in &pids {
@@ -2448,25 +2434,7 @@ mod tests {
     /// Runs `selector` by /proc, netlink, /proc until both /proc answers agree (other tests of
     /// this process open and close sockets meanwhile), and checks that netlink agreed too.
     fn both_ways(selector: &NodeSelector) -> NodeSockets {
-        let mut last = None;
-        for _ in 0..50 {
-            let before = discover_with(selector, Method::Proc).unwrap();
-            let netlink = discover_with(selector, Method::Netlink).unwrap();
-            let after = discover_with(selector, Method::Proc).unwrap();
-            assert_eq!(
-                (before.1, netlink.1, after.1),
-                (Method::Proc, Method::Netlink, Method::Proc)
-            );
-            if before.0 == after.0 && netlink.0 == before.0 {
-                return netlink.0;
-            }
-            last = Some((before.0, netlink.0, after.0));
-        }
-        let (before, netlink, after) = last.unwrap();
-        panic!(
-            "{selector}: netlink never agreed with a stable /proc\nproc before: {before:?}\n\
-             netlink: {netlink:?}\nproc after: {after:?}"
-        );
+        both_ways_to(selector, &BTreeSet::new())
     }
 
     #[test]

@@ -52,6 +52,27 @@ const SLOW_SENTINEL: &str = "sentinel down-after-milliseconds {name} 60000";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/// 1 master, 1 replica and 3 sentinels that do not fail over before 60 s, so the master stays
+/// Sentinel's master while it misbehaves.
+fn slow_failover_topology() -> Topology {
+    Topology::builder()
+        .replicas(1)
+        .sentinels(3)
+        .sentinel_conf(SLOW_SENTINEL)
+        .start()
+}
+
+/// A node pinned to `addr` and its rolecall (the harness's check settings), once in rotation.
+fn pinned_in_rotation(topology: &Topology, addr: SocketAddr) -> (DemoNode, Rolecall) {
+    let node = DemoNode::pin(addr);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    (node, rolecall)
+}
+
 fn first_word(reply: &str) -> &str {
     reply.split_whitespace().next().unwrap_or("")
 }
@@ -315,18 +336,9 @@ fn a_resumed_old_master_refusing_writes_for_lack_of_replicas_is_stale_master_not
 
 #[test]
 fn a_frozen_master_holds_in_rotation_and_does_not_wedge_the_check_loop() {
-    let mut topology = Topology::builder()
-        .replicas(1)
-        .sentinels(3)
-        .sentinel_conf(SLOW_SENTINEL)
-        .start();
+    let mut topology = slow_failover_topology();
     let master = topology.master_addr();
-    let node = DemoNode::pin(master);
-    let mut rolecall = RolecallConfig::new()
-        .pid(node.pid())
-        .topology(&topology)
-        .start();
-    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let (_node, mut rolecall) = pinned_in_rotation(&topology, master);
 
     // Frozen: the sentinels still name it (no failover before 60 s); the kernel still accepts
     // connections to it, and nothing answers on them.
@@ -407,18 +419,9 @@ fn holds_in_rotation_naming(rolecall: &Rolecall, span: Duration, master: &str) -
 
 #[test]
 fn a_master_announced_where_nothing_listens_holds_in_rotation_and_never_goes_out() {
-    let mut topology = Topology::builder()
-        .replicas(1)
-        .sentinels(3)
-        .sentinel_conf(SLOW_SENTINEL)
-        .start();
+    let mut topology = slow_failover_topology();
     let master = topology.master_addr();
-    let node = DemoNode::pin(master);
-    let mut rolecall = RolecallConfig::new()
-        .pid(node.pid())
-        .topology(&topology)
-        .start();
-    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let (_node, mut rolecall) = pinned_in_rotation(&topology, master);
 
     // Killed: connections to the announced address are refused, the node has none left (it
     // keeps redialling), and the sentinels keep announcing it (no failover before 60 s). Every
@@ -440,12 +443,7 @@ fn a_master_announced_where_nothing_listens_holds_in_rotation_and_never_goes_out
 fn a_master_announced_under_an_address_unreachable_from_here_holds_in_rotation() {
     let topology = Topology::start(1, 3);
     let master = topology.master_addr();
-    let node = DemoNode::pin(master);
-    let mut rolecall = RolecallConfig::new()
-        .pid(node.pid())
-        .topology(&topology)
-        .start();
-    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let (_node, mut rolecall) = pinned_in_rotation(&topology, master);
 
     // The sentinels now announce the same server as 127.0.0.2:PORT (as with a NAT or a wrong
     // `announce-ip`), where nothing listens from this host; the node still reaches it as
@@ -476,19 +474,10 @@ fn a_master_announced_under_an_address_unreachable_from_here_holds_in_rotation()
 
 #[test]
 fn a_master_busy_with_a_long_script_holds_in_rotation() {
-    let topology = Topology::builder()
-        .replicas(1)
-        .sentinels(3)
-        // Sentinel would SCRIPT KILL a script that keeps the master BUSY past down-after.
-        .sentinel_conf(SLOW_SENTINEL)
-        .start();
+    let topology = // Sentinel would SCRIPT KILL a script that keeps the master BUSY past down-after.
+        slow_failover_topology();
     let master = topology.master_addr();
-    let node = DemoNode::pin(master);
-    let mut rolecall = RolecallConfig::new()
-        .pid(node.pid())
-        .topology(&topology)
-        .start();
-    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let (_node, mut rolecall) = pinned_in_rotation(&topology, master);
     let changes_before = verdict_changes(&rolecall);
 
     // Other clients get BUSY once a script has run for 100 ms; this one spins for 3 s (read-only,
@@ -537,18 +526,9 @@ fn a_master_busy_with_a_long_script_holds_in_rotation() {
 
 #[test]
 fn a_master_loading_its_dataset_holds_in_rotation() {
-    let topology = Topology::builder()
-        .replicas(1)
-        .sentinels(3)
-        .sentinel_conf(SLOW_SENTINEL)
-        .start();
+    let topology = slow_failover_topology();
     let master = topology.master_addr();
-    let node = DemoNode::pin(master);
-    let mut rolecall = RolecallConfig::new()
-        .pid(node.pid())
-        .topology(&topology)
-        .start();
-    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let (_node, mut rolecall) = pinned_in_rotation(&topology, master);
 
     // `DEBUG RELOAD` saves the dataset and loads it again in the same process (what a restart
     // does, without a new port): 20k keys at 100 µs each is about 2–4 s of LOADING, during
