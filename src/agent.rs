@@ -60,7 +60,7 @@ const MAX_CONNECTIONS: usize = 512;
 pub const READY_WINDOW: Duration = Duration::from_secs(30);
 
 /// What rolecall tells HAProxy about a node (or group), before it becomes words. The agent
-/// writes it as a line; the optional push ([`crate::haproxy`]) as runtime API commands.
+/// writes it as a line; the optional push to HAProxy's runtime API as commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stance {
     /// Nothing to say: no complete check yet, or blind (`unknown`) while out of rotation.

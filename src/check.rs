@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, GroupConfig, RepairConfig};
-use crate::events::{EventLog, VoteLog};
+use crate::events::{EventLog, Failover, Trigger, VoteLog};
 use crate::metrics::Metrics;
-use crate::probe::Role;
-use crate::probe::{Auth, Pool, ServerError, ServerFacts, server_facts};
+use crate::conn::{Auth, Pool, ServerAddr, ServerError};
+use crate::probe::{Role, ServerFacts, server_facts};
 use crate::repair::{CommandRunner, Killer, note};
-use crate::sentinel::{SentinelAnswer, SentinelView, ServerAddr, ask_all, decide};
+use crate::sentinel::{SentinelAnswer, SentinelView, ask_all, decide};
 use crate::snapshot::{
     ConnectionStatus, EventStatus, GroupStatus, NodeStatus, ProbeStatus, SentinelStatus,
     ServerStatus, Snapshot,
@@ -32,58 +32,9 @@ use crate::sockets::{DiscoverError, FdMemory, NodeSockets, discover_remembering}
 use crate::verdict::{GroupFacts, Observation, RoutedConnection, Tracker, observe, observe_group};
 
 /// After a Sentinel event, confirmation checks follow each other this closely (instead of
-/// `fast_interval`), for [`BURST`]: a failover is confirmed by complete checks within
-/// milliseconds, and the spacing bounds the load a storm of events can cause.
+/// `fast_interval`) while the trigger is bursting: a failover is confirmed by complete checks
+/// within milliseconds, and the spacing bounds the load a storm of events can cause.
 const EVENT_CONFIRM: Duration = Duration::from_millis(2);
-const BURST: Duration = Duration::from_secs(2);
-
-/// Asks the check loop for a check now (a Sentinel event, an operator).
-#[derive(Clone, Default)]
-pub struct Trigger(Arc<TriggerInner>);
-
-#[derive(Default)]
-struct TriggerInner {
-    notify: Notify,
-    burst_until: std::sync::Mutex<Option<Instant>>,
-    /// Failovers announced by a sentinel: (master name, old master, starting or aborted).
-    failovers: std::sync::Mutex<Vec<(String, ServerAddr, bool)>>,
-}
-
-impl Trigger {
-    /// A check now.
-    pub fn check_now(&self) {
-        self.0.notify.notify_one();
-    }
-
-    /// A Sentinel event: a check now, and quick confirmation checks for a short while.
-    pub fn event(&self) {
-        *self.0.burst_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + BURST);
-        self.0.notify.notify_one();
-    }
-
-    /// A sentinel starts promoting a replica of `old` (`starting`), or aborted the failover.
-    pub fn failover(&self, master_name: &str, old: ServerAddr, starting: bool) {
-        self.0
-            .failovers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((master_name.to_string(), old, starting));
-        self.event();
-    }
-
-    fn take_failovers(&self) -> Vec<(String, ServerAddr, bool)> {
-        std::mem::take(&mut *self.0.failovers.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn bursting(&self) -> bool {
-        self.0
-            .burst_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|t| Instant::now() < t)
-    }
-}
 
 struct Group {
     config: GroupConfig,
@@ -241,7 +192,7 @@ impl Checker {
     /// Pauses writes on a verified master whose replica a sentinel starts promoting (writes it
     /// would acknowledge from now on are lost), or lifts the pause when the failover is aborted.
     /// Opt-in: `repair.pause_writes_on_failover`.
-    pub async fn failover_repair(&mut self, failovers: &[(String, ServerAddr, bool)]) {
+    pub async fn failover_repair(&mut self, failovers: &[Failover]) {
         let repair = &self.config.repair;
         if !repair.pause_writes_on_failover {
             return;
@@ -269,7 +220,7 @@ impl Checker {
                 } else {
                     cmd.arg("UNPAUSE");
                 }
-                match crate::probe::command(&mut conn, old, "server", timeout, &cmd).await {
+                match crate::conn::command(&mut conn, old, "server", timeout, &cmd).await {
                     Ok(_) => {
                         if fresh {
                             g.server_pool.keep(old, conn);
@@ -283,7 +234,7 @@ impl Checker {
                         }
                     }
                     Err(e) => {
-                        if e.class == crate::probe::ErrorClass::NoPerm {
+                        if e.class == crate::conn::ErrorClass::NoPerm {
                             tracing::warn!(master = %old, error = %e, "repair: CLIENT PAUSE/UNPAUSE refused by an ACL; grant +client|pause and +client|unpause, or set repair.pause_writes_on_failover = false");
                         } else {
                             tracing::warn!(master = %old, error = %e, "repair: CLIENT PAUSE/UNPAUSE failed");
@@ -495,10 +446,10 @@ async fn identify(
             };
             let mut info = redis::cmd("INFO");
             info.arg("server");
-            let id = crate::probe::command(&mut c, &addr, "server", timeout, &info)
+            let id = crate::conn::command(&mut c, &addr, "server", timeout, &info)
                 .await
                 .ok()
-                .and_then(|v| crate::probe::text(&v))
+                .and_then(|v| crate::conn::text(&v))
                 .and_then(|t| crate::probe::parse_run_id(&t));
             (addr, id.map(|id| (id, c)))
         }
@@ -807,7 +758,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
-            _ = trigger.0.notify.notified() => {}
+            _ = trigger.notified() => {}
         }
     }
 }

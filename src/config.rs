@@ -180,9 +180,9 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     pub repair: RepairConfig,
     /// The operator's maintenance switch (`[maintenance]`); off unless configured.
-    pub maintenance: crate::maintenance::MaintenanceConfig,
+    pub maintenance: MaintenanceConfig,
     /// Push to HAProxy's runtime API (`[haproxy]`); off unless configured.
-    pub haproxy: Option<crate::haproxy::HaproxyConfig>,
+    pub haproxy: Option<HaproxyConfig>,
 }
 
 /// Repair (opt-in): what rolecall may do beyond telling load balancers.
@@ -260,6 +260,86 @@ pub struct AgentConfig {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+}
+
+/// `[maintenance]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct MaintenanceConfig {
+    /// The flag file: maintenance while it exists.
+    pub file: Option<PathBuf>,
+    /// The bearer token of `POST`/`DELETE /maintenance`; `None` disables the endpoint.
+    pub token: Option<Secret>,
+}
+
+/// `[haproxy]`, validated.
+#[derive(Debug, Clone)]
+pub struct HaproxyConfig {
+    /// Every HAProxy in front of this node.
+    pub runtime_api: Vec<RuntimeApi>,
+    /// This node's server lines, in every HAProxy.
+    pub servers: Vec<ServerRef>,
+    /// Connect, send and read, per HAProxy and change.
+    pub timeout: Duration,
+}
+
+/// Where a runtime API listens (`stats socket` with `level admin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeApi {
+    /// `"127.0.0.1:9999"`, `"lb1:9999"`.
+    Tcp(String),
+    /// `"/run/haproxy/admin.sock"`.
+    Unix(PathBuf),
+}
+
+impl RuntimeApi {
+    pub fn parse(s: &str) -> Option<RuntimeApi> {
+        if s.starts_with('/') {
+            return Some(RuntimeApi::Unix(PathBuf::from(s)));
+        }
+        let (host, port) = s.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+            .then(|| RuntimeApi::Tcp(s.to_string()))
+    }
+}
+
+impl fmt::Display for RuntimeApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeApi::Tcp(a) => f.write_str(a),
+            RuntimeApi::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// `backend/server`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRef {
+    pub backend: String,
+    pub server: String,
+}
+
+impl ServerRef {
+    /// Names that are safe on a runtime API command line: printable, no blanks, and no `;`
+    /// (which separates commands there).
+    pub fn parse(s: &str) -> Option<ServerRef> {
+        let (backend, server) = s.split_once('/')?;
+        let ok = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_graphic() && c != ';' && c != '/')
+        };
+        (ok(backend) && ok(server)).then(|| ServerRef {
+            backend: backend.to_string(),
+            server: server.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for ServerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.backend, self.server)
+    }
 }
 
 /// Words HAProxy's agent check understands as an administrative or operational state
@@ -569,7 +649,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 fn validate_maintenance(
     m: RawMaintenance,
     http: bool,
-) -> Result<crate::maintenance::MaintenanceConfig, ConfigError> {
+) -> Result<MaintenanceConfig, ConfigError> {
     if m.file.as_ref().is_some_and(|f| !f.is_absolute()) {
         return Err(ConfigError::invalid(
             "maintenance.file: give an absolute path, e.g. \"/run/rolecall/maintenance\"",
@@ -587,7 +667,7 @@ fn validate_maintenance(
                 .map_err(|e| ConfigError::invalid(format!("maintenance.token_file: {e}")))?,
         ),
     };
-    Ok(crate::maintenance::MaintenanceConfig {
+    Ok(MaintenanceConfig {
         file: m.file,
         token,
     })
@@ -596,8 +676,7 @@ fn validate_maintenance(
 fn validate_haproxy(
     h: RawHaproxy,
     agent: bool,
-) -> Result<crate::haproxy::HaproxyConfig, ConfigError> {
-    use crate::haproxy::{HaproxyConfig, RuntimeApi, ServerRef};
+) -> Result<HaproxyConfig, ConfigError> {
     if !agent {
         return Err(ConfigError::invalid(
             "haproxy: the push speeds up the agent check, which stays the source of truth; configure [agent] too",
@@ -952,7 +1031,6 @@ listen = "0.0.0.0:7071"
 
     #[test]
     fn maintenance_and_haproxy_push_are_validated() {
-        use crate::haproxy::{RuntimeApi, ServerRef};
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, "t0ken\n").unwrap();
@@ -1017,5 +1095,22 @@ listen = "0.0.0.0:7071"
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn haproxy_addresses_and_server_names_parse() {
+        for bad in ["node1", "a/b;shutdown", "a /b", "/b", "a/", "a/b/c"] {
+            assert!(ServerRef::parse(bad).is_none(), "{bad}");
+        }
+        assert_eq!(
+            RuntimeApi::parse("/run/haproxy/admin.sock"),
+            Some(RuntimeApi::Unix("/run/haproxy/admin.sock".into()))
+        );
+        assert_eq!(
+            RuntimeApi::parse("127.0.0.1:9999"),
+            Some(RuntimeApi::Tcp("127.0.0.1:9999".into()))
+        );
+        assert!(RuntimeApi::parse("9999").is_none());
+        assert!(RuntimeApi::parse("lb:0").is_none());
     }
 }

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::Trigger;
-use crate::probe::{Auth, connection_info};
-use crate::sentinel::{ServerAddr, Vote, parse_vote};
+use crate::conn::{Auth, ServerAddr, connection_info};
+use crate::sentinel::{Vote, parse_vote};
 
 /// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
 pub const CHANNELS: &[&str] = &[
@@ -45,6 +45,62 @@ pub const CHANNELS: &[&str] = &[
 const PING_EVERY: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// After a Sentinel event, the check loop runs quick confirmation checks for this long.
+const BURST: Duration = Duration::from_secs(2);
+
+/// A failover a sentinel announced: the master name, the old master, and whether the promotion
+/// starts (`true`) or was aborted.
+pub type Failover = (String, ServerAddr, bool);
+
+/// Asks the check loop for a check now (a Sentinel event), and carries the failovers announced.
+#[derive(Clone, Default)]
+pub struct Trigger(Arc<TriggerInner>);
+
+#[derive(Default)]
+struct TriggerInner {
+    notify: Notify,
+    burst_until: Mutex<Option<Instant>>,
+    failovers: Mutex<Vec<Failover>>,
+}
+
+impl Trigger {
+    /// A Sentinel event: a check now, and quick confirmation checks for a short while.
+    pub fn event(&self) {
+        *self.0.burst_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + BURST);
+        self.0.notify.notify_one();
+    }
+
+    /// A sentinel starts promoting a replica of `old` (`starting`), or aborted the failover.
+    pub fn failover(&self, master_name: &str, old: ServerAddr, starting: bool) {
+        self.0
+            .failovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((master_name.to_string(), old, starting));
+        self.event();
+    }
+
+    /// The failovers announced since the last call.
+    pub fn take_failovers(&self) -> Vec<Failover> {
+        std::mem::take(&mut *self.0.failovers.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether an event asked for quick confirmation checks that are still due.
+    pub fn bursting(&self) -> bool {
+        self.0
+            .burst_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Waits until a check is asked for.
+    pub async fn notified(&self) {
+        self.0.notify.notified().await;
+    }
+}
 
 /// Whether an event's payload concerns master `name`.
 ///
@@ -181,18 +237,76 @@ pub async fn follow(source: Source, shutdown: CancellationToken) {
     }
 }
 
-async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), String> {
-    let Source {
-        sentinel,
-        auth,
-        master_name,
-        timeout,
-        trigger,
-        log,
-        votes,
-    } = source;
-    let timeout = *timeout;
-    let info = connection_info(sentinel, auth).map_err(|e| e.to_string())?;
+/// What one message on a sentinel's pub/sub means for one master: pure, table-tested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A leader vote (`+vote-for-leader`): it names no master, and binds to a failover only
+    /// through the epoch the leader later reports for this master (`sentinel::decide`).
+    Vote(Vote),
+    /// A `+vote-for-leader` whose payload cannot be read.
+    BadVote,
+    /// An event about this master: a check now; the failover's phase when it starts or aborts a
+    /// promotion.
+    Event {
+        failover: Option<(bool, ServerAddr)>,
+    },
+    /// An event about another master.
+    Other,
+}
+
+/// Reads a message heard on `sentinel` as it concerns master `master_name`.
+pub fn route(sentinel: &ServerAddr, channel: &str, payload: &str, master_name: &str) -> Message {
+    if channel == "+vote-for-leader" {
+        return match parse_vote(payload) {
+            Some((leader, epoch)) => Message::Vote(Vote {
+                voter: sentinel.clone(),
+                leader,
+                epoch,
+            }),
+            None => Message::BadVote,
+        };
+    }
+    if concerns(channel, payload, master_name) {
+        Message::Event {
+            failover: failover_phase(channel, payload),
+        }
+    } else {
+        Message::Other
+    }
+}
+
+/// Acts on one message: keeps a vote, or records an event and asks for a check.
+fn deliver(source: &Source, channel: String, payload: String) {
+    let sentinel = &source.sentinel;
+    match route(sentinel, &channel, &payload, &source.master_name) {
+        Message::Vote(vote) => {
+            tracing::info!(sentinel = %sentinel, leader = %vote.leader, epoch = vote.epoch, "sentinel voted for a failover leader");
+            source.votes.record(vote, Instant::now());
+        }
+        Message::BadVote => {
+            tracing::debug!(sentinel = %sentinel, payload = %payload, "unreadable +vote-for-leader")
+        }
+        Message::Event { failover } => {
+            tracing::info!(sentinel = %sentinel, channel = %channel, payload = %payload, "sentinel event");
+            if let Some((starting, old)) = failover {
+                source.trigger.failover(&source.master_name, old, starting);
+            }
+            *source.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastEvent {
+                sentinel: sentinel.to_string(),
+                channel,
+                payload,
+                at: Some(Instant::now()),
+            });
+            source.trigger.event();
+        }
+        Message::Other => {}
+    }
+}
+
+/// Connects to the source's sentinel and subscribes to [`CHANNELS`], each step under the timeout.
+async fn subscribe(source: &Source) -> Result<redis::aio::PubSub, String> {
+    let timeout = source.timeout;
+    let info = connection_info(&source.sentinel, &source.auth).map_err(|e| e.to_string())?;
     let client = redis::Client::open(info).map_err(|e| e.to_string())?;
     let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
@@ -207,13 +321,20 @@ async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), Stri
         .await
         .map_err(|_| "SUBSCRIBE timed out".to_string())?
         .map_err(|e| e.to_string())?;
+    Ok(pubsub)
+}
+
+/// One subscription, until its connection fails.
+async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), String> {
+    let sentinel = &source.sentinel;
+    let pubsub = subscribe(source).await?;
     if *reported {
         tracing::info!(sentinel = %sentinel, "sentinel event subscription restored");
         *reported = false;
     }
     tracing::debug!(sentinel = %sentinel, "subscribed to sentinel events");
     // Events may have been missed while disconnected: check now.
-    trigger.event();
+    source.trigger.event();
     let (mut sink, mut stream) = pubsub.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,36 +343,11 @@ async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), Stri
         tokio::select! {
             msg = stream.next() => {
                 let Some(msg) = msg else { return Err("connection closed".to_string()) };
-                let channel = msg.get_channel_name().to_string();
                 let payload: String = msg.get_payload().unwrap_or_default();
-                // A vote names no master: it is kept, and binds to a failover only through the
-                // epoch the leader later reports for this master (sentinel::decide).
-                if channel == "+vote-for-leader" {
-                    match parse_vote(&payload) {
-                        Some((leader, epoch)) => {
-                            tracing::info!(sentinel = %sentinel, leader = %leader, epoch, "sentinel voted for a failover leader");
-                            votes.record(Vote { voter: sentinel.clone(), leader, epoch }, Instant::now());
-                        }
-                        None => tracing::debug!(sentinel = %sentinel, payload = %payload, "unreadable +vote-for-leader"),
-                    }
-                    continue;
-                }
-                if concerns(&channel, &payload, master_name) {
-                    tracing::info!(sentinel = %sentinel, channel = %channel, payload = %payload, "sentinel event");
-                    if let Some((starting, old)) = failover_phase(&channel, &payload) {
-                        trigger.failover(master_name, old, starting);
-                    }
-                    *log.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastEvent {
-                        sentinel: sentinel.to_string(),
-                        channel,
-                        payload,
-                        at: Some(Instant::now()),
-                    });
-                    trigger.event();
-                }
+                deliver(source, msg.get_channel_name().to_string(), payload);
             }
             _ = ping.tick() => {
-                match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                match tokio::time::timeout(source.timeout, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Err(format!("PING failed: {e}")),
                     Err(_) => return Err("PING timed out".to_string()),
@@ -380,5 +476,64 @@ mod tests {
                 "{channel} {payload}"
             );
         }
+    }
+
+    #[test]
+    fn messages_are_routed_to_what_they_mean_for_the_master() {
+        let s1: ServerAddr = "127.0.0.1:26379".parse().unwrap();
+        let old: ServerAddr = "127.0.0.1:6379".parse().unwrap();
+        assert_eq!(
+            route(&s1, "+vote-for-leader", "0123abcd 7", "mymaster"),
+            Message::Vote(Vote {
+                voter: s1.clone(),
+                leader: "0123abcd".into(),
+                epoch: 7
+            })
+        );
+        assert_eq!(
+            route(&s1, "+vote-for-leader", "not-hex 7", "mymaster"),
+            Message::BadVote
+        );
+        assert_eq!(
+            route(
+                &s1,
+                "+switch-master",
+                "mymaster 127.0.0.1 6379 127.0.0.1 6380",
+                "mymaster"
+            ),
+            Message::Event { failover: None }
+        );
+        assert_eq!(
+            route(
+                &s1,
+                "+failover-state-send-slaveof-noone",
+                "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379",
+                "mymaster"
+            ),
+            Message::Event {
+                failover: Some((true, old.clone()))
+            }
+        );
+        assert_eq!(
+            route(
+                &s1,
+                "-failover-abort-no-good-slave",
+                "master mymaster 127.0.0.1 6379",
+                "mymaster"
+            ),
+            Message::Event {
+                failover: Some((false, old))
+            }
+        );
+        assert_eq!(
+            route(
+                &s1,
+                "+switch-master",
+                "other 127.0.0.1 6379 127.0.0.1 6380",
+                "mymaster"
+            ),
+            Message::Other
+        );
+        assert_eq!(route(&s1, "+tilt", "", "mymaster"), Message::Event { failover: None });
     }
 }

@@ -18,8 +18,6 @@
 //! on this server" otherwise). The push runs in its own task, on the published snapshot and the
 //! maintenance switch, with a bounded timeout per HAProxy; it never touches the check loop.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Memory, Stance, stance};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, HaproxyConfig, RuntimeApi, ServerRef};
 use crate::maintenance::Maintenance;
 use crate::snapshot::Snapshot;
 
@@ -38,77 +36,6 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// The stance also changes without a new snapshot (a stalled check loop turns stale): look
 /// again this often.
 const RECHECK: Duration = Duration::from_secs(1);
-
-/// `[haproxy]`, validated.
-#[derive(Debug, Clone)]
-pub struct HaproxyConfig {
-    /// Every HAProxy in front of this node.
-    pub runtime_api: Vec<RuntimeApi>,
-    /// This node's server lines, in every HAProxy.
-    pub servers: Vec<ServerRef>,
-    /// Connect, send and read, per HAProxy and change.
-    pub timeout: Duration,
-}
-
-/// Where a runtime API listens (`stats socket` with `level admin`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuntimeApi {
-    /// `"127.0.0.1:9999"`, `"lb1:9999"`.
-    Tcp(String),
-    /// `"/run/haproxy/admin.sock"`.
-    Unix(PathBuf),
-}
-
-impl RuntimeApi {
-    pub fn parse(s: &str) -> Option<RuntimeApi> {
-        if s.starts_with('/') {
-            return Some(RuntimeApi::Unix(PathBuf::from(s)));
-        }
-        let (host, port) = s.rsplit_once(':')?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
-            .then(|| RuntimeApi::Tcp(s.to_string()))
-    }
-}
-
-impl fmt::Display for RuntimeApi {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RuntimeApi::Tcp(a) => f.write_str(a),
-            RuntimeApi::Unix(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// `backend/server`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerRef {
-    pub backend: String,
-    pub server: String,
-}
-
-impl ServerRef {
-    /// Names that are safe on a runtime API command line: printable, no blanks, and no `;`
-    /// (which separates commands there).
-    pub fn parse(s: &str) -> Option<ServerRef> {
-        let (backend, server) = s.split_once('/')?;
-        let ok = |n: &str| {
-            !n.is_empty()
-                && n.chars()
-                    .all(|c| c.is_ascii_graphic() && c != ';' && c != '/')
-        };
-        (ok(backend) && ok(server)).then(|| ServerRef {
-            backend: backend.to_string(),
-            server: server.to_string(),
-        })
-    }
-}
-
-impl fmt::Display for ServerRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.backend, self.server)
-    }
-}
 
 /// One runtime API change for a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn commands_and_addresses_render_as_haproxy_reads_them() {
+    fn commands_render_as_haproxy_reads_them() {
         let s = ServerRef::parse("centrifugo/node1").unwrap();
         assert_eq!(
             Command::State("drain").render(&s),
@@ -410,18 +337,5 @@ mod tests {
             Command::Agent("up").render(&s),
             "set server centrifugo/node1 agent up"
         );
-        for bad in ["node1", "a/b;shutdown", "a /b", "/b", "a/", "a/b/c"] {
-            assert!(ServerRef::parse(bad).is_none(), "{bad}");
-        }
-        assert_eq!(
-            RuntimeApi::parse("/run/haproxy/admin.sock"),
-            Some(RuntimeApi::Unix("/run/haproxy/admin.sock".into()))
-        );
-        assert_eq!(
-            RuntimeApi::parse("127.0.0.1:9999"),
-            Some(RuntimeApi::Tcp("127.0.0.1:9999".into()))
-        );
-        assert!(RuntimeApi::parse("9999").is_none());
-        assert!(RuntimeApi::parse("lb:0").is_none());
     }
 }

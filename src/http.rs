@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn the_maintenance_endpoint_needs_a_configured_token_and_presents_it() {
-        use crate::maintenance::MaintenanceConfig;
+        use crate::config::MaintenanceConfig;
         let off = Maintenance::disabled();
         assert_eq!(
             maintenance_endpoint(&Method::POST, Some(b"Bearer x"), &off).status(),

@@ -35,6 +35,7 @@
 pub mod agent;
 pub mod check;
 pub mod config;
+pub mod conn;
 pub mod events;
 pub mod haproxy;
 pub mod http;
@@ -58,7 +59,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Checker, Trigger};
+use crate::check::Checker;
+use crate::events::Trigger;
 use crate::config::Config;
 use crate::metrics::Metrics;
 

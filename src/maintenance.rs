@@ -16,7 +16,7 @@
 //! HAProxy push learns of a change without waiting for a probe. The state is published in a
 //! `watch` channel that the agent, the HTTP server and the push read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,21 +25,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::secret::Secret;
+use crate::config::MaintenanceConfig;
 
 /// How often the flag file is looked at: a `stat`, at most 250 ms late.
 pub const FILE_POLL: Duration = Duration::from_millis(250);
 /// A `stat` that takes longer than this (a hung network filesystem) keeps the last state.
 const STAT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `[maintenance]`, validated.
-#[derive(Debug, Clone, Default)]
-pub struct MaintenanceConfig {
-    /// The flag file: maintenance while it exists.
-    pub file: Option<PathBuf>,
-    /// The bearer token of `POST`/`DELETE /maintenance`; `None` disables the endpoint.
-    pub token: Option<Secret>,
-}
 
 /// Whether the node is in maintenance, and why. Shown in `/status` as `maintenance`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -244,6 +235,7 @@ pub async fn watch_file(m: Arc<Maintenance>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
 
     fn with_token(token: &str) -> Arc<Maintenance> {
         Maintenance::new(MaintenanceConfig {

@@ -21,11 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
-use serde::Serialize;
 
 use crate::config::{RepairCommand, RepairConfig};
-use crate::probe::{ErrorClass, ServerError, command};
-use crate::sentinel::ServerAddr;
+use crate::conn::{ErrorClass, ServerAddr, ServerError, command};
+use crate::snapshot::KillReport;
 use crate::verdict::Verdict;
 
 /// Kill rounds on one server.
@@ -33,16 +32,6 @@ use crate::verdict::Verdict;
 struct Rounds {
     last: Instant,
     count: u32,
-}
-
-/// What the kill repair did, per group, for `/status`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct KillReport {
-    /// Connections killed in this check.
-    pub killed: Vec<String>,
-    /// Servers rolecall gave up on: the node keeps coming back to them.
-    pub given_up: Vec<String>,
-    pub error: Option<String>,
 }
 
 /// State of the kill repair across checks.

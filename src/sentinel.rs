@@ -18,72 +18,13 @@
 //! once the majority names the new master, as before.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::Value;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-use crate::probe::{ErrorClass, Pool, ServerError, command, text};
-
-/// A server address as Sentinel announces it: an IP or a host name, and a port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl ServerAddr {
-    pub fn new(host: String, port: u16) -> ServerAddr {
-        // "::ffff:10.0.0.1" and "10.0.0.1" are one server; keep the plain form.
-        let host = match host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => v6.to_string(),
-            },
-            Ok(v4) => v4.to_string(),
-            Err(_) => host,
-        };
-        ServerAddr { host, port }
-    }
-}
-
-impl fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl FromStr for ServerAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<ServerAddr, String> {
-        if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
-            return Ok(ServerAddr::new(sa.ip().to_string(), sa.port()));
-        }
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not host:port"))?;
-        if host.is_empty() || host.contains(':') {
-            return Err(format!("{s:?} is not host:port"));
-        }
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("{s:?}: bad port"))?;
-        Ok(ServerAddr::new(host.to_string(), port))
-    }
-}
-
-impl Serialize for ServerAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+use crate::conn::{ErrorClass, Pool, ServerAddr, ServerError, command, text};
 
 /// A replica as one sentinel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -885,12 +826,4 @@ mod tests {
         assert!(!parse_tilt("# Sentinel\r\nsentinel_tilt:0\r\n"));
     }
 
-    #[test]
-    fn addresses_parse_and_normalise() {
-        assert_eq!(a("[::ffff:127.0.0.1]:6379"), a("127.0.0.1:6379"));
-        assert_eq!(a("[::1]:6379").to_string(), "[::1]:6379");
-        assert_eq!(a("redis-1:6379").host, "redis-1");
-        assert!("6379".parse::<ServerAddr>().is_err());
-        assert!(":6379".parse::<ServerAddr>().is_err());
-    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::sentinel::ServerAddr;
+use crate::conn::ServerAddr;
 use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,9 +67,19 @@ pub struct GroupStatus {
     pub servers: Vec<ServerStatus>,
     pub probe: Option<ProbeStatus>,
     /// What the kill repair did in this check (when enabled).
-    pub repair: Option<crate::repair::KillReport>,
+    pub repair: Option<KillReport>,
     /// The last Sentinel event about this master.
     pub last_event: Option<EventStatus>,
+}
+
+/// What the kill repair did, per group, for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KillReport {
+    /// Connections killed in this check.
+    pub killed: Vec<String>,
+    /// Servers rolecall gave up on: the node keeps coming back to them.
+    pub given_up: Vec<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

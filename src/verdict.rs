@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::probe::{ErrorClass, Role, ServerError};
-use crate::sentinel::{SentinelView, ServerAddr};
+use crate::conn::{ErrorClass, ServerAddr, ServerError};
+use crate::probe::Role;
+use crate::sentinel::SentinelView;
 use crate::sockets::{Connection, DiscoverError};
 
 /// The states of DESIGN.md, in order of severity (worst last) for combining groups.
@@ -512,7 +513,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ServerError;
+    use crate::conn::ServerError;
     use std::collections::BTreeMap;
 
     fn addr(s: &str) -> ServerAddr {
