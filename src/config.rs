@@ -646,10 +646,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn validate_maintenance(
-    m: RawMaintenance,
-    http: bool,
-) -> Result<MaintenanceConfig, ConfigError> {
+fn validate_maintenance(m: RawMaintenance, http: bool) -> Result<MaintenanceConfig, ConfigError> {
     if m.file.as_ref().is_some_and(|f| !f.is_absolute()) {
         return Err(ConfigError::invalid(
             "maintenance.file: give an absolute path, e.g. \"/run/rolecall/maintenance\"",
@@ -673,10 +670,7 @@ fn validate_maintenance(
     })
 }
 
-fn validate_haproxy(
-    h: RawHaproxy,
-    agent: bool,
-) -> Result<HaproxyConfig, ConfigError> {
+fn validate_haproxy(h: RawHaproxy, agent: bool) -> Result<HaproxyConfig, ConfigError> {
     if !agent {
         return Err(ConfigError::invalid(
             "haproxy: the push speeds up the agent check, which stays the source of truth; configure [agent] too",

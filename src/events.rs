@@ -534,6 +534,9 @@ mod tests {
             ),
             Message::Other
         );
-        assert_eq!(route(&s1, "+tilt", "", "mymaster"), Message::Event { failover: None });
+        assert_eq!(
+            route(&s1, "+tilt", "", "mymaster"),
+            Message::Event { failover: None }
+        );
     }
 }

@@ -60,8 +60,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::Checker;
-use crate::events::Trigger;
 use crate::config::Config;
+use crate::events::Trigger;
 use crate::metrics::Metrics;
 
 /// Listeners bound before [`run`] (so that bad addresses fail before anything starts).
@@ -86,17 +86,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     } else {
         Vec::new()
     };
-    for (sentinels, auth, master_name, log, votes) in sources {
-        for sentinel in sentinels {
+    for group in sources {
+        for sentinel in group.sentinels {
             tasks.spawn(events::follow(
                 events::Source {
                     sentinel,
-                    auth: auth.clone(),
-                    master_name: master_name.clone(),
+                    auth: group.auth.clone(),
+                    master_name: group.master_name.clone(),
                     timeout: config.check.timeout,
                     trigger: trigger.clone(),
-                    log: log.clone(),
-                    votes: votes.clone(),
+                    log: group.log.clone(),
+                    votes: group.votes.clone(),
                 },
                 shutdown.clone(),
             ));

@@ -215,5 +215,4 @@ mod tests {
         assert_eq!(parse_run_id("# Server\r\nrun_id:\r\n"), None);
         assert_eq!(parse_run_id(""), None);
     }
-
 }

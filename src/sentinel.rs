@@ -825,5 +825,4 @@ mod tests {
         ));
         assert!(!parse_tilt("# Sentinel\r\nsentinel_tilt:0\r\n"));
     }
-
 }

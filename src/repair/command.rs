@@ -1,178 +1,17 @@
-//! Repair (opt-in): what draining cannot do.
-//!
-//! Draining a node does not stop its writes; making it reconnect does. Two repairs:
-//!
-//! - **Kill stale connections**: when a node connection goes to a server that is not Sentinel's
-//!   master, `CLIENT KILL ADDR <node's address> SKIPME yes` on that server, through rolecall's
-//!   own connection, so a Sentinel-aware client re-resolves now instead of writing into the
-//!   split-brain window. Exactly the node's connections (matched by address and port as the
-//!   server sees them): never rolecall's own, never another client's. Only when Sentinel's
-//!   master has been verified (`ROLE` says master), rate-limited per server, and given up after
-//!   `kill_attempts` rounds in which the node came straight back to the same server (it does
-//!   not ask Sentinel: repair cannot fix it, and the verdict says so).
-//! - **Run a command** (e.g. restart the node) once an out-of-rotation verdict has persisted for
-//!   a set time, with a timeout, a cooldown, and a fleet-wide lock on the master (`SET key node
-//!   NX PX ttl`) so that no two nodes of a fleet run it at once. A dry-run mode only logs.
+//! The command repair: run a command (e.g. restart the node) once an out-of-rotation verdict
+//! has persisted for a set time, with a timeout and a cooldown, under a fleet-wide lock on
+//! Sentinel's verified master (`SET key node NX PX ttl`) so that no two nodes of a fleet run it
+//! at once. Whether it is due is decided by [`command_due`], pure. A dry-run mode only logs.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::config::{RepairCommand, RepairConfig};
+use crate::config::RepairCommand;
 use crate::conn::{ErrorClass, ServerAddr, ServerError, command};
-use crate::snapshot::KillReport;
 use crate::verdict::Verdict;
-
-/// Kill rounds on one server.
-#[derive(Debug, Clone)]
-struct Rounds {
-    last: Instant,
-    count: u32,
-}
-
-/// State of the kill repair across checks.
-#[derive(Debug, Default)]
-pub struct Killer {
-    rounds: HashMap<ServerAddr, Rounds>,
-    acl_reported: bool,
-    /// The last kill failure, shown until a kill succeeds or the node leaves stale servers.
-    last_error: Option<String>,
-}
-
-/// Decides which servers get a kill round now: pure, table-tested.
-///
-/// `stale` lists each server that is not Sentinel's master with the node's connections on it.
-pub fn plan(
-    rounds: &HashMap<ServerAddr, (Instant, u32)>,
-    stale: &[(ServerAddr, Vec<SocketAddr>)],
-    cfg: &RepairConfig,
-    now: Instant,
-) -> (Vec<ServerAddr>, Vec<ServerAddr>) {
-    let mut kill = Vec::new();
-    let mut given_up = Vec::new();
-    for (server, conns) in stale {
-        if conns.is_empty() {
-            continue;
-        }
-        match rounds.get(server) {
-            Some((_, n)) if *n >= cfg.kill_attempts => given_up.push(server.clone()),
-            Some((last, _)) if now.saturating_duration_since(*last) < cfg.kill_interval => {}
-            _ => kill.push(server.clone()),
-        }
-    }
-    (kill, given_up)
-}
-
-impl Killer {
-    /// Kills the node's connections on stale servers. `conns` gives rolecall's own connection
-    /// to each server (made by the check that found the problem).
-    pub async fn repair(
-        &mut self,
-        cfg: &RepairConfig,
-        stale: &[(ServerAddr, Vec<SocketAddr>)],
-        conns: &HashMap<ServerAddr, MultiplexedConnection>,
-        timeout: Duration,
-        now: Instant,
-    ) -> KillReport {
-        // Forget servers the node has left: a later return starts a fresh count.
-        self.rounds
-            .retain(|s, _| stale.iter().any(|(t, c)| t == s && !c.is_empty()));
-        let view: HashMap<ServerAddr, (Instant, u32)> = self
-            .rounds
-            .iter()
-            .map(|(k, r)| (k.clone(), (r.last, r.count)))
-            .collect();
-        let (kill, given_up) = plan(&view, stale, cfg, now);
-        let mut report = KillReport {
-            given_up: given_up.iter().map(ToString::to_string).collect(),
-            ..KillReport::default()
-        };
-        for server in kill {
-            let Some(mut conn) = conns.get(&server).cloned() else {
-                continue;
-            };
-            let targets = stale
-                .iter()
-                .find(|(s, _)| *s == server)
-                .map(|(_, c)| c.clone())
-                .unwrap_or_default();
-            let entry = self.rounds.entry(server.clone()).or_insert(Rounds {
-                last: now,
-                count: 0,
-            });
-            entry.last = now;
-            entry.count += 1;
-            for addr in targets {
-                let mut kill = redis::cmd("CLIENT");
-                kill.arg("KILL")
-                    .arg("ADDR")
-                    .arg(addr.to_string())
-                    .arg("SKIPME")
-                    .arg("yes");
-                match command(&mut conn, &server, "server", timeout, &kill).await {
-                    Ok(v) => {
-                        let n = match v {
-                            redis::Value::Int(n) => n,
-                            _ => 0,
-                        };
-                        tracing::info!(
-                            server = %server,
-                            client = %addr,
-                            killed = n,
-                            round = entry.count,
-                            "repair: killed the node's connection on a server that is not Sentinel's master"
-                        );
-                        if n > 0 {
-                            report.killed.push(format!("{addr} on {server}"));
-                        }
-                        self.last_error = None;
-                    }
-                    Err(e) if matches!(e.class, ErrorClass::NoPerm | ErrorClass::Auth) => {
-                        if !self.acl_reported {
-                            tracing::error!(
-                                server = %server,
-                                error = %e,
-                                "repair: CLIENT KILL refused; grant rolecall's user +client|kill to enable kill_stale_connections"
-                            );
-                            self.acl_reported = true;
-                        }
-                        self.last_error = Some(format!("CLIENT KILL refused: {e}"));
-                    }
-                    Err(e) => {
-                        tracing::warn!(server = %server, client = %addr, error = %e, "repair: CLIENT KILL failed");
-                        self.last_error = Some(e.to_string());
-                    }
-                }
-            }
-        }
-        if self.rounds.is_empty() {
-            self.last_error = None;
-        }
-        report.error = self.last_error.clone();
-        report
-    }
-}
-
-/// The note the verdict's reason gets when repair is on.
-pub fn note(report: &KillReport, attempts: u32) -> Option<String> {
-    if !report.given_up.is_empty() {
-        return Some(format!(
-            "repair cannot fix it: the node came back to {} after {attempts} kill round(s) (it does not ask Sentinel)",
-            report.given_up.join(", ")
-        ));
-    }
-    if !report.killed.is_empty() {
-        return Some(format!(
-            "repair: killed {} so the node re-asks Sentinel",
-            report.killed.join(", ")
-        ));
-    }
-    None
-}
 
 /// State of the command repair.
 #[derive(Debug, Default)]
@@ -340,53 +179,6 @@ pub async fn run_command(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cfg() -> RepairConfig {
-        RepairConfig {
-            kill_stale_connections: true,
-            kill_interval: Duration::from_secs(1),
-            kill_attempts: 3,
-            pause_writes_on_failover: false,
-            pause_for: Duration::from_secs(3),
-            command: None,
-        }
-    }
-
-    fn a(s: &str) -> ServerAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn kills_are_rate_limited_and_given_up_after_the_attempts() {
-        let now = Instant::now();
-        let conn: Vec<SocketAddr> = vec!["127.0.0.1:5000".parse().unwrap()];
-        let stale = vec![(a("127.0.0.1:6379"), conn)];
-        let mut rounds = HashMap::new();
-        assert_eq!(
-            plan(&rounds, &stale, &cfg(), now).0.len(),
-            1,
-            "first sight: kill"
-        );
-        rounds.insert(a("127.0.0.1:6379"), (now, 1));
-        assert!(
-            plan(&rounds, &stale, &cfg(), now + Duration::from_millis(500))
-                .0
-                .is_empty(),
-            "too soon"
-        );
-        assert_eq!(
-            plan(&rounds, &stale, &cfg(), now + Duration::from_secs(1))
-                .0
-                .len(),
-            1
-        );
-        rounds.insert(a("127.0.0.1:6379"), (now, 3));
-        let (kill, given_up) = plan(&rounds, &stale, &cfg(), now + Duration::from_secs(5));
-        assert!(kill.is_empty());
-        assert_eq!(given_up, vec![a("127.0.0.1:6379")]);
-        let empty = vec![(a("127.0.0.1:6379"), vec![])];
-        assert_eq!(plan(&HashMap::new(), &empty, &cfg(), now).0.len(), 0);
-    }
 
     fn command_cfg() -> RepairCommand {
         RepairCommand {

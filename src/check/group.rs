@@ -1,0 +1,306 @@
+//! One group's part of a check: route the node's connections to the group's servers, gather
+//! the servers' facts (`ROLE`, the write probe on Sentinel's master), remember their roles,
+//! observe, repair, and build the group's status once the policy has decided.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::config::{GroupConfig, RepairConfig};
+use crate::conn::{Pool, ServerAddr, ServerError};
+use crate::events::{EventLog, VoteLog};
+use crate::probe::{Role, ServerFacts, server_facts};
+use crate::repair::{GroupRepair, note};
+use crate::sentinel::{SentinelAnswer, SentinelView};
+use crate::snapshot::{
+    ConnectionStatus, EventStatus, GroupStatus, KillReport, ProbeStatus, SentinelStatus,
+    ServerStatus,
+};
+use crate::sockets::NodeSockets;
+use crate::verdict::{Decision, GroupFacts, Observation, RoutedConnection, Tracker, observe_group};
+
+use super::{ms, route};
+
+/// One Sentinel-managed master and what rolecall keeps about it across checks.
+pub(super) struct Group {
+    pub config: GroupConfig,
+    pub sentinels: Vec<ServerAddr>,
+    pub sentinel_pool: Pool,
+    pub server_pool: Pool,
+    pub tracker: Tracker,
+    pub repair: GroupRepair,
+    pub events: EventLog,
+    /// Leader votes heard on this group's sentinels.
+    pub votes: VoteLog,
+    /// Whether the node was ever seen connected to this topology.
+    pub seen_on_topology: bool,
+    /// Servers whose last answer to `ROLE` was replica.
+    pub last_replicas: BTreeSet<ServerAddr>,
+    /// Sentinel's master as of the last check, if it said `master` to `ROLE`.
+    pub verified_master: Option<ServerAddr>,
+}
+
+/// The write probe a check makes on Sentinel's master: key and time to live.
+pub(super) type Probe = Option<(String, Duration)>;
+
+/// What one group's check found: the observation, and what the group's status shows.
+pub(super) struct GroupCheck {
+    pub obs: Observation,
+    answers: Vec<SentinelAnswer>,
+    view: SentinelView,
+    routed: Vec<RoutedConnection>,
+    facts: BTreeMap<ServerAddr, ServerFacts>,
+    probe: Option<Result<(), ServerError>>,
+    repair: Option<KillReport>,
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
+
+impl Group {
+    /// Checks this group against Sentinel's `view` (from `answers`) and the node's sockets.
+    pub async fn check(
+        &mut self,
+        answers: Vec<SentinelAnswer>,
+        view: SentinelView,
+        sockets: &NodeSockets,
+        probe: Probe,
+        timeout: Duration,
+        repair: &RepairConfig,
+    ) -> GroupCheck {
+        let routes = route::route(&mut self.server_pool, &view, sockets, timeout).await;
+        let facts = self
+            .gather_facts(&view, &routes.routed, probe, timeout)
+            .await;
+        self.server_pool.retain(|a| routes.known.contains(a));
+        let probe = view
+            .master
+            .as_ref()
+            .and_then(|m| facts.get(m))
+            .and_then(|f| f.probe.clone());
+        self.seen_on_topology |= !routes.routed.is_empty();
+        self.remember_roles(&facts, &routes.known);
+        let role_of = |a: &ServerAddr| facts.get(a).map(|f| f.role.clone());
+        let mut obs = observe_group(&GroupFacts {
+            view: &view,
+            connections: &routes.routed,
+            role_of: &role_of,
+            probe: probe.as_ref(),
+            seen_on_topology: self.seen_on_topology,
+            last_replicas: &self.last_replicas,
+        });
+        self.verified_master = view
+            .master
+            .clone()
+            .filter(|m| matches!(facts.get(m).map(|f| &f.role), Some(Ok(Role::Master))));
+        let kill = self
+            .repair
+            .kill_stale(
+                repair,
+                self.verified_master.as_ref(),
+                view.elected.is_some(),
+                &routes.routed,
+                &self.server_pool,
+                timeout,
+            )
+            .await;
+        if let Some(n) = kill.as_ref().and_then(|r| note(r, repair.kill_attempts)) {
+            obs.reason = format!("{}; {n}", obs.reason);
+        }
+        GroupCheck {
+            obs,
+            answers,
+            view,
+            routed: routes.routed,
+            facts,
+            probe,
+            repair: kill,
+        }
+    }
+
+    /// `ROLE` of every server the node talks to and of Sentinel's master; the write probe on
+    /// the master (unless rolecall itself holds writes there). Keeps the connections that still
+    /// work, forgets the others.
+    async fn gather_facts(
+        &mut self,
+        view: &SentinelView,
+        routed: &[RoutedConnection],
+        probe: Probe,
+        timeout: Duration,
+    ) -> BTreeMap<ServerAddr, ServerFacts> {
+        let mut ask: BTreeSet<ServerAddr> = routed.iter().map(|r| r.server.clone()).collect();
+        if let Some(m) = &view.master {
+            ask.insert(m.clone());
+        }
+        let stamp = now_millis().to_string();
+        let probe = probe.filter(|_| {
+            !self
+                .repair
+                .holds_writes_on(view.master.as_ref(), Instant::now())
+        });
+        let fact_futures: Vec<_> = ask
+            .iter()
+            .map(|addr| {
+                let conn = self.server_pool.connection(addr);
+                let p = match (&probe, &view.master) {
+                    (Some((key, ttl)), Some(m)) if m == addr => {
+                        Some((key.clone(), stamp.clone(), *ttl))
+                    }
+                    _ => None,
+                };
+                let addr = addr.clone();
+                async move {
+                    let deadline = timeout * 3;
+                    match tokio::time::timeout(deadline, async {
+                        server_facts(conn.await, addr.clone(), timeout, p.clone()).await
+                    })
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => timed_out(addr, deadline, p.is_some()),
+                    }
+                }
+            })
+            .collect();
+        let mut facts = BTreeMap::new();
+        for (addr, f, conn) in join_all(fact_futures).await {
+            match conn {
+                Some(c) => self.server_pool.keep(&addr, c),
+                None => self.server_pool.forget(&addr),
+            }
+            facts.insert(addr, f);
+        }
+        facts
+    }
+
+    /// Remembers which servers last said replica (a replica that stops answering is still the
+    /// replica it last said it was), for the servers still `known`.
+    fn remember_roles(
+        &mut self,
+        facts: &BTreeMap<ServerAddr, ServerFacts>,
+        known: &BTreeSet<ServerAddr>,
+    ) {
+        for (addr, f) in facts {
+            match &f.role {
+                Ok(Role::Replica { .. }) => {
+                    self.last_replicas.insert(addr.clone());
+                }
+                Ok(_) => {
+                    self.last_replicas.remove(addr);
+                }
+                Err(_) => {}
+            }
+        }
+        self.last_replicas.retain(|a| known.contains(a));
+    }
+
+    /// The group's status for the snapshot, with the policy's `decision`; and the check's
+    /// observation, for the node's verdict.
+    pub fn status(&self, check: GroupCheck, decision: Decision) -> (Observation, GroupStatus) {
+        let GroupCheck {
+            obs,
+            answers,
+            view,
+            routed,
+            facts,
+            probe,
+            repair,
+        } = check;
+        let mut dissent = view.dissent.clone();
+        if let Some(p) = &view.problem {
+            dissent.insert(0, p.clone());
+        }
+        let role_name = |s: &ServerAddr| {
+            facts
+                .get(s)
+                .and_then(|f| f.role.as_ref().ok())
+                .map(|role| role.name().to_string())
+        };
+        let status = GroupStatus {
+            name: self.config.name.clone(),
+            master_name: self.config.master_name.clone(),
+            verdict: decision.verdict,
+            in_rotation: decision.in_rotation,
+            reason: decision.reason,
+            master: view.master,
+            votes: view.votes,
+            elected: view.elected,
+            configured_sentinels: view.configured,
+            dissent,
+            sentinels: answers.iter().map(sentinel_status).collect(),
+            connections: routed
+                .iter()
+                .map(|r| ConnectionStatus {
+                    local: r.connection.local.to_string(),
+                    remote: r.connection.remote.to_string(),
+                    server: r.server.clone(),
+                    role: role_name(&r.server),
+                })
+                .collect(),
+            servers: facts
+                .iter()
+                .map(|(addr, f)| ServerStatus {
+                    addr: addr.clone(),
+                    role: f.role.as_ref().ok().map(|r| r.name().to_string()),
+                    error: f.role.as_ref().err().map(|e| e.to_string()),
+                    latency_ms: f.latency.map(ms),
+                })
+                .collect(),
+            probe: probe.as_ref().map(|r| ProbeStatus {
+                ok: r.is_ok(),
+                error: r.as_ref().err().map(|e| e.to_string()),
+            }),
+            repair,
+            last_event: self.last_event(),
+        };
+        (obs, status)
+    }
+
+    /// The last Sentinel event about this group's master.
+    fn last_event(&self) -> Option<EventStatus> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .map(|e| EventStatus {
+                age_ms: e.at.map(|t| t.elapsed().as_millis() as u64),
+                sentinel: e.sentinel,
+                channel: e.channel,
+                payload: e.payload,
+            })
+    }
+}
+
+/// The facts of a server that did not answer within `deadline`.
+fn timed_out(
+    addr: ServerAddr,
+    deadline: Duration,
+    probed: bool,
+) -> (
+    ServerAddr,
+    ServerFacts,
+    Option<redis::aio::MultiplexedConnection>,
+) {
+    let e = ServerError::timeout("server", &addr, deadline);
+    let facts = ServerFacts {
+        role: Err(e.clone()),
+        latency: None,
+        probe: probed.then_some(Err(e)),
+    };
+    (addr, facts, None)
+}
+
+fn sentinel_status(a: &SentinelAnswer) -> SentinelStatus {
+    SentinelStatus {
+        addr: a.addr.clone(),
+        master: a.result.as_ref().ok().and_then(|r| r.master.clone()),
+        tilt: a.result.as_ref().is_ok_and(|r| r.tilt),
+        error: a.result.as_ref().err().map(|e| e.to_string()),
+        latency_ms: a.latency.map(ms),
+    }
+}
