@@ -52,21 +52,30 @@ impl fmt::Display for ServerAddr {
     }
 }
 
+/// Text that is not a server address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("{0:?} is not host:port")]
+    NotHostPort(String),
+    #[error("{0:?}: bad port")]
+    BadPort(String),
+}
+
 impl FromStr for ServerAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<ServerAddr, String> {
+    type Err = AddrError;
+    fn from_str(s: &str) -> Result<ServerAddr, AddrError> {
         if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
             return Ok(ServerAddr::new(sa.ip().to_string(), sa.port()));
         }
         let (host, port) = s
             .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not host:port"))?;
+            .ok_or_else(|| AddrError::NotHostPort(s.to_string()))?;
         if host.is_empty() || host.contains(':') {
-            return Err(format!("{s:?} is not host:port"));
+            return Err(AddrError::NotHostPort(s.to_string()));
         }
         let port = port
             .parse::<u16>()
-            .map_err(|_| format!("{s:?}: bad port"))?;
+            .map_err(|_| AddrError::BadPort(s.to_string()))?;
         Ok(ServerAddr::new(host.to_string(), port))
     }
 }
@@ -164,6 +173,24 @@ pub fn from_redis(addr: &ServerAddr, e: &redis::RedisError) -> ServerError {
         ErrorClass::Other
     };
     ServerError::new(class, format!("{addr}: {e}"))
+}
+
+/// A reply that does not have the shape its command promises (a server that is not Redis, or a
+/// version rolecall does not know).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{command}: {problem}")]
+pub struct ReplyError {
+    pub command: &'static str,
+    pub problem: String,
+}
+
+impl ReplyError {
+    pub fn new(command: &'static str, problem: impl Into<String>) -> ReplyError {
+        ReplyError {
+            command,
+            problem: problem.into(),
+        }
+    }
 }
 
 /// A reply as text, where it is text (or a number).

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Auth, ServerAddr, connection_info};
+use crate::conn::{Auth, ServerAddr, ServerError, connection_info};
 use crate::sentinel::{Vote, parse_vote};
 
 /// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
@@ -303,29 +303,41 @@ fn deliver(source: &Source, channel: String, payload: String) {
     }
 }
 
+/// Why a subscription ended (the message names its cause; none is carried as a source).
+#[derive(Debug, thiserror::Error)]
+enum SubscribeError {
+    #[error("{0}")]
+    Address(ServerError),
+    #[error("{0}")]
+    Redis(redis::RedisError),
+    #[error("connect timed out after {}", humantime::format_duration(*.0))]
+    ConnectTimeout(Duration),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("PING failed: {0}")]
+    Ping(redis::RedisError),
+    #[error("connection closed")]
+    Closed,
+}
+
 /// Connects to the source's sentinel and subscribes to [`CHANNELS`], each step under the timeout.
-async fn subscribe(source: &Source) -> Result<redis::aio::PubSub, String> {
+async fn subscribe(source: &Source) -> Result<redis::aio::PubSub, SubscribeError> {
     let timeout = source.timeout;
-    let info = connection_info(&source.sentinel, &source.auth).map_err(|e| e.to_string())?;
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let info = connection_info(&source.sentinel, &source.auth).map_err(SubscribeError::Address)?;
+    let client = redis::Client::open(info).map_err(SubscribeError::Redis)?;
     let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
-        .map_err(|_| {
-            format!(
-                "connect timed out after {}",
-                humantime::format_duration(timeout)
-            )
-        })?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| SubscribeError::ConnectTimeout(timeout))?
+        .map_err(SubscribeError::Redis)?;
     tokio::time::timeout(timeout, pubsub.subscribe(CHANNELS))
         .await
-        .map_err(|_| "SUBSCRIBE timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| SubscribeError::Timeout("SUBSCRIBE"))?
+        .map_err(SubscribeError::Redis)?;
     Ok(pubsub)
 }
 
 /// One subscription, until its connection fails.
-async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), String> {
+async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), SubscribeError> {
     let sentinel = &source.sentinel;
     let pubsub = subscribe(source).await?;
     if *reported {
@@ -342,15 +354,15 @@ async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), Stri
     loop {
         tokio::select! {
             msg = stream.next() => {
-                let Some(msg) = msg else { return Err("connection closed".to_string()) };
+                let Some(msg) = msg else { return Err(SubscribeError::Closed) };
                 let payload: String = msg.get_payload().unwrap_or_default();
                 deliver(source, msg.get_channel_name().to_string(), payload);
             }
             _ = ping.tick() => {
                 match tokio::time::timeout(source.timeout, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(format!("PING failed: {e}")),
-                    Err(_) => return Err("PING timed out".to_string()),
+                    Ok(Err(e)) => return Err(SubscribeError::Ping(e)),
+                    Err(_) => return Err(SubscribeError::Timeout("PING")),
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use crate::conn::{ErrorClass, ServerAddr, ServerError, command, text};
+use crate::conn::{ErrorClass, ReplyError, ServerAddr, ServerError, command, text};
 
 /// A server's answer to `ROLE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,14 +53,17 @@ pub fn parse_run_id(info: &str) -> Option<String> {
 
 /// Parses the reply to `ROLE`: `["master", offset, [...]]`,
 /// `["slave", host, port, "connected"|"connect"|..., offset]` or `["sentinel", [...]]`.
-pub fn parse_role(v: &Value) -> Result<Role, String> {
+pub fn parse_role(v: &Value) -> Result<Role, ReplyError> {
     let Value::Array(items) = v else {
-        return Err(format!("ROLE: expected an array, got {v:?}"));
+        return Err(ReplyError::new(
+            "ROLE",
+            format!("expected an array, got {v:?}"),
+        ));
     };
     let kind = items
         .first()
         .and_then(text)
-        .ok_or_else(|| "ROLE: empty or non-text reply".to_string())?;
+        .ok_or_else(|| ReplyError::new("ROLE", "empty or non-text reply"))?;
     match kind.as_str() {
         "master" => Ok(Role::Master),
         "slave" | "replica" => {

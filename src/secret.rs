@@ -1,7 +1,19 @@
 //! Secrets (passwords) in a type whose `Debug` and `Display` never show them.
 
 use std::fmt;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a password file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("password file {}: {error}", path.display())]
+    Unreadable { path: PathBuf, error: io::Error },
+    #[error("password file {} is readable by every user; chmod o-r it", path.display())]
+    WorldReadable { path: PathBuf },
+    #[error("password file {} is empty", path.display())]
+    Empty { path: PathBuf },
+}
 
 /// A password. Read it with [`Secret::expose`] only where it is sent to a server.
 #[derive(Clone, PartialEq, Eq)]
@@ -14,21 +26,24 @@ impl Secret {
 
     /// Reads a secret from a file: the first line, without its line ending. A file that others
     /// can read is refused, as ssh does with private keys: rolecall will not spread a leak.
-    pub fn from_file(path: &Path) -> Result<Secret, String> {
+    pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| format!("password file {}: {e}", path.display()))?;
+        let unreadable = |error| SecretError::Unreadable {
+            path: path.to_path_buf(),
+            error,
+        };
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
         if meta.permissions().mode() & 0o004 != 0 {
-            return Err(format!(
-                "password file {} is readable by every user; chmod o-r it",
-                path.display()
-            ));
+            return Err(SecretError::WorldReadable {
+                path: path.to_path_buf(),
+            });
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("password file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(unreadable)?;
         let line = text.lines().next().unwrap_or("").to_string();
         if line.is_empty() {
-            return Err(format!("password file {} is empty", path.display()));
+            return Err(SecretError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         Ok(Secret(line))
     }
@@ -66,10 +81,15 @@ mod tests {
     fn a_world_readable_or_missing_password_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pw");
-        assert!(Secret::from_file(&p).unwrap_err().contains("No such file"));
+        assert!(
+            Secret::from_file(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("No such file")
+        );
         std::fs::write(&p, "canary-4711\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = Secret::from_file(&p).unwrap_err();
+        let e = Secret::from_file(&p).unwrap_err().to_string();
         assert!(
             e.contains("readable by every user") && !e.contains("canary"),
             "{e}"
