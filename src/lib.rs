@@ -81,26 +81,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let metrics = Arc::new(Metrics::new());
     let trigger = Trigger::default();
     let mut tasks = tokio::task::JoinSet::new();
-    let sources = if config.check.sentinel_events {
-        checker.event_sources()
-    } else {
-        Vec::new()
-    };
-    for group in sources {
-        for sentinel in group.sentinels {
-            tasks.spawn(events::follow(
-                events::Source {
-                    sentinel,
-                    auth: group.auth.clone(),
-                    master_name: group.master_name.clone(),
-                    timeout: config.check.timeout,
-                    trigger: trigger.clone(),
-                    log: group.log.clone(),
-                    votes: group.votes.clone(),
-                },
-                shutdown.clone(),
-            ));
-        }
+    if config.check.sentinel_events {
+        follow_events(&mut tasks, &checker, &config, &trigger, &shutdown);
     }
     tasks.spawn(runclock::run(shutdown.clone()));
     tasks.spawn(check::run(
@@ -161,6 +143,32 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     .is_err()
     {
         tracing::warn!(timeout = ?SHUTDOWN_DRAIN, "shutdown drain ran out; stopping anyway");
+    }
+}
+
+/// One event subscription per configured sentinel of every group, each feeding the trigger.
+fn follow_events(
+    tasks: &mut tokio::task::JoinSet<()>,
+    checker: &Checker,
+    config: &Config,
+    trigger: &Trigger,
+    shutdown: &CancellationToken,
+) {
+    for group in checker.event_sources() {
+        for sentinel in group.sentinels {
+            tasks.spawn(events::follow(
+                events::Source {
+                    sentinel,
+                    auth: group.auth.clone(),
+                    master_name: group.master_name.clone(),
+                    timeout: config.check.timeout,
+                    trigger: trigger.clone(),
+                    log: group.log.clone(),
+                    votes: group.votes.clone(),
+                },
+                shutdown.clone(),
+            ));
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 # Runs every rolecall test (the README's test command). Installs what the tests need:
 # Debian's redis-server, redis-sentinel and haproxy (real peers on loopback), curl, python3,
 # and iproute2/util-linux for tests in network namespaces they create (run as root, as CI does).
+# Checks formatting and clippy first: either failing fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     redis-server redis-sentinel redis-tools haproxy curl python3 iproute2 util-linux systemd >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+for tool in fmt clippy; do
+  cargo "$tool" --version >/dev/null 2>&1 || {
+    echo "cargo $tool not found: rustup component add rustfmt clippy" >&2; exit 1; }
+done
+
+# Lints are part of the suite: unformatted code or a clippy warning fails it.
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
 
 cargo build --all-targets --quiet
 cargo test --all-targets -- --test-threads="${ROLECALL_TEST_THREADS:-2}"
