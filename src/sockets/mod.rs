@@ -1,0 +1,42 @@
+//! Finds a node's live TCP connections, through netlink `sock_diag` or `/proc`.
+//!
+//! This module owns the answer to "which established TCP connections does the node hold right
+//! now?". A [`NodeSelector`] names the node (a pid, a pid file, a process name, or every
+//! process of rolecall's network namespace); [`discover`] returns a [`NodeSockets`] snapshot.
+//! It does not know about Redis: deciding which of those connections matter is the caller's job.
+//!
+//! - `discover`: the entry points, and how one discovery goes.
+//! - `memory`: [`FdMemory`] and [`discover_remembering`], the daemon's discovery, which skips
+//!   reading the node's fds while the candidate sockets are ones it has seen.
+//! - `pids`: a [`NodeSelector`] resolved to running pids (pid files, `/proc/PID/stat`, names).
+//! - `fds`: the socket inodes a process holds, from the links in `/proc/PID/fd`.
+//! - `namespace`: the ESTABLISHED sockets of the node's network namespace, by netlink or /proc
+//!   ([`Method`]), and which of them the node holds.
+//! - `netlink`: the `NETLINK_SOCK_DIAG` dump: the request, the datagrams, the kernel's errors.
+//! - `port_filter`: the bytecode that has the kernel send only sockets to given remote ports.
+//! - `proc_net`: the `/proc/PID/net/tcp` and `tcp6` tables ([`parse_proc_net_tcp`]).
+//! - `connection`: the plain data: [`Connection`], [`NodeSockets`], a namespace's table.
+//! - `error`: [`DiscoverError`], and what an I/O error under `/proc` means for it.
+
+#![forbid(unsafe_code)]
+
+mod connection;
+mod discover;
+mod error;
+mod fds;
+mod memory;
+mod namespace;
+mod netlink;
+mod pids;
+mod port_filter;
+mod proc_net;
+#[cfg(test)]
+mod testutil;
+
+pub use connection::{Connection, NodeSockets};
+pub use discover::{discover, discover_to_ports, discover_to_ports_with, discover_with};
+pub use error::DiscoverError;
+pub use memory::{FULL_SCAN_EVERY, FdMemory, discover_remembering};
+pub use namespace::Method;
+pub use pids::NodeSelector;
+pub use proc_net::parse_proc_net_tcp;
