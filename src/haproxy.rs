@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Memory, Stance, stance};
-use crate::config::{AgentConfig, HaproxyConfig, RuntimeApi, ServerRef};
+use crate::config::{AgentConfig, HaproxyConfig, OutWord, RuntimeApi, ServerRef};
 use crate::maintenance::Maintenance;
 use crate::snapshot::Snapshot;
 
@@ -58,9 +58,9 @@ impl Command {
 /// What rolecall has set in HAProxy (through the agent or the push).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pushed {
-    /// An administrative state rolecall set (`drain`/`maint`), or `"?"`: one it may have set
-    /// before a restart.
-    pub admin: Option<String>,
+    /// An administrative state rolecall set (`drain`/`maint`); `Some(None)`: one it may have
+    /// set before a restart, which it cannot name.
+    pub admin: Option<Option<OutWord>>,
     /// Rolecall marked the server DOWN (`agent down`).
     pub down: bool,
 }
@@ -69,7 +69,7 @@ impl Pushed {
     /// What rolecall may hold in HAProxy at start, from the agent's memory.
     pub fn at_start(memory: &Memory) -> Pushed {
         Pushed {
-            admin: memory.held().map(|w| w.unwrap_or_else(|| "?".to_string())),
+            admin: memory.held(),
             down: false,
         }
     }
@@ -85,10 +85,10 @@ pub fn plan(pushed: &Pushed, stance: &Stance) -> (Vec<Command>, Pushed) {
     }
     let mut commands = Vec::new();
     let admin = stance.admin_word();
-    if admin != pushed.admin.as_deref() {
+    if admin.map(Some) != pushed.admin {
         match admin {
-            Some("maint") => commands.push(Command::State("maint")),
-            Some(_) => commands.push(Command::State("drain")),
+            // The administrative words are the runtime API's state names.
+            Some(word) => commands.push(Command::State(word.as_str())),
             None if pushed.admin.is_some() => commands.push(Command::State("ready")),
             None => {}
         }
@@ -100,7 +100,7 @@ pub fn plan(pushed: &Pushed, stance: &Stance) -> (Vec<Command>, Pushed) {
     (
         commands,
         Pushed {
-            admin: admin.map(str::to_string),
+            admin: admin.map(Some),
             down,
         },
     )
@@ -258,12 +258,13 @@ mod tests {
     use super::*;
 
     fn out(w: &str) -> Stance {
-        Stance::Out(w.to_string())
+        Stance::Out(OutWord::parse(w).unwrap())
     }
 
+    /// `Some("?")`: an administrative state rolecall cannot name.
     fn pushed(admin: Option<&str>, down: bool) -> Pushed {
         Pushed {
-            admin: admin.map(str::to_string),
+            admin: admin.map(OutWord::parse),
             down,
         }
     }

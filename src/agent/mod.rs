@@ -10,30 +10,31 @@
 //! keeps the last state when it cannot reach the agent at all. `ready` lifts an administrative
 //! `drain`/`maint` — whoever set it, an operator included — so rolecall sends `ready` only to
 //! undo its own drain: beside `up` for a short window after it last took the node out.
-//! A `#description` is shown by HAProxy with the health word it accompanies.
+//! A `#description` is shown by HAProxy with the health word it accompanies. The words for a node
+//! out of rotation, and which of them are administrative, are [`OutWord`]'s (in `config`).
 //!
 //! HAProxy's parser, as rolecall relies on it (src/tcpcheck.c, `tcpcheck_agent_expect_reply`;
-//! configuration.txt, "agent-check"): the line ends at the first CR or LF; words are separated
-//! by spaces, tabs or commas, in any order, the last of each category winning; the categories
-//! are health (`up`, `down`, `stopped`, `fail`), administrative (`ready`, `drain`, `maint`),
-//! a weight (`N%`) and `maxconn:N`; a `#` starts a description that HAProxy only uses when a
-//! health word is present. Any other word is reported as an error. An empty line changes
-//! nothing ("CHECKED: No status change"), which is what rolecall answers when it has
-//! nothing to say: before its first confirmed verdict, and while blind (`unknown`) out of
-//! rotation. So a restarted or blind rolecall never drains a node. The agent's `drain`/`maint`/`ready` set the same flags as the runtime
-//! API's `set server <b>/<s> state drain|maint|ready` (`srv_adm_set_drain` and friends in
+//! configuration.txt, "agent-check"): the line ends at the first CR or LF; words are separated by
+//! spaces, tabs or commas, in any order, the last of each category winning; the categories are
+//! health (`up`, `down`, `stopped`, `fail`), administrative (`ready`, `drain`, `maint`), a weight
+//! (`N%`) and `maxconn:N`; a `#` starts a description that HAProxy only uses when a health word is
+//! present. Any other word is reported as an error. An empty line changes nothing ("CHECKED: No
+//! status change"), which is what rolecall answers when it has nothing to say: before its first
+//! confirmed verdict, and while blind (`unknown`) out of rotation. So a restarted or blind rolecall
+//! never drains a node. The agent's `drain`/`maint`/`ready` set the same flags as the runtime API's
+//! `set server <b>/<s> state drain|maint|ready` (`srv_adm_set_drain` and friends in
 //! include/haproxy/server.h), so an operator's drain and rolecall's cannot be told apart by
-//! HAProxy: hence the memory below. Maintenance pauses the health check but not the agent
-//! check (src/server.c, `srv_set_admin_flag`), so the agent can lift its own `maint`.
+//! HAProxy: hence the [`Memory`] of what rolecall told it. Maintenance pauses the health check but
+//! not the agent check (src/server.c, `srv_set_admin_flag`), so the agent can lift its own `maint`.
 //!
 //! rolecall never sends a weight: HAProxy computes a percentage as `initial weight * N / 100`
 //! rounded down (src/server.c, `server_parse_weight_change_request`), so any percentage below
 //! 100 turns a base weight of 1 into 0, which HAProxy treats as DRAIN. The shipped
 //! configurations use `weight 100`, so that an operator's `set weight N%` keeps its meaning.
 
-use std::path::PathBuf;
+mod memory;
+
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,9 +42,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
+use crate::config::defaults::AGENT_OUT_REPLY;
+use crate::config::{AgentConfig, OutWord};
 use crate::maintenance::Maintenance;
 use crate::snapshot::{Effective, Snapshot};
+
+pub use memory::{Memory, persist};
 
 /// Longest `agent-send` line rolecall reads; longer input is junk.
 const MAX_LINE: usize = 128;
@@ -68,8 +72,8 @@ pub enum Stance {
     /// starting or blind rolecall never drains a node.
     Hold,
     In,
-    /// Out of rotation, with the configured word (`drain`, `down`, `maint`, `fail`, `stopped`).
-    Out(String),
+    /// Out of rotation, with the configured word ([`OutWord`]: administrative or operational).
+    Out(OutWord),
     /// The operator's maintenance switch ([`crate::maintenance`]).
     Maint,
 }
@@ -77,22 +81,18 @@ pub enum Stance {
 impl Stance {
     /// The administrative word (`drain`/`maint`) this stance sets in HAProxy, if any: sticky
     /// until a `ready`.
-    pub fn admin_word(&self) -> Option<&str> {
+    pub fn admin_word(&self) -> Option<OutWord> {
         match self {
-            Stance::Maint => Some("maint"),
-            Stance::Out(w) if is_admin_word(w) => Some(w),
+            Stance::Maint => Some(OutWord::Maint),
+            Stance::Out(w) if w.is_admin() => Some(*w),
             _ => None,
         }
     }
 
     /// Whether this stance marks the server's operational state DOWN (`down`/`fail`/`stopped`).
     pub fn is_down(&self) -> bool {
-        matches!(self, Stance::Out(w) if !is_admin_word(w))
+        matches!(self, Stance::Out(w) if !w.is_admin())
     }
-}
-
-fn is_admin_word(w: &str) -> bool {
-    matches!(w, "drain" | "maint")
 }
 
 /// The stance for state `e`: maintenance first (the operator knows without Redis), then
@@ -111,8 +111,8 @@ pub fn stance(e: &Effective, checked: bool, maintenance: bool, cfg: &AgentConfig
         Stance::Out(
             cfg.out_reply
                 .get(&e.verdict)
-                .cloned()
-                .unwrap_or_else(|| "drain".to_string()),
+                .copied()
+                .unwrap_or(AGENT_OUT_REPLY),
         )
     }
 }
@@ -133,165 +133,17 @@ pub fn line(stance: &Stance, e: &Effective, maintenance_reason: &str, ready_due:
         // `up` beside the administrative word keeps the agent's health check passing (the node
         // process itself is fine; only its traffic must move) and carries the description.
         Stance::Maint => format!(
-            "maint up #{}\n",
+            "{} up #{}\n",
+            OutWord::Maint,
             sanitize(&format!(
                 "maintenance: {maintenance_reason}; verdict {}: {}",
                 e.verdict, e.reason
             ))
         ),
-        Stance::Out(w) if is_admin_word(w) => format!("{w} up #{}\n", described()),
+        Stance::Out(w) if w.is_admin() => format!("{w} up #{}\n", described()),
         // Health words carry the description themselves; `ready` lifts a drain or maint that
         // rolecall itself left behind (a `down` does not touch the administrative state).
         Stance::Out(w) => format!("{w}{ready} #{}\n", described()),
-    }
-}
-
-/// What rolecall last told HAProxy, to decide when `ready` is due: only to undo an
-/// administrative state (`drain`, `maint`) that rolecall itself set, never an operator's.
-///
-/// With a state file (`[agent] state_file`), "rolecall holds drain/maint" survives a restart:
-/// a restarted rolecall that finds the file releases its own drain once the node is healthy,
-/// and one that does not find it leaves any drain alone. Without a state file, a restarted
-/// rolecall cannot know whose drain HAProxy holds and releases it: `ready` for the first
-/// [`READY_WINDOW`] after the start.
-#[derive(Debug)]
-pub struct Memory {
-    held: Mutex<Held>,
-    state_file: Option<PathBuf>,
-    /// What the state file should say (the held word), written by [`persist`].
-    persist_tx: watch::Sender<Option<String>>,
-}
-
-#[derive(Debug, Default)]
-struct Held {
-    /// When rolecall last answered with an administrative word that takes the node out.
-    last_out: Option<Instant>,
-    /// That word; `None` when unknown (a start without a state file).
-    word: Option<String>,
-}
-
-impl Default for Memory {
-    fn default() -> Self {
-        Memory::new(None, Instant::now())
-    }
-}
-
-impl Memory {
-    /// Loads the memory at start (`now`): from `state_file`, or, without one, assuming the
-    /// worst (rolecall may have left a drain behind).
-    pub fn new(state_file: Option<PathBuf>, now: Instant) -> Memory {
-        let held = match &state_file {
-            None => Held {
-                last_out: Some(now),
-                word: None,
-            },
-            Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    let word = text.trim().to_string();
-                    Held {
-                        last_out: Some(now),
-                        word: is_admin_word(&word).then_some(word),
-                    }
-                }
-                Err(_) => Held::default(),
-            },
-        };
-        let initial = held.word.clone();
-        Memory {
-            held: Mutex::new(held),
-            state_file,
-            persist_tx: watch::channel(initial).0,
-        }
-    }
-
-    /// Records that rolecall tells HAProxy `stance` at `now`; returns whether `ready` is due:
-    /// within [`READY_WINDOW`] of rolecall's last administrative out word. After the window
-    /// the memory (and the state file) is cleared, so a later drain is the operator's.
-    pub fn tell(&self, stance: &Stance, now: Instant) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(word) = stance.admin_word() {
-            held.last_out = Some(now);
-            held.word = Some(word.to_string());
-            self.persist_tx
-                .send_if_modified(|w| replace_if_different(w, Some(word.to_string())));
-            return false;
-        }
-        if *stance == Stance::Hold {
-            // Whatever rolecall held stays held: its `ready` window starts again when it can
-            // tell again.
-            if held.last_out.is_some() {
-                held.last_out = Some(now);
-            }
-            return false;
-        }
-        let due = held
-            .last_out
-            .is_some_and(|t| now.saturating_duration_since(t) < READY_WINDOW);
-        if !due && held.last_out.is_some() {
-            *held = Held::default();
-            self.persist_tx
-                .send_if_modified(|w| replace_if_different(w, None));
-        }
-        due
-    }
-
-    /// The administrative word rolecall may have left in HAProxy: `Some(None)` when it cannot
-    /// know which (a start without a state file), `None` when it holds none.
-    pub fn held(&self) -> Option<Option<String>> {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.last_out.map(|_| held.word.clone())
-    }
-}
-
-fn replace_if_different(slot: &mut Option<String>, value: Option<String>) -> bool {
-    if *slot == value {
-        false
-    } else {
-        *slot = value;
-        true
-    }
-}
-
-/// Keeps `[agent] state_file` in step with the memory until `shutdown`: the word rolecall
-/// holds (`drain`/`maint`) while it holds one, no file otherwise. Written off the probe path,
-/// atomically (a temp file renamed over it).
-pub async fn persist(memory: Arc<Memory>, shutdown: CancellationToken) {
-    let Some(path) = memory.state_file.clone() else {
-        return;
-    };
-    let mut rx = memory.persist_tx.subscribe();
-    rx.mark_changed();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = rx.changed() => if r.is_err() { return },
-        }
-        let word = rx.borrow_and_update().clone();
-        let p = path.clone();
-        let result = tokio::task::spawn_blocking(move || write_state(&p, word.as_deref())).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot write the agent state file")
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot write the agent state file")
-            }
-        }
-    }
-}
-
-fn write_state(path: &std::path::Path, word: Option<&str>) -> std::io::Result<()> {
-    match word {
-        Some(w) => {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, format!("{w}\n"))?;
-            std::fs::rename(&tmp, path)
-        }
-        None => match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        },
     }
 }
 
@@ -419,11 +271,12 @@ mod tests {
     use super::*;
     use crate::verdict::Verdict;
 
-    fn cfg(out: &str) -> AgentConfig {
+    pub(super) fn cfg(out: &str) -> AgentConfig {
+        let out = OutWord::parse(out).unwrap();
         let mut out_reply = std::collections::BTreeMap::new();
         for v in Verdict::ALL {
             if !v.in_rotation_by_default() {
-                out_reply.insert(v, out.to_string());
+                out_reply.insert(v, out);
             }
         }
         AgentConfig {
@@ -519,7 +372,7 @@ mod tests {
                         assert_eq!(p.health.as_deref(), Some("up"), "{r:?}");
                         assert_eq!(p.admin.as_deref(), due.then_some("ready"), "{r:?}");
                     }
-                    Stance::Out(w) if is_admin_word(w) => {
+                    Stance::Out(w) if w.is_admin() => {
                         assert_eq!(p.admin.as_deref(), Some(w.as_str()), "{r:?}");
                         assert_eq!(p.health.as_deref(), Some("up"), "{r:?}");
                     }
@@ -556,98 +409,7 @@ mod tests {
         assert_eq!(stance(&open, true, false, &cfg("drain")), Stance::In);
     }
 
-    #[test]
-    fn maintenance_answers_maint_and_its_end_answers_ready() {
-        let t0 = Instant::now();
-        let memory = Memory::new(Some("/nonexistent/rolecall-state".into()), t0);
-        let ok = eff(Verdict::Ok, true);
-        assert!(
-            !memory.tell(&Stance::In, t0),
-            "no drain of rolecall's to undo"
-        );
-        let m = stance(&ok, true, true, &cfg("drain"));
-        assert!(!memory.tell(&m, t0));
-        assert!(
-            line(&m, &ok, "flag file /f exists", false)
-                .starts_with("maint up #maintenance: flag file /f exists; verdict ok")
-        );
-        let t1 = t0 + Duration::from_secs(5);
-        assert!(memory.tell(&Stance::In, t1));
-        assert_eq!(line(&Stance::In, &ok, "", true), "up ready\n");
-        let later = t1 + READY_WINDOW;
-        assert!(!memory.tell(&Stance::In, later), "the window is over");
-        assert!(memory.held().is_none());
-        assert!(!memory.tell(&Stance::In, t0), "and forgotten");
-    }
-
-    #[test]
-    fn a_down_answer_does_not_make_ready_due_but_lifts_rolecalls_own_maint() {
-        let t0 = Instant::now();
-        let memory = Memory::new(Some("/nonexistent/rolecall-state".into()), t0);
-        let down = Stance::Out("down".into());
-        assert!(!memory.tell(&down, t0));
-        assert!(!memory.tell(&Stance::In, t0 + Duration::from_secs(1)));
-        // Maintenance ends while the node is stuck and answered with `down`: HAProxy still
-        // holds rolecall's maint, which only `ready` lifts.
-        assert!(!memory.tell(&Stance::Maint, t0));
-        assert!(memory.tell(&down, t0 + Duration::from_secs(1)));
-        let stuck = eff(Verdict::StuckOnReplica, false);
-        assert!(line(&down, &stuck, "", true).starts_with("down ready #stuck_on_replica"));
-    }
-
-    #[test]
-    fn a_restart_releases_only_a_drain_the_state_file_says_is_rolecalls() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.state");
-        let t0 = Instant::now();
-        // No file: the drain HAProxy may hold is an operator's.
-        let m = Memory::new(Some(path.clone()), t0);
-        assert!(m.held().is_none());
-        assert!(!m.tell(&Stance::In, t0));
-        // The file names rolecall's drain: `ready` once healthy.
-        std::fs::write(&path, "drain\n").unwrap();
-        let m = Memory::new(Some(path.clone()), t0);
-        assert_eq!(m.held(), Some(Some("drain".to_string())));
-        assert!(m.tell(&Stance::In, t0 + Duration::from_secs(1)));
-        // Without a state file rolecall cannot tell, and releases whatever HAProxy holds.
-        let m = Memory::new(None, t0);
-        assert_eq!(m.held(), Some(None));
-        assert!(m.tell(&Stance::In, t0 + Duration::from_secs(1)));
-        assert!(!m.tell(&Stance::In, t0 + READY_WINDOW));
-    }
-
-    #[tokio::test]
-    async fn the_state_file_follows_what_rolecall_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.state");
-        let t0 = Instant::now();
-        let memory = Arc::new(Memory::new(Some(path.clone()), t0));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(persist(memory.clone(), shutdown.clone()));
-        let wait = |want: Option<&'static str>| {
-            let path = path.clone();
-            async move {
-                for _ in 0..400 {
-                    let now = std::fs::read_to_string(&path).ok();
-                    if now.as_deref().map(str::trim) == want {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                panic!("state file never became {want:?}");
-            }
-        };
-        memory.tell(&Stance::Out("drain".into()), t0);
-        wait(Some("drain")).await;
-        memory.tell(&Stance::Maint, t0);
-        wait(Some("maint")).await;
-        memory.tell(&Stance::In, t0 + READY_WINDOW + Duration::from_secs(1));
-        wait(None).await;
-        shutdown.cancel();
-        task.await.unwrap();
-    }
-
-    fn eff(verdict: Verdict, in_rotation: bool) -> Effective {
+    pub(super) fn eff(verdict: Verdict, in_rotation: bool) -> Effective {
         Effective {
             verdict,
             in_rotation,

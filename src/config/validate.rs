@@ -1,0 +1,420 @@
+//! The validated stage: [`validate`] turns the raw file into a [`Config`] by calling one
+//! validator per section and assembling their results. This file holds the validators of the
+//! sections every configuration has (`[node]`, `[[redis]]`, `[check]`) and of the outputs
+//! that tell the load balancers (`[agent]`, `[http]`); the opt-in sections are in `opt_in`.
+//!
+//! Each validator applies the defaults (`defaults`), checks values against each other and
+//! reads secrets from their files. Its errors name the key they are about, the way an
+//! operator wrote it: `check.timeout (2s) must be above zero and below check.interval (1s)`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::sockets::NodeSelector;
+use crate::verdict::{Policy, Verdict};
+
+use super::defaults;
+use super::opt_in::{validate_haproxy, validate_maintenance, validate_repair};
+use super::raw::{RawAgent, RawCheck, RawConfig, RawHttp, RawNode, RawRedis};
+use super::reply::out_word;
+use super::{
+    AgentConfig, CheckConfig, Config, ConfigError, GroupConfig, HttpConfig, NodeConfig, OutWord,
+};
+
+/// The raw file, validated section by section in the order of the file's documentation.
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let node = validate_node(raw.node)?;
+    let groups = validate_groups(raw.redis)?;
+    let check = validate_check(raw.check)?;
+    let agent = raw.agent.map(validate_agent).transpose()?;
+    let http = raw.http.map(validate_http).transpose()?;
+    let repair = validate_repair(raw.repair.unwrap_or_default())?;
+    let maintenance = validate_maintenance(raw.maintenance.unwrap_or_default(), http.is_some())?;
+    let haproxy = raw
+        .haproxy
+        .map(|h| validate_haproxy(h, agent.is_some()))
+        .transpose()?;
+    Ok(Config {
+        node,
+        groups,
+        check,
+        agent,
+        http,
+        repair,
+        maintenance,
+        haproxy,
+    })
+}
+
+/// `[node]`: exactly one way to find the node's process, and its name.
+fn validate_node(n: RawNode) -> Result<NodeConfig, ConfigError> {
+    let selector = node_selector(&n)?;
+    let node = NodeConfig {
+        name: n.name.unwrap_or_else(host_name),
+        selector,
+    };
+    if node.name.is_empty() {
+        return Err(ConfigError::invalid("node.name: empty"));
+    }
+    Ok(node)
+}
+
+/// `pid`, `pid_file`, `process` and `namespace` are alternatives: exactly one is set.
+fn node_selector(n: &RawNode) -> Result<NodeSelector, ConfigError> {
+    let mut selectors = Vec::new();
+    if let Some(pid) = n.pid {
+        if pid == 0 {
+            return Err(ConfigError::invalid("node.pid: 0 is not a process id"));
+        }
+        selectors.push(NodeSelector::Pid(pid));
+    }
+    if let Some(p) = &n.pid_file {
+        selectors.push(NodeSelector::PidFile(p.clone()));
+    }
+    if let Some(p) = &n.process {
+        if p.is_empty() {
+            return Err(ConfigError::invalid("node.process: empty process name"));
+        }
+        selectors.push(NodeSelector::Process(p.clone()));
+    }
+    if n.namespace == Some(true) {
+        selectors.push(NodeSelector::Namespace);
+    }
+    match selectors.len() {
+        1 => Ok(selectors.remove(0)),
+        0 => Err(ConfigError::invalid(
+            "node: say how to find the node: one of pid, pid_file, process or namespace = true",
+        )),
+        _ => Err(ConfigError::invalid(
+            "node: pid, pid_file, process and namespace are alternatives; set exactly one",
+        )),
+    }
+}
+
+/// The default node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Every `[[redis]]` table: at least one, each with its own name.
+fn validate_groups(redis: Vec<RawRedis>) -> Result<Vec<GroupConfig>, ConfigError> {
+    if redis.is_empty() {
+        return Err(ConfigError::invalid(
+            "no [[redis]] group: add one with master_name and sentinels",
+        ));
+    }
+    let mut groups: Vec<GroupConfig> = Vec::new();
+    for r in redis {
+        let group = validate_group(r, &groups)?;
+        groups.push(group);
+    }
+    Ok(groups)
+}
+
+/// One `[[redis]]` table; `earlier` are the tables above it, whose names it may not reuse.
+fn validate_group(r: RawRedis, earlier: &[GroupConfig]) -> Result<GroupConfig, ConfigError> {
+    let name = r.name.unwrap_or_else(|| r.master_name.clone());
+    let what = format!("redis {name:?}");
+    if r.master_name.is_empty() {
+        return Err(ConfigError::invalid(format!("{what}: empty master_name")));
+    }
+    validate_sentinels(&what, &r.sentinels)?;
+    if earlier.iter().any(|g| g.name == name) {
+        return Err(ConfigError::invalid(format!(
+            "{what}: two [[redis]] groups share this name"
+        )));
+    }
+    Ok(GroupConfig {
+        password: read_secret(&format!("{what} password"), r.password_file, r.password_env)?,
+        sentinel_password: read_secret(
+            &format!("{what} sentinel password"),
+            r.sentinel_password_file,
+            r.sentinel_password_env,
+        )?,
+        name,
+        master_name: r.master_name,
+        sentinels: r.sentinels,
+        username: r.username,
+        sentinel_username: r.sentinel_username,
+    })
+}
+
+/// A group's sentinels: at least one, each `host:port`, none twice (it would vote twice).
+fn validate_sentinels(what: &str, sentinels: &[String]) -> Result<(), ConfigError> {
+    if sentinels.is_empty() {
+        return Err(ConfigError::invalid(format!(
+            "{what}: sentinels is empty; list every sentinel (\"host:port\")"
+        )));
+    }
+    for s in sentinels {
+        if !valid_host_port(s) {
+            return Err(ConfigError::invalid(format!(
+                "{what}: sentinel {s:?} is not \"host:port\""
+            )));
+        }
+    }
+    let mut uniq = sentinels.to_vec();
+    uniq.sort();
+    uniq.dedup();
+    if uniq.len() != sentinels.len() {
+        return Err(ConfigError::invalid(format!(
+            "{what}: a sentinel is listed twice (it would vote twice)"
+        )));
+    }
+    Ok(())
+}
+
+/// An IP address with a port, or a host name (no `:` in it) with a port other than 0.
+fn valid_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+/// A password from a file or from an environment variable, not both; `what` names it in
+/// errors, which never show the secret.
+fn read_secret(
+    what: &str,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(format!(
+            "{what}: set either a password file or a password environment variable, not both"
+        ))),
+        (Some(path), None) => Secret::from_file(&path)
+            .map(Some)
+            .map_err(|e| ConfigError::invalid(format!("{what}: {e}"))),
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+            _ => Err(ConfigError::invalid(format!(
+                "{what}: environment variable {var} is not set or empty"
+            ))),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// `[check]`: the timing (the timeout below the interval, the fast interval at most the
+/// interval), the verdict policy and the write probe.
+fn validate_check(c: RawCheck) -> Result<CheckConfig, ConfigError> {
+    let interval = c.interval.unwrap_or(defaults::CHECK_INTERVAL);
+    let timeout = c.timeout.unwrap_or(defaults::CHECK_TIMEOUT);
+    let fast_interval = c.fast_interval.unwrap_or(defaults::CHECK_FAST_INTERVAL);
+    if interval < Duration::from_millis(10) {
+        return Err(ConfigError::invalid(
+            "check.interval: must be at least 10ms",
+        ));
+    }
+    if timeout.is_zero() || timeout >= interval {
+        return Err(ConfigError::invalid(format!(
+            "check.timeout ({}) must be above zero and below check.interval ({})",
+            humantime::format_duration(timeout),
+            humantime::format_duration(interval)
+        )));
+    }
+    if fast_interval.is_zero() || fast_interval > interval {
+        return Err(ConfigError::invalid(
+            "check.fast_interval: must be above zero and at most check.interval",
+        ));
+    }
+    let policy = validate_policy(&c)?;
+    let probe_ttl = c.probe_ttl.unwrap_or(defaults::CHECK_PROBE_TTL);
+    if probe_ttl < Duration::from_millis(1) {
+        return Err(ConfigError::invalid(
+            "check.probe_ttl: must be at least 1ms",
+        ));
+    }
+    let probe_key_prefix = c
+        .probe_key_prefix
+        .unwrap_or_else(|| defaults::CHECK_PROBE_KEY_PREFIX.to_string());
+    if probe_key_prefix.is_empty() {
+        return Err(ConfigError::invalid("check.probe_key_prefix: empty"));
+    }
+    Ok(CheckConfig {
+        interval,
+        timeout,
+        fast_interval,
+        policy,
+        write_probe: c.write_probe.unwrap_or(defaults::CHECK_WRITE_PROBE),
+        sentinel_events: c.sentinel_events.unwrap_or(defaults::CHECK_SENTINEL_EVENTS),
+        probe_key_prefix,
+        probe_ttl,
+    })
+}
+
+/// The verdict policy of `[check]`: rise and fall of at least one check, and the grace and
+/// hold times.
+fn validate_policy(c: &RawCheck) -> Result<Policy, ConfigError> {
+    let rise = c.rise.unwrap_or(defaults::CHECK_RISE);
+    let fall = c.fall.unwrap_or(defaults::CHECK_FALL);
+    if rise == 0 || fall == 0 {
+        return Err(ConfigError::invalid(
+            "check.rise and check.fall: must be at least 1",
+        ));
+    }
+    Ok(Policy {
+        rise,
+        fall,
+        unknown_hold: c.unknown_hold.unwrap_or(defaults::CHECK_UNKNOWN_HOLD),
+        disconnected_grace: c
+            .disconnected_grace
+            .unwrap_or(defaults::CHECK_DISCONNECTED_GRACE),
+        stale_master_grace: c
+            .stale_master_grace
+            .unwrap_or(defaults::CHECK_STALE_MASTER_GRACE),
+    })
+}
+
+/// `[agent]`: the address, and a word for every verdict that takes the node out: its
+/// `reply.<verdict>` if set, `out_reply` otherwise.
+fn validate_agent(a: RawAgent) -> Result<AgentConfig, ConfigError> {
+    let listen = parse_listen("agent", &a.listen)?;
+    let default = match &a.out_reply {
+        None => defaults::AGENT_OUT_REPLY,
+        Some(word) => out_word("agent.out_reply", word)?,
+    };
+    let mut out_reply: BTreeMap<Verdict, OutWord> = Verdict::ALL
+        .into_iter()
+        .filter(|v| !v.in_rotation_by_default())
+        .map(|v| (v, default))
+        .collect();
+    for (key, word) in &a.reply {
+        let (verdict, word) = verdict_reply(key, word)?;
+        out_reply.insert(verdict, word);
+    }
+    Ok(AgentConfig {
+        listen,
+        out_reply,
+        state_file: a.state_file,
+    })
+}
+
+/// `reply.<key> = "<word>"`: `key` must name a verdict that takes the node out.
+fn verdict_reply(key: &str, word: &str) -> Result<(Verdict, OutWord), ConfigError> {
+    let verdict = Verdict::from_name(key).ok_or_else(|| {
+        ConfigError::invalid(format!(
+            "agent.reply: {key:?} is not a verdict (one of {})",
+            Verdict::ALL.map(|v| v.as_str()).join(", ")
+        ))
+    })?;
+    if verdict.in_rotation_by_default() {
+        return Err(ConfigError::invalid(format!(
+            "agent.reply.{key}: this verdict keeps the node in rotation; only verdicts that take it out have a reply"
+        )));
+    }
+    Ok((verdict, out_word(&format!("agent.reply.{key}"), word)?))
+}
+
+/// `[http]`.
+fn validate_http(h: RawHttp) -> Result<HttpConfig, ConfigError> {
+    Ok(HttpConfig {
+        listen: parse_listen("http", &h.listen)?,
+    })
+}
+
+/// `<what>.listen`: an IP address and port (a name would need resolving before binding).
+fn parse_listen(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        ConfigError::invalid(format!(
+            "{what}.listen: {s:?} is not an address like \"0.0.0.0:7070\" or \"[::]:7070\""
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::DESIGN_EXAMPLE;
+
+    #[test]
+    fn pid_is_accepted_as_selector() {
+        let text = DESIGN_EXAMPLE.replace("pid_file = \"/run/centrifugo.pid\"", "pid = 1234");
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(c.node.selector, NodeSelector::Pid(1234));
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused_with_a_reason() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "timeout = \"300ms\"",
+                "timeout = \"2s\"",
+                "below check.interval",
+            ),
+            (
+                "interval = \"1s\"",
+                "interval = \"1s\"\nrise = 0",
+                "at least 1",
+            ),
+            (
+                "interval = \"1s\"",
+                "interval = \"soon\"",
+                "12:12: invalid value",
+            ),
+            (
+                "sentinels = [\"10.0.0.1:26379\", \"10.0.0.2:26379\", \"10.0.0.3:26379\"]",
+                "sentinels = []",
+                "sentinels is empty",
+            ),
+            ("\"10.0.0.3:26379\"]", "\"10.0.0.2:26379\"]", "listed twice"),
+            ("\"10.0.0.3:26379\"]", "\"10.0.0.3\"]", "not \"host:port\""),
+            (
+                "pid_file = \"/run/centrifugo.pid\"",
+                "pid_file = \"/run/centrifugo.pid\"\npid = 3",
+                "exactly one",
+            ),
+            (
+                "pid_file = \"/run/centrifugo.pid\"",
+                "",
+                "how to find the node",
+            ),
+            (
+                "listen = \"0.0.0.0:7070\"",
+                "listen = \"7070\"",
+                "not an address",
+            ),
+            (
+                "listen = \"0.0.0.0:7070\"",
+                "listen = \"0.0.0.0:7070\"\nout_reply = \"failed\"",
+                "not an agent word",
+            ),
+        ];
+        for (from, to, expect) in cases {
+            assert!(DESIGN_EXAMPLE.contains(from), "{from}");
+            let text = DESIGN_EXAMPLE.replacen(from, to, 1);
+            let err = Config::from_toml_str(&text).expect_err(to).to_string();
+            assert!(err.contains(expect), "{to:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn agent_replies_are_configurable_per_verdict() {
+        let text = DESIGN_EXAMPLE.replace(
+            "listen = \"0.0.0.0:7070\"",
+            "listen = \"0.0.0.0:7070\"\nreply.stuck_on_replica = \"down\"",
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        let a = c.agent.unwrap();
+        assert_eq!(a.out_reply[&Verdict::StuckOnReplica].as_str(), "down");
+        assert_eq!(a.out_reply[&Verdict::NodeMissing].as_str(), "drain");
+        let bad = DESIGN_EXAMPLE.replace(
+            "listen = \"0.0.0.0:7070\"",
+            "listen = \"0.0.0.0:7070\"\nreply.ok = \"down\"",
+        );
+        assert!(Config::from_toml_str(&bad).is_err());
+    }
+}
