@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::snapshot::Snapshot;
 use crate::verdict::Verdict;
@@ -36,6 +36,12 @@ pub struct Metrics {
     last_servers: Mutex<Vec<Labels>>,
 }
 
+/// Registers `metric` and returns the handle the check loop updates.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -45,97 +51,85 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("rolecall");
-        let verdict = Family::<Labels, Gauge>::default();
-        registry.register(
-            "verdict",
-            "1 for the node's current verdict, 0 for the others",
-            verdict.clone(),
-        );
-        let in_rotation = Gauge::default();
-        registry.register(
-            "in_rotation",
-            "1 when rolecall tells load balancers to send traffic to the node",
-            in_rotation.clone(),
-        );
-        let checks = Counter::default();
-        registry.register("checks", "Complete checks", checks.clone());
-        let changes = Counter::default();
-        registry.register(
-            "verdict_changes",
-            "Changes of the published verdict or rotation",
-            changes.clone(),
-        );
-        let check_duration = Histogram::new([
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ]);
-        registry.register(
-            "check_duration_seconds",
-            "Duration of one complete check",
-            check_duration.clone(),
-        );
-        let sentinel_up = Family::<Labels, Gauge>::default();
-        registry.register(
-            "sentinel_up",
-            "1 when the sentinel answered the last check",
-            sentinel_up.clone(),
-        );
-        let node_connections = Family::<Labels, Gauge>::default();
-        registry.register(
-            "node_connections",
-            "The node's live connections to the group's servers",
-            node_connections.clone(),
-        );
-        let probe_ok = Family::<Labels, Gauge>::default();
-        registry.register(
-            "probe_write_ok",
-            "1 when the write probe on Sentinel's master succeeded",
-            probe_ok.clone(),
-        );
-        let server_latency = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "server_role_latency_seconds",
-            "Latency of ROLE on each server asked in the last check",
-            server_latency.clone(),
-        );
-        let maintenance = Gauge::default();
-        registry.register(
-            "maintenance",
-            "1 while the operator's maintenance switch is on",
-            maintenance.clone(),
-        );
-        let repair_kills = Counter::default();
-        registry.register(
-            "repair_kills",
-            "Node connections killed by the repair (CLIENT KILL)",
-            repair_kills.clone(),
-        );
-        let master_by_election = Family::<Labels, Gauge>::default();
-        registry.register(
-            "master_by_election",
-            "1 while the group's master is the one named by a failover leader a majority of the sentinels elected, before the majority names it",
-            master_by_election.clone(),
-        );
-        let frozen = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "frozen_seconds",
-            "Time rolecall itself was not running (stopped, frozen VM or container), left out of grace periods, holds and snapshot ages",
-            frozen.clone(),
-        );
+        let r = &mut registry;
+        // Struct fields are evaluated in the order written: the order of the exposition.
         Metrics {
-            maintenance,
-            repair_kills,
-            master_by_election,
-            frozen,
+            verdict: register(
+                r,
+                "verdict",
+                "1 for the node's current verdict, 0 for the others",
+                Family::default(),
+            ),
+            in_rotation: register(
+                r,
+                "in_rotation",
+                "1 when rolecall tells load balancers to send traffic to the node",
+                Gauge::default(),
+            ),
+            checks: register(r, "checks", "Complete checks", Counter::default()),
+            changes: register(
+                r,
+                "verdict_changes",
+                "Changes of the published verdict or rotation",
+                Counter::default(),
+            ),
+            check_duration: register(
+                r,
+                "check_duration_seconds",
+                "Duration of one complete check",
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+            ),
+            sentinel_up: register(
+                r,
+                "sentinel_up",
+                "1 when the sentinel answered the last check",
+                Family::default(),
+            ),
+            node_connections: register(
+                r,
+                "node_connections",
+                "The node's live connections to the group's servers",
+                Family::default(),
+            ),
+            probe_ok: register(
+                r,
+                "probe_write_ok",
+                "1 when the write probe on Sentinel's master succeeded",
+                Family::default(),
+            ),
+            server_latency: register(
+                r,
+                "server_role_latency_seconds",
+                "Latency of ROLE on each server asked in the last check",
+                Family::default(),
+            ),
+            maintenance: register(
+                r,
+                "maintenance",
+                "1 while the operator's maintenance switch is on",
+                Gauge::default(),
+            ),
+            repair_kills: register(
+                r,
+                "repair_kills",
+                "Node connections killed by the repair (CLIENT KILL)",
+                Counter::default(),
+            ),
+            master_by_election: register(
+                r,
+                "master_by_election",
+                "1 while the group's master is the one named by a failover leader a majority of the sentinels elected, before the majority names it",
+                Family::default(),
+            ),
+            frozen: register(
+                r,
+                "frozen_seconds",
+                "Time rolecall itself was not running (stopped, frozen VM or container), left out of grace periods, holds and snapshot ages",
+                Gauge::default(),
+            ),
             registry,
-            verdict,
-            in_rotation,
-            checks,
-            changes,
-            check_duration,
-            sentinel_up,
-            node_connections,
-            probe_ok,
-            server_latency,
             last_servers: Mutex::new(Vec::new()),
         }
     }

@@ -172,22 +172,64 @@ pub fn decide(
     answers: &[SentinelAnswer],
     leader_votes: &[Vote],
 ) -> SentinelView {
-    let mut votes: BTreeMap<&ServerAddr, usize> = BTreeMap::new();
-    let mut dissent = Vec::new();
-    let mut unknown_name = 0;
-    let mut answered = 0;
+    let mut tally = count_votes(name, answers);
+    let (master, votes, elected) = choose_master(&tally.votes, configured, answers, leader_votes);
+    let mut others = group_servers(&tally.votes, answers);
+    let problem = match &master {
+        Some(m) => {
+            others.retain(|o| o != m);
+            let dissent = master_dissent(m, votes, elected.as_ref(), configured, &tally.votes);
+            tally.dissent.extend(dissent);
+            None
+        }
+        None => Some(tally.no_master(name, configured)),
+    };
+    SentinelView {
+        master,
+        votes,
+        configured,
+        others,
+        problem,
+        dissent: tally.dissent,
+        run_ids: replica_run_ids(answers),
+        elected,
+    }
+}
+
+/// The answers counted: the masters the sentinels with a vote name, and who has no vote.
+struct Tally<'a> {
+    /// Each master named by a sentinel with a vote, and by how many.
+    votes: BTreeMap<&'a ServerAddr, usize>,
+    /// Sentinels without a vote, and why.
+    dissent: Vec<String>,
+    /// Sentinels that answered, with a vote or not.
+    answered: usize,
+    /// Sentinels that answered but do not know the master name.
+    unknown_name: usize,
+}
+
+/// Counts the votes of the sentinels that answered, know master `name` and are not in TILT.
+fn count_votes<'a>(name: &str, answers: &'a [SentinelAnswer]) -> Tally<'a> {
+    let mut tally = Tally {
+        votes: BTreeMap::new(),
+        dissent: Vec::new(),
+        answered: 0,
+        unknown_name: 0,
+    };
     for a in answers {
         match &a.result {
-            Err(e) => dissent.push(format!("sentinel {}: {e}", a.addr)),
+            Err(e) => tally.dissent.push(format!("sentinel {}: {e}", a.addr)),
             Ok(r) => {
-                answered += 1;
+                tally.answered += 1;
                 if r.tilt {
-                    dissent.push(format!("sentinel {} is in TILT mode: vote ignored", a.addr));
+                    tally
+                        .dissent
+                        .push(format!("sentinel {} is in TILT mode: vote ignored", a.addr));
                 } else if let Some(m) = &r.master {
-                    *votes.entry(m).or_default() += 1;
+                    *tally.votes.entry(m).or_default() += 1;
                 } else {
-                    unknown_name += 1;
-                    dissent.push(format!(
+                    tally.unknown_name += 1;
+                    tally.dissent.push(format!(
                         "sentinel {} does not know master name {name:?}",
                         a.addr
                     ));
@@ -195,19 +237,87 @@ pub fn decide(
             }
         }
     }
+    tally
+}
+
+impl Tally<'_> {
+    /// Why no master was decided.
+    fn no_master(&self, name: &str, configured: usize) -> String {
+        let majority = configured / 2 + 1;
+        if self.answered == 0 {
+            format!("no sentinel answered (0 of {configured})")
+        } else if self.unknown_name == self.answered {
+            format!("master name {name:?} unknown to every sentinel that answered")
+        } else {
+            let named: Vec<String> = self
+                .votes
+                .iter()
+                .map(|(m, n)| format!("{m} by {n}"))
+                .collect();
+            format!(
+                "no sentinel majority: {majority} of {configured} needed, {} ({} answered)",
+                if named.is_empty() {
+                    "none named a master".to_string()
+                } else {
+                    format!("named {}", named.join(", "))
+                },
+                self.answered
+            )
+        }
+    }
+}
+
+/// The master, the votes it has, and the election that decided it when the majority did not.
+/// Without a master, the votes are those of the most named server (0 if none is named).
+fn choose_master(
+    votes: &BTreeMap<&ServerAddr, usize>,
+    configured: usize,
+    answers: &[SentinelAnswer],
+    leader_votes: &[Vote],
+) -> (Option<ServerAddr>, usize, Option<Elected>) {
     let majority = configured / 2 + 1;
     let best = votes
         .iter()
         .max_by_key(|(_, n)| **n)
         .map(|(m, n)| ((*m).clone(), *n));
-    let mut others: Vec<ServerAddr> = votes.keys().map(|m| (*m).clone()).collect();
+    // An elected leader's newer configuration goes before a majority that has not heard of it
+    // yet; when the majority names the same master, the majority alone decides.
+    let by_majority = best
+        .as_ref()
+        .filter(|(_, n)| *n >= majority)
+        .map(|(m, _)| m.clone());
+    match elected_leader(configured, answers, leader_votes) {
+        Some((m, e)) if by_majority.as_ref() != Some(&m) => {
+            let n = votes.get(&m).copied().unwrap_or(0);
+            (Some(m), n, Some(e))
+        }
+        _ => match best {
+            Some((m, n)) if n >= majority => (Some(m), n, None),
+            Some((_, n)) => (None, n, None),
+            None => (None, 0, None),
+        },
+    }
+}
+
+/// Every server of the group the sentinels know of: the masters any of them names and the
+/// replicas any of them lists, sorted, each once.
+fn group_servers(
+    votes: &BTreeMap<&ServerAddr, usize>,
+    answers: &[SentinelAnswer],
+) -> Vec<ServerAddr> {
+    let mut servers: Vec<ServerAddr> = votes.keys().map(|m| (*m).clone()).collect();
     for a in answers {
         if let Ok(r) = &a.result {
-            others.extend(r.replicas.iter().map(|x| x.addr.clone()));
+            servers.extend(r.replicas.iter().map(|x| x.addr.clone()));
         }
     }
-    others.sort();
-    others.dedup();
+    servers.sort();
+    servers.dedup();
+    servers
+}
+
+/// The run id of each replica the sentinels list.
+fn replica_run_ids(answers: &[SentinelAnswer]) -> BTreeMap<String, ServerAddr> {
     let mut run_ids = BTreeMap::new();
     for a in answers {
         if let Ok(r) = &a.result {
@@ -218,69 +328,31 @@ pub fn decide(
             }
         }
     }
-    // An elected leader's newer configuration goes before a majority that has not heard of it
-    // yet; when the majority names the same master, the majority alone decides.
-    let mut elected = None;
-    let by_majority = best
-        .as_ref()
-        .filter(|(_, n)| *n >= majority)
-        .map(|(m, _)| m.clone());
-    let (master, n) = match elected_leader(configured, answers, leader_votes) {
-        Some((m, e)) if by_majority.as_ref() != Some(&m) => {
-            elected = Some(e);
-            let n = votes.get(&m).copied().unwrap_or(0);
-            (Some(m), n)
-        }
-        _ => match best {
-            Some((m, n)) if n >= majority => (Some(m), n),
-            Some((_, n)) => (None, n),
-            None => (None, 0),
-        },
-    };
-    if let (Some(m), Some(e)) = (&master, &elected) {
+    run_ids
+}
+
+/// How the decided master `m`, with `n` votes, differs from what the sentinels say: the
+/// election that decided it, if one did, and the masters the others name.
+fn master_dissent(
+    m: &ServerAddr,
+    n: usize,
+    elected: Option<&Elected>,
+    configured: usize,
+    votes: &BTreeMap<&ServerAddr, usize>,
+) -> Vec<String> {
+    let mut dissent = Vec::new();
+    if let Some(e) = elected {
         dissent.push(format!(
             "{m} is named by sentinel {}, failover leader of epoch {} elected by {} of {configured} sentinels ({n} of {configured} name it so far)",
             e.leader, e.epoch, e.voters
         ));
     }
-    if let Some(m) = &master {
-        others.retain(|o| o != m);
-        for (other, n) in &votes {
-            if *other != m {
-                dissent.push(format!("{n} sentinel(s) name {other} as master"));
-            }
+    for (other, n) in votes {
+        if *other != m {
+            dissent.push(format!("{n} sentinel(s) name {other} as master"));
         }
     }
-    let problem = if master.is_some() {
-        None
-    } else if answered == 0 {
-        Some(format!("no sentinel answered (0 of {configured})"))
-    } else if unknown_name == answered {
-        Some(format!(
-            "master name {name:?} unknown to every sentinel that answered"
-        ))
-    } else {
-        let named: Vec<String> = votes.iter().map(|(m, n)| format!("{m} by {n}")).collect();
-        Some(format!(
-            "no sentinel majority: {majority} of {configured} needed, {} ({} answered)",
-            if named.is_empty() {
-                "none named a master".to_string()
-            } else {
-                format!("named {}", named.join(", "))
-            },
-            answered
-        ))
-    };
-    SentinelView {
-        master,
-        votes: n,
-        configured,
-        others,
-        problem,
-        dissent,
-        run_ids,
-        elected,
-    }
+    dissent
 }
 
 /// Parses `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil for an unknown name.
@@ -378,56 +450,25 @@ async fn ask(
     reps.arg("replicas").arg(&master_name);
     let mut info = redis::cmd("INFO");
     info.arg("sentinel");
-    let mut myid = redis::cmd("SENTINEL");
-    myid.arg("MYID");
-    let mut state = redis::cmd("SENTINEL");
-    state.arg("MASTER").arg(&master_name);
-    let (mut c1, mut c2, mut c3, mut c4) = (c.clone(), c.clone(), c.clone(), c.clone());
-    let leader_facts = async {
+    let (mut c1, mut c2, c3) = (c.clone(), c.clone(), c.clone());
+    let leader = async {
         if !epochs {
             return (None, None);
         }
-        let (id, st) = tokio::join!(
-            command(&mut c3, &addr, "sentinel", timeout, &myid),
-            command(&mut c4, &addr, "sentinel", timeout, &state),
-        );
-        // Older sentinels lack MYID; either failing only leaves the election rule out.
-        let id = id.ok().as_ref().and_then(text);
-        let epoch = st
-            .ok()
-            .and_then(|v| fields(&v).get("config-epoch").and_then(|e| e.parse().ok()));
-        (id, epoch)
+        leader_facts(c3, &addr, &master_name, timeout).await
     };
     let (m, r, i, (id, config_epoch)) = tokio::join!(
         command(&mut c, &addr, "sentinel", timeout, &get),
         command(&mut c1, &addr, "sentinel", timeout, &reps),
         command(&mut c2, &addr, "sentinel", timeout, &info),
-        leader_facts,
+        leader,
     );
-    let protocol =
-        |m: String| ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"));
-    let result = (|| {
-        let master = parse_master_addr(&m?).map_err(protocol)?;
-        let tilt = parse_tilt(&text(&i?).unwrap_or_default());
-        let replicas = match (&master, r) {
-            (None, _) => Vec::new(),
-            (Some(_), r) => parse_replicas(&r?).map_err(protocol)?,
-        };
-        Ok(SentinelReport {
-            master,
-            tilt,
-            replicas,
-            id,
-            config_epoch,
-        })
-    })();
-    let keep = !matches!(
-        &result,
-        Err(ServerError {
-            class: ErrorClass::Timeout | ErrorClass::Connect | ErrorClass::Protocol,
-            ..
-        })
-    );
+    let result = read_report(&addr, m, r, i).map(|report| SentinelReport {
+        id,
+        config_epoch,
+        ..report
+    });
+    let keep = keeps_connection(&result);
     (
         SentinelAnswer {
             addr,
@@ -435,6 +476,68 @@ async fn ask(
             result,
         },
         keep.then_some(c),
+    )
+}
+
+/// The sentinel's id (`SENTINEL MYID`) and the master's `config-epoch` (`SENTINEL MASTER`),
+/// asked concurrently: what the failover-leader rule of [`decide`] needs.
+async fn leader_facts(
+    mut c: redis::aio::MultiplexedConnection,
+    addr: &ServerAddr,
+    master_name: &str,
+    timeout: Duration,
+) -> (Option<String>, Option<u64>) {
+    let mut myid = redis::cmd("SENTINEL");
+    myid.arg("MYID");
+    let mut state = redis::cmd("SENTINEL");
+    state.arg("MASTER").arg(master_name);
+    let mut c1 = c.clone();
+    let (id, st) = tokio::join!(
+        command(&mut c, addr, "sentinel", timeout, &myid),
+        command(&mut c1, addr, "sentinel", timeout, &state),
+    );
+    // Older sentinels lack MYID; either failing only leaves the election rule out.
+    let id = id.ok().as_ref().and_then(text);
+    let epoch = st
+        .ok()
+        .and_then(|v| fields(&v).get("config-epoch").and_then(|e| e.parse().ok()));
+    (id, epoch)
+}
+
+/// Reads a sentinel's answers to `SENTINEL get-master-addr-by-name`, `SENTINEL replicas` and
+/// `INFO sentinel`; the replicas only count when the sentinel knows the master name. The first
+/// failure, in the order master address, `INFO`, replicas, is the sentinel's answer.
+fn read_report(
+    addr: &ServerAddr,
+    master: Result<Value, ServerError>,
+    replicas: Result<Value, ServerError>,
+    info: Result<Value, ServerError>,
+) -> Result<SentinelReport, ServerError> {
+    let protocol =
+        |m: String| ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"));
+    let master = parse_master_addr(&master?).map_err(protocol)?;
+    let tilt = parse_tilt(&text(&info?).unwrap_or_default());
+    let replicas = match (&master, replicas) {
+        (None, _) => Vec::new(),
+        (Some(_), r) => parse_replicas(&r?).map_err(protocol)?,
+    };
+    Ok(SentinelReport {
+        master,
+        tilt,
+        replicas,
+        ..SentinelReport::default()
+    })
+}
+
+/// Whether a sentinel's connection is kept after its answer: not after a timeout, a failed
+/// connect or a reply rolecall could not read.
+fn keeps_connection(result: &Result<SentinelReport, ServerError>) -> bool {
+    !matches!(
+        result,
+        Err(ServerError {
+            class: ErrorClass::Timeout | ErrorClass::Connect | ErrorClass::Protocol,
+            ..
+        })
     )
 }
 
@@ -824,5 +927,122 @@ mod tests {
             "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:1\r\n"
         ));
         assert!(!parse_tilt("# Sentinel\r\nsentinel_tilt:0\r\n"));
+    }
+
+    #[test]
+    fn sentinels_without_a_vote_are_named_with_the_reason() {
+        let m = a(M);
+        let answers = [
+            says(S1, Some(M), false),
+            says(S2, Some(M), true),
+            says(S3, None, false),
+            silent("127.0.0.1:26382"),
+        ];
+        let t = count_votes("mymaster", &answers);
+        assert_eq!(t.votes, BTreeMap::from([(&m, 1)]));
+        assert_eq!((t.answered, t.unknown_name), (3, 1));
+        assert_eq!(
+            t.dissent,
+            vec![
+                "sentinel 127.0.0.1:26380 is in TILT mode: vote ignored",
+                "sentinel 127.0.0.1:26381 does not know master name \"mymaster\"",
+                "sentinel 127.0.0.1:26382: connection refused",
+            ]
+        );
+    }
+
+    #[test]
+    fn why_there_is_no_master_says_who_answered_and_whom_they_named() {
+        let cases: Vec<(&str, Vec<SentinelAnswer>, &str)> = vec![
+            (
+                "none answers",
+                vec![silent(S1), silent(S2), silent(S3)],
+                "no sentinel answered (0 of 3)",
+            ),
+            (
+                "the name is unknown to those that answer",
+                vec![says(S1, None, false), silent(S2), says(S3, None, false)],
+                "master name \"mymaster\" unknown to every sentinel that answered",
+            ),
+            (
+                "a split",
+                vec![
+                    says(S1, Some(M), false),
+                    says(S2, Some(N), false),
+                    silent(S3),
+                ],
+                "no sentinel majority: 2 of 3 needed, named 127.0.0.1:6379 by 1, 127.0.0.1:6381 by 1 (2 answered)",
+            ),
+            (
+                "only a sentinel in TILT names a master",
+                vec![says(S1, Some(M), true), says(S2, None, false), silent(S3)],
+                "no sentinel majority: 2 of 3 needed, none named a master (2 answered)",
+            ),
+        ];
+        for (what, answers, want) in cases {
+            let tally = count_votes("mymaster", &answers);
+            assert_eq!(tally.no_master("mymaster", 3), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_sentinels_answers_read_as_one_report() {
+        use ErrorClass::*;
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let s1 = a(S1);
+        let master = || Ok(Value::Array(vec![b("127.0.0.1"), b("6379")]));
+        let replicas = || {
+            Ok(Value::Array(vec![Value::Array(vec![
+                b("ip"),
+                b("127.0.0.1"),
+                b("port"),
+                b("6380"),
+            ])]))
+        };
+        let info = || Ok(b("# Sentinel\r\nsentinel_tilt:1\r\n"));
+        let fail = |class| Err(ServerError::new(class, "x"));
+        let r = read_report(&s1, master(), replicas(), info()).unwrap();
+        assert_eq!((r.master, r.tilt, r.replicas.len()), (Some(a(M)), true, 1));
+        // A sentinel that does not know the name lists no replicas, and need not answer for them.
+        let r = read_report(&s1, Ok(Value::Nil), fail(Timeout), info()).unwrap();
+        assert_eq!((r.master, r.replicas.len()), (None, 0));
+        let class = |r: Result<SentinelReport, ServerError>| r.unwrap_err().class;
+        assert_eq!(
+            class(read_report(&s1, fail(Timeout), fail(Auth), fail(Other))),
+            Timeout
+        );
+        assert_eq!(
+            class(read_report(&s1, master(), fail(Auth), fail(Other))),
+            Other
+        );
+        assert_eq!(class(read_report(&s1, master(), fail(Auth), info())), Auth);
+        let bad = read_report(&s1, Ok(Value::Int(1)), replicas(), info()).unwrap_err();
+        assert_eq!(bad.class, Protocol);
+        assert!(
+            bad.message
+                .starts_with("sentinel 127.0.0.1:26379: master address: unexpected reply"),
+            "{}",
+            bad.message
+        );
+    }
+
+    #[test]
+    fn a_sentinel_connection_is_dropped_after_a_timeout_a_refused_connect_or_an_unreadable_reply() {
+        use ErrorClass::*;
+        assert!(keeps_connection(&Ok(SentinelReport::default())));
+        for class in [Timeout, Connect, Protocol] {
+            assert!(
+                !keeps_connection(&Err(ServerError::new(class, "x"))),
+                "{class:?}"
+            );
+        }
+        for class in [
+            Readonly, NoReplicas, Misconf, Oom, Loading, Busy, MasterDown, Auth, NoPerm, Other,
+        ] {
+            assert!(
+                keeps_connection(&Err(ServerError::new(class, "x"))),
+                "{class:?}"
+            );
+        }
     }
 }
