@@ -94,27 +94,9 @@ fn readyz_verbose(s: &Snapshot, now: Instant, maintenance: &MaintenanceState) ->
     out
 }
 
-/// Answers one request from the snapshot. Pure apart from reading the clock.
+/// Answers one request from the snapshot and the maintenance switch (in maintenance `/readyz` is
+/// 503, and `/status` shows it as `maintenance`). Pure apart from reading the clock.
 pub fn respond(
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    snapshot: &Snapshot,
-    metrics: &Metrics,
-) -> Response<Full<Bytes>> {
-    respond_with(
-        method,
-        path,
-        query,
-        snapshot,
-        metrics,
-        &MaintenanceState::default(),
-    )
-}
-
-/// [`respond`] with the maintenance switch: in maintenance `/readyz` is 503, and `/status`
-/// shows it as `maintenance`.
-pub fn respond_with(
     method: &Method,
     path: &str,
     query: Option<&str>,
@@ -225,18 +207,9 @@ pub fn maintenance_endpoint(
     r
 }
 
-/// Serves HTTP on `listener` until `shutdown`, then drains open connections for a bounded time.
+/// Serves HTTP on `listener` until `shutdown` (`/readyz`, `/status` and `/maintenance` with the
+/// maintenance switch), then drains open connections for a bounded time.
 pub async fn serve(
-    listener: TcpListener,
-    rx: watch::Receiver<Arc<Snapshot>>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    serve_with(listener, rx, metrics, Maintenance::disabled(), shutdown).await
-}
-
-/// [`serve`] with the maintenance switch (`/readyz`, `/status`, `/maintenance`).
-pub async fn serve_with(
     listener: TcpListener,
     rx: watch::Receiver<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
@@ -260,7 +233,7 @@ pub async fn serve_with(
                 )
             } else {
                 let snapshot = rx.borrow().clone();
-                respond_with(
+                respond(
                     req.method(),
                     req.uri().path(),
                     req.uri().query(),
@@ -329,7 +302,14 @@ mod tests {
     }
 
     fn status(m: Method, path: &str, q: Option<&str>, s: &Snapshot) -> (u16, String) {
-        let r = respond(&m, path, q, s, &Metrics::new());
+        let r = respond(
+            &m,
+            path,
+            q,
+            s,
+            &Metrics::new(),
+            &MaintenanceState::default(),
+        );
         let code = r.status().as_u16();
         let body =
             futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(r.into_body()))
@@ -384,7 +364,7 @@ mod tests {
             since_unix_ms: Some(1),
         };
         let get = |path: &str, q: Option<&str>| {
-            let r = respond_with(&Method::GET, path, q, &ready, &Metrics::new(), &m);
+            let r = respond(&Method::GET, path, q, &ready, &Metrics::new(), &m);
             let code = r.status().as_u16();
             let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
                 r.into_body(),
@@ -414,7 +394,7 @@ mod tests {
     #[test]
     fn the_maintenance_endpoint_needs_a_configured_token_and_presents_it() {
         use crate::config::MaintenanceConfig;
-        let off = Maintenance::disabled();
+        let off = Maintenance::new(MaintenanceConfig::default());
         assert_eq!(
             maintenance_endpoint(&Method::POST, Some(b"Bearer x"), &off).status(),
             404

@@ -3,54 +3,72 @@
 //!
 //! # Layout
 //!
-//! Data flows one way:
+//! Data flows one way: from the configuration and the world outside (the sentinels, the node's
+//! sockets, the servers) through one pure decision into one published snapshot, which every
+//! output only reads.
 //!
 //! ```text
-//! config ──► sentinel (Sentinel's view) ─┐
-//!            sockets  (node's connections)┼─► check ──► verdict (pure) ──► snapshot (watch) ──► agent / http / metrics / systemd
-//!            probe    (ROLE, write probe) ┘
+//!            events ── "check now" (Sentinel pub/sub) ──┐
+//!                                                       ▼
+//! config ──► check (the loop: all Redis I/O) ──┬── sentinel  Sentinel's view, the master by majority
+//!                                              ├── sockets   the node's established connections
+//!                                              ├── probe     ROLE and the write probe
+//!                                              ▼
+//!                                       verdict (pure) ──► repair (opt-in: kill, pause, command)
+//!                                              ▼
+//!                          snapshot (one writer, watch) ══► agent ──► haproxy (push)
+//!                                                       ══► http (with maintenance)
+//!                                                       ══► metrics, systemd
 //! ```
 //!
-//! - [`config`]: the TOML file, raw and validated.
-//! - [`sentinel`]: every sentinel asked concurrently; the master decided by majority.
-//! - [`sockets`]: the node's established TCP connections: its socket inodes from /proc/PID/fd,
-//!   the connections from a NETLINK_SOCK_DIAG dump (the /proc/net/tcp tables as fallback).
-//! - [`probe`]: rolecall's own connections to the servers: `ROLE`, the write probe, error classes.
-//! - [`verdict`]: the pure decision and its rise/fall/grace/hold policy.
-//! - [`events`]: Sentinel event subscriptions that ask for a check at once.
-//! - [`repair`]: opt-in repairs: kill the node's stale connections, run a command under a fleet lock.
-//! - [`check`]: the check loop, the only owner of Redis I/O and the only writer of the snapshot.
-//! - [`snapshot`]: the one published state every server reads.
-//! - [`agent`], [`http`], [`metrics`], [`systemd`]: the outputs; [`listen`]: their bounded accept.
-//! - [`maintenance`]: the operator's switch (flag file, `POST`/`DELETE /maintenance`) that the
-//!   agent answers as `maint` and `/readyz` as 503.
-//! - [`haproxy`]: the optional push of each change to HAProxy's runtime API.
-//! - [`secret`]: passwords that never print.
-//! - [`runclock`]: the policy clock, which leaves out the time rolecall itself was frozen.
+//! The modules, in layers: each imports only from the layers above it.
+//!
+//! 1. Leaves. `secret`: passwords that never print. `runclock`: the policy clock, which
+//!    leaves out the time rolecall itself was frozen. `listen`: the bounded accept of the
+//!    servers. [`sockets`]: the node's established TCP connections (socket inodes from
+//!    /proc/PID/fd, matched against a NETLINK_SOCK_DIAG dump; the /proc/net/tcp tables as
+//!    fallback).
+//! 2. `conn`: the connection layer every part that talks to Redis shares: addresses, auth,
+//!    the pool, one command under a timeout, error classes.
+//! 3. Inputs. `sentinel`: every sentinel asked concurrently, the master decided by majority
+//!    or by an elected failover leader. `probe`: `ROLE` and the write probe.
+//! 4. `verdict`: the pure decision and its rise/fall/grace/hold policy.
+//! 5. [`config`]: the TOML file, raw and validated; every section's types and defaults, and the
+//!    words HAProxy's agent check understands.
+//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it.
+//! 7. `events`: Sentinel event subscriptions, and the trigger that asks for a check at once.
+//!    `repair`: the opt-in repairs: kill the node's stale connections, pause writes on a
+//!    master being failed over, run a command under a fleet lock.
+//! 8. `check`: the check loop, the only owner of Redis I/O and the only writer of the
+//!    snapshot; it calls the repairs with the facts of each check.
+//! 9. Outputs. `maintenance`: the operator's switch (flag file, `POST`/`DELETE
+//!    /maintenance`). `agent`: HAProxy's agent check, and what rolecall holds in HAProxy.
+//!    `haproxy`: the optional push of each change to HAProxy's runtime API. `http`:
+//!    `/livez`, `/readyz`, `/status`, `/metrics`, `/maintenance`.
 //!
 //! [`run`] wires them together with bound listeners and one cancellation token.
 
 #![forbid(unsafe_code)]
 
-pub mod agent;
-pub mod check;
+pub(crate) mod agent;
+pub(crate) mod check;
 pub mod config;
-pub mod conn;
-pub mod events;
-pub mod haproxy;
-pub mod http;
-pub mod listen;
-pub mod maintenance;
-pub mod metrics;
-pub mod probe;
-pub mod repair;
-pub mod runclock;
-pub mod secret;
-pub mod sentinel;
+pub(crate) mod conn;
+pub(crate) mod events;
+pub(crate) mod haproxy;
+pub(crate) mod http;
+pub(crate) mod listen;
+pub(crate) mod maintenance;
+pub(crate) mod metrics;
+pub(crate) mod probe;
+pub(crate) mod repair;
+pub(crate) mod runclock;
+pub(crate) mod secret;
+pub(crate) mod sentinel;
 pub mod snapshot;
 pub mod sockets;
-pub mod systemd;
-pub mod verdict;
+pub(crate) mod systemd;
+pub(crate) mod verdict;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,7 +133,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         ));
     }
     if let (Some(l), Some(cfg)) = (listeners.agent, config.agent.clone()) {
-        tasks.spawn(agent::serve_with(
+        tasks.spawn(agent::serve(
             l,
             rx.clone(),
             cfg,
@@ -125,7 +143,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         ));
     }
     if let Some(l) = listeners.http {
-        tasks.spawn(http::serve_with(
+        tasks.spawn(http::serve(
             l,
             rx.clone(),
             metrics,

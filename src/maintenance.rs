@@ -99,11 +99,6 @@ impl Maintenance {
         Arc::new(m)
     }
 
-    /// No file, no endpoint: never in maintenance.
-    pub fn disabled() -> Arc<Maintenance> {
-        Maintenance::new(MaintenanceConfig::default())
-    }
-
     pub fn state(&self) -> MaintenanceState {
         self.tx.borrow().clone()
     }
@@ -255,7 +250,7 @@ mod tests {
         assert!(!m.authorized(Some(b"Basic s3cret")));
         assert!(!m.authorized(Some(b"s3cret")));
         assert!(!m.authorized(None));
-        let off = Maintenance::disabled();
+        let off = Maintenance::new(MaintenanceConfig::default());
         assert!(!off.api_enabled());
         assert!(!off.authorized(Some(b"Bearer s3cret")));
     }

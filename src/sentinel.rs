@@ -24,7 +24,7 @@ use futures_util::future::join_all;
 use redis::Value;
 use serde::Serialize;
 
-use crate::conn::{ErrorClass, Pool, ServerAddr, ServerError, command, text};
+use crate::conn::{ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, text};
 
 /// A replica as one sentinel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,17 +356,18 @@ fn master_dissent(
 }
 
 /// Parses `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil for an unknown name.
-pub fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, String> {
+pub fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, ReplyError> {
+    let error = |problem: String| ReplyError::new("master address", problem);
     match v {
         Value::Nil => Ok(None),
         Value::Array(items) if items.len() == 2 => {
-            let host = text(&items[0]).ok_or("master address: host is not text")?;
+            let host = text(&items[0]).ok_or_else(|| error("host is not text".into()))?;
             let port = text(&items[1])
                 .and_then(|p| p.parse::<u16>().ok())
-                .ok_or("master address: port is not a number")?;
+                .ok_or_else(|| error("port is not a number".into()))?;
             Ok(Some(ServerAddr::new(host, port)))
         }
-        other => Err(format!("master address: unexpected reply {other:?}")),
+        other => Err(error(format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -395,9 +396,12 @@ fn fields(v: &Value) -> BTreeMap<String, String> {
 }
 
 /// Parses `SENTINEL replicas`: an array of field/value arrays.
-pub fn parse_replicas(v: &Value) -> Result<Vec<ReplicaInfo>, String> {
+pub fn parse_replicas(v: &Value) -> Result<Vec<ReplicaInfo>, ReplyError> {
     let Value::Array(items) = v else {
-        return Err(format!("replicas: unexpected reply {v:?}"));
+        return Err(ReplyError::new(
+            "replicas",
+            format!("unexpected reply {v:?}"),
+        ));
     };
     Ok(items
         .iter()
@@ -514,7 +518,7 @@ fn read_report(
     info: Result<Value, ServerError>,
 ) -> Result<SentinelReport, ServerError> {
     let protocol =
-        |m: String| ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"));
+        |m: ReplyError| ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"));
     let master = parse_master_addr(&master?).map_err(protocol)?;
     let tilt = parse_tilt(&text(&info?).unwrap_or_default());
     let replicas = match (&master, replicas) {

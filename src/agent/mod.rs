@@ -35,7 +35,7 @@
 mod memory;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -147,20 +147,6 @@ pub fn line(stance: &Stance, e: &Effective, maintenance_reason: &str, ready_due:
     }
 }
 
-/// The reply line (with its `\n`) for a node or group in state `e`, after a complete check
-/// and outside maintenance.
-///
-/// `ready` accompanies `up` while `now` is within [`READY_WINDOW`] of rolecall's last out
-/// reply, and never otherwise, so a drain set by an operator survives.
-pub fn reply(e: &Effective, cfg: &AgentConfig, last_out: Option<Instant>, now: Instant) -> String {
-    let s = stance(e, true, false, cfg);
-    if s.admin_word().is_none() {
-        let due = last_out.is_some_and(|t| now.saturating_duration_since(t) < READY_WINDOW);
-        return line(&s, e, "", due);
-    }
-    line(&s, e, "", false)
-}
-
 /// One line of printable ASCII: HAProxy reads up to the first CR/LF, and a description is
 /// shown in logs and stats.
 fn sanitize(s: &str) -> String {
@@ -228,19 +214,8 @@ async fn serve_one(
     .await;
 }
 
-/// Serves agent checks on `listener` until `shutdown`, without maintenance switch or state file.
-pub async fn serve(
-    listener: TcpListener,
-    rx: watch::Receiver<Arc<Snapshot>>,
-    cfg: AgentConfig,
-    shutdown: CancellationToken,
-) {
-    let memory = Arc::new(Memory::default());
-    serve_with(listener, rx, cfg, memory, Maintenance::disabled(), shutdown).await
-}
-
 /// Serves agent checks on `listener` until `shutdown`, telling `memory` what it answers.
-pub async fn serve_with(
+pub async fn serve(
     listener: TcpListener,
     rx: watch::Receiver<Arc<Snapshot>>,
     cfg: AgentConfig,
@@ -270,6 +245,21 @@ pub async fn serve_with(
 mod tests {
     use super::*;
     use crate::verdict::Verdict;
+    use std::time::Instant;
+
+    /// The reply line for a node or group in state `e` after a complete check, outside
+    /// maintenance, through the memory the server keeps: `last_out` is when rolecall last took
+    /// the node out (so `ready` accompanies `up` within [`READY_WINDOW`] of it, and never
+    /// otherwise, so a drain set by an operator survives).
+    fn reply(e: &Effective, cfg: &AgentConfig, last_out: Option<Instant>, now: Instant) -> String {
+        let memory = Memory::default();
+        if let Some(t) = last_out {
+            memory.tell(&Stance::Out(OutWord::Drain), t);
+        }
+        let s = stance(e, true, false, cfg);
+        let due = memory.tell(&s, now);
+        line(&s, e, "", due)
+    }
 
     pub(super) fn cfg(out: &str) -> AgentConfig {
         let out = OutWord::parse(out).unwrap();

@@ -157,10 +157,6 @@ impl Tracker {
         }
     }
 
-    pub fn verdict(&self) -> Verdict {
-        self.verdict
-    }
-
     /// When the evidence for the current verdict began.
     pub fn since(&self) -> Instant {
         self.since
