@@ -37,12 +37,6 @@ struct Held {
     word: Option<OutWord>,
 }
 
-impl Default for Memory {
-    fn default() -> Self {
-        Memory::new(None, Instant::now())
-    }
-}
-
 impl Memory {
     /// Loads the memory at start (`now`): from `state_file`, or, without one, assuming the
     /// worst (rolecall may have left a drain behind).

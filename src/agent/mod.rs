@@ -252,7 +252,8 @@ mod tests {
     /// the node out (so `ready` accompanies `up` within [`READY_WINDOW`] of it, and never
     /// otherwise, so a drain set by an operator survives).
     fn reply(e: &Effective, cfg: &AgentConfig, last_out: Option<Instant>, now: Instant) -> String {
-        let memory = Memory::default();
+        // A memory that holds nothing yet: a start whose state file says rolecall left nothing.
+        let memory = Memory::new(Some("/nonexistent/rolecall-state".into()), now);
         if let Some(t) = last_out {
             memory.tell(&Stance::Out(OutWord::Drain), t);
         }
