@@ -1,0 +1,350 @@
+//! Asking the sentinels: every configured sentinel concurrently, each under the check timeout
+//! (`SENTINEL get-master-addr-by-name`, `SENTINEL replicas`, `INFO sentinel`, and the leader's
+//! id and epoch while a vote is on record), with the parsing of each reply.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use redis::Value;
+
+use super::{ReplicaInfo, SentinelAnswer, SentinelReport};
+use crate::conn::{ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, text};
+
+/// Parses `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil for an unknown name.
+fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, ReplyError> {
+    let error = |problem: String| ReplyError::new("master address", problem);
+    match v {
+        Value::Nil => Ok(None),
+        Value::Array(items) if items.len() == 2 => {
+            let host = text(&items[0]).ok_or_else(|| error("host is not text".into()))?;
+            let port = text(&items[1])
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| error("port is not a number".into()))?;
+            Ok(Some(ServerAddr::new(host, port)))
+        }
+        other => Err(error(format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn fields(v: &Value) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    match v {
+        Value::Array(kv) => {
+            for pair in kv.chunks(2) {
+                if let [k, v] = pair
+                    && let (Some(k), Some(v)) = (text(k), text(v))
+                {
+                    m.insert(k, v);
+                }
+            }
+        }
+        Value::Map(kv) => {
+            for (k, v) in kv {
+                if let (Some(k), Some(v)) = (text(k), text(v)) {
+                    m.insert(k, v);
+                }
+            }
+        }
+        _ => {}
+    }
+    m
+}
+
+/// Parses `SENTINEL replicas`: an array of field/value arrays.
+fn parse_replicas(v: &Value) -> Result<Vec<ReplicaInfo>, ReplyError> {
+    let Value::Array(items) = v else {
+        return Err(ReplyError::new(
+            "replicas",
+            format!("unexpected reply {v:?}"),
+        ));
+    };
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            let f = fields(item);
+            let host = f.get("ip")?.clone();
+            let port = f.get("port")?.parse::<u16>().ok()?;
+            Some(ReplicaInfo {
+                addr: ServerAddr::new(host, port),
+                flags: f
+                    .get("flags")
+                    .map(|s| s.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+                run_id: f.get("runid").filter(|r| !r.is_empty()).cloned(),
+            })
+        })
+        .collect())
+}
+
+/// Reads `sentinel_tilt:1` from `INFO sentinel`.
+fn parse_tilt(info: &str) -> bool {
+    info.lines().any(|l| l.trim_end() == "sentinel_tilt:1")
+}
+
+/// Asks one sentinel; the connection is returned when it should be kept.
+async fn ask(
+    conn: Result<(redis::aio::MultiplexedConnection, bool), ServerError>,
+    addr: ServerAddr,
+    master_name: String,
+    timeout: Duration,
+    epochs: bool,
+) -> (SentinelAnswer, Option<redis::aio::MultiplexedConnection>) {
+    let started = Instant::now();
+    let mut c = match conn {
+        Ok((c, _)) => c,
+        Err(e) => {
+            return (
+                SentinelAnswer {
+                    addr,
+                    latency: None,
+                    result: Err(e),
+                },
+                None,
+            );
+        }
+    };
+    let mut get = redis::cmd("SENTINEL");
+    get.arg("get-master-addr-by-name").arg(&master_name);
+    let mut reps = redis::cmd("SENTINEL");
+    reps.arg("replicas").arg(&master_name);
+    let mut info = redis::cmd("INFO");
+    info.arg("sentinel");
+    let (mut c1, mut c2, c3) = (c.clone(), c.clone(), c.clone());
+    let leader = async {
+        if !epochs {
+            return (None, None);
+        }
+        leader_facts(c3, &addr, &master_name, timeout).await
+    };
+    let (m, r, i, (id, config_epoch)) = tokio::join!(
+        command(&mut c, &addr, "sentinel", timeout, &get),
+        command(&mut c1, &addr, "sentinel", timeout, &reps),
+        command(&mut c2, &addr, "sentinel", timeout, &info),
+        leader,
+    );
+    let result = read_report(&addr, m, r, i).map(|report| SentinelReport {
+        id,
+        config_epoch,
+        ..report
+    });
+    let keep = keeps_connection(&result);
+    (
+        SentinelAnswer {
+            addr,
+            latency: result.is_ok().then(|| started.elapsed()),
+            result,
+        },
+        keep.then_some(c),
+    )
+}
+
+/// The sentinel's id (`SENTINEL MYID`) and the master's `config-epoch` (`SENTINEL MASTER`),
+/// asked concurrently: what the failover-leader rule of [`decide`] needs.
+async fn leader_facts(
+    mut c: redis::aio::MultiplexedConnection,
+    addr: &ServerAddr,
+    master_name: &str,
+    timeout: Duration,
+) -> (Option<String>, Option<u64>) {
+    let mut myid = redis::cmd("SENTINEL");
+    myid.arg("MYID");
+    let mut state = redis::cmd("SENTINEL");
+    state.arg("MASTER").arg(master_name);
+    let mut c1 = c.clone();
+    let (id, st) = tokio::join!(
+        command(&mut c, addr, "sentinel", timeout, &myid),
+        command(&mut c1, addr, "sentinel", timeout, &state),
+    );
+    // Older sentinels lack MYID; either failing only leaves the election rule out.
+    let id = id.ok().as_ref().and_then(text);
+    let epoch = st
+        .ok()
+        .and_then(|v| fields(&v).get("config-epoch").and_then(|e| e.parse().ok()));
+    (id, epoch)
+}
+
+/// Reads a sentinel's answers to `SENTINEL get-master-addr-by-name`, `SENTINEL replicas` and
+/// `INFO sentinel`; the replicas only count when the sentinel knows the master name. The first
+/// failure, in the order master address, `INFO`, replicas, is the sentinel's answer.
+fn read_report(
+    addr: &ServerAddr,
+    master: Result<Value, ServerError>,
+    replicas: Result<Value, ServerError>,
+    info: Result<Value, ServerError>,
+) -> Result<SentinelReport, ServerError> {
+    let protocol =
+        |m: ReplyError| ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"));
+    let master = parse_master_addr(&master?).map_err(protocol)?;
+    let tilt = parse_tilt(&text(&info?).unwrap_or_default());
+    let replicas = match (&master, replicas) {
+        (None, _) => Vec::new(),
+        (Some(_), r) => parse_replicas(&r?).map_err(protocol)?,
+    };
+    Ok(SentinelReport {
+        master,
+        tilt,
+        replicas,
+        ..SentinelReport::default()
+    })
+}
+
+/// Whether a sentinel's connection is kept after its answer: not after a timeout, a failed
+/// connect or a reply rolecall could not read.
+fn keeps_connection(result: &Result<SentinelReport, ServerError>) -> bool {
+    !matches!(
+        result,
+        Err(ServerError {
+            class: ErrorClass::Timeout | ErrorClass::Connect | ErrorClass::Protocol,
+            ..
+        })
+    )
+}
+
+/// Asks every sentinel of a group concurrently. Each answer is bounded by the pool's timeout
+/// (connect, then each command).
+///
+/// With `epochs`, each sentinel is also asked its id and the master's `config-epoch` (what the
+/// failover-leader rule of [`decide`] needs; only worth asking while a leader vote is on record).
+pub async fn ask_all(
+    pool: &mut Pool,
+    sentinels: &[ServerAddr],
+    master_name: &str,
+    epochs: bool,
+) -> Vec<SentinelAnswer> {
+    let timeout = pool.timeout();
+    let asks = sentinels.iter().map(|addr| {
+        let conn = pool.connection(addr);
+        let addr = addr.clone();
+        let name = master_name.to_string();
+        async move {
+            // One deadline for connect plus commands, so a black-holed sentinel costs at most
+            // twice the timeout and never more.
+            match tokio::time::timeout(timeout * 2, async {
+                ask(conn.await, addr.clone(), name, timeout, epochs).await
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => (
+                    SentinelAnswer {
+                        result: Err(ServerError::timeout("sentinel", &addr, timeout * 2)),
+                        addr,
+                        latency: None,
+                    },
+                    None,
+                ),
+            }
+        }
+    });
+    let results = join_all(asks).await;
+    let mut answers = Vec::with_capacity(results.len());
+    for (answer, conn) in results {
+        match conn {
+            Some(c) => pool.keep(&answer.addr, c),
+            None => pool.forget(&answer.addr),
+        }
+        answers.push(answer);
+    }
+    answers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sentinel::testutil::*;
+
+    #[test]
+    fn replies_parse() {
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(
+            parse_master_addr(&Value::Array(vec![b("127.0.0.1"), b("6379")])).unwrap(),
+            Some(a(M))
+        );
+        assert_eq!(parse_master_addr(&Value::Nil).unwrap(), None);
+        assert!(parse_master_addr(&Value::Array(vec![b("x")])).is_err());
+        assert!(parse_master_addr(&Value::Array(vec![b("h"), b("port")])).is_err());
+        let reps = Value::Array(vec![Value::Array(vec![
+            b("name"),
+            b("127.0.0.1:6380"),
+            b("ip"),
+            b("127.0.0.1"),
+            b("port"),
+            b("6380"),
+            b("flags"),
+            b("slave,s_down"),
+            b("runid"),
+            b("abc123"),
+        ])]);
+        let r = parse_replicas(&reps).unwrap();
+        assert_eq!(r[0].addr, a("127.0.0.1:6380"));
+        assert_eq!(r[0].flags, vec!["slave", "s_down"]);
+        assert_eq!(r[0].run_id.as_deref(), Some("abc123"));
+        assert!(parse_replicas(&Value::Int(3)).is_err());
+        assert!(parse_tilt(
+            "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:1\r\n"
+        ));
+        assert!(!parse_tilt("# Sentinel\r\nsentinel_tilt:0\r\n"));
+    }
+
+    #[test]
+    fn a_sentinels_answers_read_as_one_report() {
+        use ErrorClass::*;
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let s1 = a(S1);
+        let master = || Ok(Value::Array(vec![b("127.0.0.1"), b("6379")]));
+        let replicas = || {
+            Ok(Value::Array(vec![Value::Array(vec![
+                b("ip"),
+                b("127.0.0.1"),
+                b("port"),
+                b("6380"),
+            ])]))
+        };
+        let info = || Ok(b("# Sentinel\r\nsentinel_tilt:1\r\n"));
+        let fail = |class| Err(ServerError::new(class, "x"));
+        let r = read_report(&s1, master(), replicas(), info()).unwrap();
+        assert_eq!((r.master, r.tilt, r.replicas.len()), (Some(a(M)), true, 1));
+        // A sentinel that does not know the name lists no replicas, and need not answer for them.
+        let r = read_report(&s1, Ok(Value::Nil), fail(Timeout), info()).unwrap();
+        assert_eq!((r.master, r.replicas.len()), (None, 0));
+        let class = |r: Result<SentinelReport, ServerError>| r.unwrap_err().class;
+        assert_eq!(
+            class(read_report(&s1, fail(Timeout), fail(Auth), fail(Other))),
+            Timeout
+        );
+        assert_eq!(
+            class(read_report(&s1, master(), fail(Auth), fail(Other))),
+            Other
+        );
+        assert_eq!(class(read_report(&s1, master(), fail(Auth), info())), Auth);
+        let bad = read_report(&s1, Ok(Value::Int(1)), replicas(), info()).unwrap_err();
+        assert_eq!(bad.class, Protocol);
+        assert!(
+            bad.message
+                .starts_with("sentinel 127.0.0.1:26379: master address: unexpected reply"),
+            "{}",
+            bad.message
+        );
+    }
+
+    #[test]
+    fn a_sentinel_connection_is_dropped_after_a_timeout_a_refused_connect_or_an_unreadable_reply() {
+        use ErrorClass::*;
+        assert!(keeps_connection(&Ok(SentinelReport::default())));
+        for class in [Timeout, Connect, Protocol] {
+            assert!(
+                !keeps_connection(&Err(ServerError::new(class, "x"))),
+                "{class:?}"
+            );
+        }
+        for class in [
+            Readonly, NoReplicas, Misconf, Oom, Loading, Busy, MasterDown, Auth, NoPerm, Other,
+        ] {
+            assert!(
+                keeps_connection(&Err(ServerError::new(class, "x"))),
+                "{class:?}"
+            );
+        }
+    }
+}
