@@ -21,7 +21,8 @@
 //!                                                       ══► metrics, systemd
 //! ```
 //!
-//! The modules, in layers: each imports only from the layers above it.
+//! The modules, in layers, in the order of their imports: each module imports only from the
+//! modules listed before it.
 //!
 //! 1. Leaves. `secret`: passwords that never print. `runclock`: the policy clock, which
 //!    leaves out the time rolecall itself was frozen. `listen`: the bounded accept of the
@@ -41,8 +42,8 @@
 //!    master being failed over, run a command under a fleet lock.
 //! 8. `check`: the check loop, the only owner of Redis I/O and the only writer of the
 //!    snapshot; it calls the repairs with the facts of each check.
-//! 9. Outputs. `maintenance`: the operator's switch (flag file, `POST`/`DELETE
-//!    /maintenance`). `agent`: HAProxy's agent check, and what rolecall holds in HAProxy.
+//! 9. Outputs. `maintenance`: the operator's switch (a flag file, or `POST` and `DELETE` on
+//!    `/maintenance`). `agent`: HAProxy's agent check, and what rolecall holds in HAProxy.
 //!    `haproxy`: the optional push of each change to HAProxy's runtime API. `http`:
 //!    `/livez`, `/readyz`, `/status`, `/metrics`, `/maintenance`.
 //!
