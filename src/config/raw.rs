@@ -34,6 +34,7 @@ pub(super) struct RawNode {
     pub(super) pid: Option<u32>,
     pub(super) pid_file: Option<PathBuf>,
     pub(super) process: Option<String>,
+    pub(super) systemd_unit: Option<String>,
     pub(super) namespace: Option<bool>,
 }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::secret::Secret;
-use crate::sockets::NodeSelector;
+use crate::sockets::{NodeSelector, check_unit_name};
 use crate::verdict::{Policy, Verdict};
 
 use super::defaults;
@@ -62,7 +62,9 @@ fn validate_node(n: RawNode) -> Result<NodeConfig, ConfigError> {
     Ok(node)
 }
 
-/// `pid`, `pid_file`, `process` and `namespace` are alternatives: exactly one is set.
+/// `pid`, `pid_file`, `process`, `systemd_unit` and `namespace` are alternatives: exactly one
+/// is set. A unit is named as systemd names it, with its type: `centrifugo.service`, a
+/// `.scope` or a `.slice`.
 fn node_selector(n: &RawNode) -> Result<NodeSelector, ConfigError> {
     let mut selectors = Vec::new();
     if let Some(pid) = n.pid {
@@ -80,16 +82,23 @@ fn node_selector(n: &RawNode) -> Result<NodeSelector, ConfigError> {
         }
         selectors.push(NodeSelector::Process(p.clone()));
     }
+    if let Some(unit) = &n.systemd_unit {
+        check_unit_name(unit)
+            .map_err(|why| ConfigError::invalid(format!("node.systemd_unit: {why}")))?;
+        selectors.push(NodeSelector::SystemdUnit(unit.clone()));
+    }
     if n.namespace == Some(true) {
         selectors.push(NodeSelector::Namespace);
     }
     match selectors.len() {
         1 => Ok(selectors.remove(0)),
         0 => Err(ConfigError::invalid(
-            "node: say how to find the node: one of pid, pid_file, process or namespace = true",
+            "node: say how to find the node: one of pid, pid_file, process, systemd_unit or \
+             namespace = true",
         )),
         _ => Err(ConfigError::invalid(
-            "node: pid, pid_file, process and namespace are alternatives; set exactly one",
+            "node: pid, pid_file, process, systemd_unit and namespace are alternatives; set \
+             exactly one",
         )),
     }
 }
@@ -345,6 +354,42 @@ mod tests {
         let text = DESIGN_EXAMPLE.replace("pid_file = \"/run/centrifugo.pid\"", "pid = 1234");
         let c = Config::from_toml_str(&text).unwrap();
         assert_eq!(c.node.selector, NodeSelector::Pid(1234));
+    }
+
+    #[test]
+    fn a_systemd_unit_is_accepted_as_selector_alone_and_by_its_full_name() {
+        let with = |line: &str| DESIGN_EXAMPLE.replace("pid_file = \"/run/centrifugo.pid\"", line);
+        let c = Config::from_toml_str(&with("systemd_unit = \"centrifugo.service\"")).unwrap();
+        assert_eq!(
+            c.node.selector,
+            NodeSelector::SystemdUnit("centrifugo.service".to_owned())
+        );
+        let refused = [
+            (
+                "systemd_unit = \"centrifugo.service\"\nprocess = \"centrifugo\"",
+                "node: pid, pid_file, process, systemd_unit and namespace are alternatives; \
+                 set exactly one",
+            ),
+            (
+                "systemd_unit = \"centrifugo.service\"\nnamespace = true",
+                "set exactly one",
+            ),
+            (
+                "systemd_unit = \"centrifugo\"",
+                "node.systemd_unit: \"centrifugo\" does not end in .service, .scope, .slice",
+            ),
+            (
+                "systemd_unit = \"system.slice/centrifugo.service\"",
+                "node.systemd_unit: \"system.slice/centrifugo.service\" is a path",
+            ),
+            ("systemd_unit = \"\"", "node.systemd_unit: empty unit name"),
+        ];
+        for (line, want) in refused {
+            let err = Config::from_toml_str(&with(line))
+                .expect_err(line)
+                .to_string();
+            assert!(err.contains(want), "{line:?}: {err}");
+        }
     }
 
     #[test]

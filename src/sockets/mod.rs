@@ -1,14 +1,17 @@
 //! Finds a node's live TCP connections, through netlink `sock_diag` or `/proc`.
 //!
 //! This module owns the answer to "which established TCP connections does the node hold right
-//! now?". A [`NodeSelector`] names the node (a pid, a pid file, a process name, or every
-//! process of rolecall's network namespace); [`discover`] returns a [`NodeSockets`] snapshot.
+//! now?". A [`NodeSelector`] names the node (a pid, a pid file, a process name, a systemd unit,
+//! or every process of rolecall's network namespace); [`discover`] returns a [`NodeSockets`]
+//! snapshot.
 //! It does not know about Redis: deciding which of those connections matter is the caller's job.
 //!
 //! - `discover`: the entry points, and how one discovery goes.
 //! - `memory`: [`FdMemory`] and [`discover_remembering`], the daemon's discovery, which skips
 //!   reading the node's fds while the candidate sockets are ones it has seen.
 //! - `pids`: a [`NodeSelector`] resolved to running pids (pid files, `/proc/PID/stat`, names).
+//! - `cgroup`: a systemd unit's pids, from its cgroup (cgroup v2 or the hybrid `name=systemd`
+//!   hierarchy, found in `/proc/self/mountinfo`), and which unit names rolecall accepts.
 //! - `fds`: the socket inodes a process holds, from the links in `/proc/PID/fd`.
 //! - `namespace`: the ESTABLISHED sockets of the node's network namespace, by netlink or /proc
 //!   ([`Method`]), and which of them the node holds.
@@ -20,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cgroup;
 mod connection;
 mod discover;
 mod error;
@@ -33,6 +37,7 @@ mod proc_net;
 #[cfg(test)]
 mod testutil;
 
+pub(crate) use cgroup::check_unit_name;
 pub use connection::{Connection, NodeSockets};
 pub use discover::{discover, discover_to_ports, discover_to_ports_with, discover_with};
 pub use error::DiscoverError;

@@ -2,12 +2,14 @@
 //!
 //! `/proc/PID/stat` tells whether a process exists and is not a zombie; its second field is the
 //! same `comm` as `/proc/PID/comm`, which [`NodeSelector::Process`] matches. A pid file is read
-//! again at every discovery, so a restarted node is followed.
+//! again at every discovery, so a restarted node is followed. A systemd unit's processes are
+//! the pids of its cgroup ([`cgroup`](super::cgroup)).
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::cgroup::unit_pids;
 use super::error::{DiscoverError, describe, is_gone, unreadable};
 
 /// Which process (or processes) is the node.
@@ -21,6 +23,10 @@ pub enum NodeSelector {
     /// Every process whose `comm` equals this name. The kernel truncates `comm` to 15 bytes
     /// (`TASK_COMM_LEN` is 16 with the NUL), so a longer name is compared truncated.
     Process(String),
+    /// Every running process of a systemd unit (`centrifugo.service`): the pids in the unit's
+    /// cgroup and in the cgroups below it, in the cgroup v2 hierarchy or the hybrid layout's
+    /// `name=systemd` one. A restarted unit is followed, whatever its pids.
+    SystemdUnit(String),
     /// Every established TCP socket of rolecall's own network namespace, except rolecall's own
     /// sockets. For a node that shares a pod (network namespace) with rolecall.
     Namespace,
@@ -32,6 +38,7 @@ impl fmt::Display for NodeSelector {
             NodeSelector::Pid(pid) => write!(f, "pid {pid}"),
             NodeSelector::PidFile(path) => write!(f, "pid file {}", path.display()),
             NodeSelector::Process(name) => write!(f, "process {name}"),
+            NodeSelector::SystemdUnit(unit) => write!(f, "systemd unit {unit}"),
             NodeSelector::Namespace => f.write_str("network namespace"),
         }
     }
@@ -62,6 +69,13 @@ pub(super) fn node_pids(
                 return Err(DiscoverError::NodeMissing(missing));
             }
             Ok(Some((pids, missing)))
+        }
+        NodeSelector::SystemdUnit(unit) => {
+            let pids = unit_pids(unit)?;
+            Ok(Some((
+                pids,
+                format!("systemd unit {unit} has no running process"),
+            )))
         }
     }
 }
@@ -128,6 +142,22 @@ fn require_running(pid: u32, label: &str) -> Result<(), DiscoverError> {
             "cannot parse {}",
             path.display()
         ))),
+    }
+}
+
+/// Whether `pid` is a running (not zombie) process; one that is gone is not.
+pub(super) fn is_running(pid: u32) -> Result<bool, DiscoverError> {
+    let path = proc_path(pid, "stat");
+    match std::fs::read(&path) {
+        Ok(stat) => match parse_stat(&stat) {
+            Some((_, state)) => Ok(!has_exited(state)),
+            None => Err(DiscoverError::Unreadable(format!(
+                "cannot parse {}",
+                path.display()
+            ))),
+        },
+        Err(err) if is_gone(&err) => Ok(false),
+        Err(err) => Err(unreadable(&path, &err)),
     }
 }
 
@@ -218,6 +248,10 @@ mod tests {
             (
                 NodeSelector::Process("centrifugo".to_owned()),
                 "process centrifugo",
+            ),
+            (
+                NodeSelector::SystemdUnit("centrifugo.service".to_owned()),
+                "systemd unit centrifugo.service",
             ),
             (NodeSelector::Namespace, "network namespace"),
         ];
