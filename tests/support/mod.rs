@@ -17,6 +17,8 @@
 //!   agent client.
 //! - `haproxy`: [`Haproxy`], a real `haproxy` running a shipped `haproxy/*.cfg`, read through
 //!   its runtime API; [`Backend`], a node's service port.
+//! - `netns`: [`PodNetns`], a network namespace like a Kubernetes pod's, linked to the host by
+//!   a veth pair, with a way to run code (and spawn processes) inside it.
 //!
 //! Every wait here has a deadline ([`wait_until`], [`wait_for`]); nothing sleeps to "let a state
 //! settle". Deadlines are generous for a slow two-core machine and cost nothing when things go
@@ -26,6 +28,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod haproxy;
+mod netns;
 mod node;
 mod process;
 mod redis;
@@ -39,6 +42,7 @@ pub use haproxy::{
     Backend, Haproxy, RuntimeApi, ServerState, Session, check_config, cli, shipped_config,
     shipped_configs,
 };
+pub use netns::PodNetns;
 pub use node::DemoNode;
 pub use process::free_port;
 pub use redis::{
