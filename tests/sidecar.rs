@@ -202,7 +202,7 @@ impl ReadyWatch {
                             log.ready_at.get_or_insert_with(Instant::now);
                         }
                         other if log.ready_at.is_some() => {
-                            let status = support_status(addr);
+                            let status = status_text(addr);
                             let what = match other {
                                 Some(code) => code.to_string(),
                                 None => "no answer".to_owned(),
@@ -240,7 +240,7 @@ impl Drop for ReadyWatch {
 }
 
 /// `GET /status` at `addr` as text, for the watcher's record (empty if it failed).
-fn support_status(addr: SocketAddr) -> String {
+fn status_text(addr: SocketAddr) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return String::new();

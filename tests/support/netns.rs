@@ -45,6 +45,9 @@ impl PodNetns {
         let ip_bin = find_binary("IP_BIN", "ip", "apt-get install -y iproute2");
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
+        if n == 0 {
+            remove_leftovers(&ip_bin);
+        }
         let mut pod = PodNetns {
             ip_bin,
             name: format!("rolecall-test-{pid}-{n}"),
@@ -158,6 +161,38 @@ impl Drop for PodNetns {
         let (ok, out) = self.try_ip(&["netns", "delete", &name]);
         if !ok {
             eprintln!("could not delete network namespace {name}: {out}");
+        }
+    }
+}
+
+/// Deletes the namespaces (and host links) of test processes that are gone: one killed with
+/// SIGKILL had no chance to drop its [`PodNetns`].
+fn remove_leftovers(ip_bin: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((pid, n)) = name
+            .strip_prefix("rolecall-test-")
+            .and_then(|rest| rest.split_once('-'))
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || std::path::Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        for args in [
+            vec!["link", "delete", &format!("rc{pid}x{n}")],
+            vec!["netns", "delete", &name],
+        ] {
+            let mut cmd = Command::new(ip_bin);
+            cmd.args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut proc = Proc::spawn(cmd, format!("ip {}", args.join(" ")));
+            let _ = proc.wait_exit(IP_TIMEOUT);
         }
     }
 }
