@@ -1,31 +1,36 @@
-//! The Kubernetes sidecar mode (`[node] namespace = true`) end to end, in a network namespace
+//! The Kubernetes sidecar mode (`[node] namespace = true`) end to end, in network namespaces
 //! the test makes: rolecall judges every established TCP connection of its own network
 //! namespace (except its own), as a sidecar sharing only the pod's network namespace with the
 //! node must, since it cannot see the node's processes.
 //!
-//! The layout is a pod's: the namespace ([`PodNetns`]) holds the node (a demo node) and rolecall,
-//! and reaches Redis over an `eth0` whose other end is on the host. The Redis topology (a master,
-//! a replica, three sentinels) listens on that host end, outside the pod, as Redis runs in other
-//! pods: inside, the sentinels' and the replica's own connections (to the replica and the
-//! master) would be taken for the node's, which no pod of a real node holds. So the host
+//! The layout is a cluster's, in two namespaces ([`PodNetns`]) joined by a veth pair: the pod
+//! holds the node (a demo node) and rolecall, and reaches Redis over its `eth0`; the cluster
+//! namespace, standing for the rest of the cluster, holds the other end of the pair and the
+//! Redis topology (a master, a replica, three sentinels) listening on it, as Redis runs in other
+//! pods. Inside the pod, the sentinels' and the replica's own connections (to the replica and
+//! the master) would be taken for the node's, which no pod of a real node holds. So the cluster
 //! namespace holds the unrelated connections, to the very addresses and ports the node uses:
-//! the sentinels' links to both servers, the replica's replication link, and a client of the
-//! test pinned to the replica (plus, in the second test, one pinned to the master, which ends
-//! up on a replica after the failover). Seen from inside the pod, any one of them would take
-//! the node out; none may show in `/status`.
+//! the sentinels' links to both servers, the replica's replication link, and a demo node pinned
+//! to the replica (plus, in the second test, one pinned to the master, which ends up on a
+//! replica after the failover). Seen from inside the pod, any one of them would take the node
+//! out; none may show in `/status`.
 //!
-//! Each case has its own pod and topology (the two tests run in parallel), because in this mode
-//! a pinned node and a following node in one namespace would be judged as one node:
+//! Each case has its own pair of namespaces and topology (the two tests run in parallel),
+//! because in this mode a pinned node and a following node in one namespace would be judged as
+//! one node:
 //!
 //! - a node pinned to the master's address, after `SENTINEL FAILOVER`: out (`/readyz` 503,
 //!   `stuck_on_replica` once Sentinel demotes the old master and the node redials it);
 //! - a node that follows Sentinel: in rotation throughout the failover (`/readyz` never other
 //!   than 200), and `ok` on the new master once the old one is a replica.
 //!
-//! rolecall and the node are spawned from a thread inside the namespace, and the test talks to
-//! rolecall's HTTP port from inside too; the topology is driven from the host, so the test's
-//! own Redis calls never show in the pod. Needs root, `ip` (iproute2), `redis-server` and
-//! `redis-sentinel`; fails with a message saying so when one is missing.
+//! rolecall and the node are spawned from a thread inside the pod, and the test talks to
+//! rolecall's HTTP port from inside the pod too; the topology and the outside demo nodes are
+//! spawned from a thread inside the cluster namespace, and every Redis call of the test (the
+//! failover, `CLIENT LIST`, the waits on `ROLE`, rolecall's timeout dumps) is made from there,
+//! so the test's own Redis calls never show in the pod. Nothing runs in, or talks through, the
+//! host's network namespace. Needs root, `ip` (iproute2), `redis-server` and `redis-sentinel`;
+//! fails with a message saying so when one is missing.
 
 mod support;
 
@@ -79,12 +84,14 @@ fn connections(status: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 /// A rolecall in `pod` judging every connection of the pod (`namespace = true`), on the
-/// topology's sentinels, started from inside the pod.
+/// topology's sentinels, started from inside the pod (its timeout dumps ask the topology from
+/// the cluster namespace).
 fn sidecar(pod: &PodNetns, topology: &Topology, grace: Option<&str>) -> Rolecall {
     let mut config = RolecallConfig::new()
         .node_selector("namespace", "true")
         .node_name("pod")
-        .topology(topology);
+        .topology(topology)
+        .dump_from(pod.cluster());
     if let Some(grace) = grace {
         config = config.check("stale_master_grace", &format!("{grace:?}"));
     }
@@ -96,20 +103,38 @@ fn readyz(pod: &PodNetns, rolecall: &Rolecall) -> (u16, String) {
     pod.run(|| rolecall.http_get("/readyz"))
 }
 
+/// The topology for `pod`: started in the cluster namespace, listening on the cluster end of
+/// the link.
+fn topology_for(pod: &PodNetns) -> Topology {
+    pod.run_in_cluster(|| Topology::builder().ip(pod.cluster_ip()).start())
+}
+
 /// The addresses (`IP:PORT`, the client's end) of the connections named `name` on `server`,
-/// from its `CLIENT LIST` (asked from the host).
-fn client_addrs(topology: &Topology, server: SocketAddr, name: &str) -> Vec<String> {
-    topology
-        .server(server)
-        .clients_named(name)
+/// from its `CLIENT LIST` (asked from the cluster namespace).
+fn client_addrs(
+    pod: &PodNetns,
+    topology: &Topology,
+    server: SocketAddr,
+    name: &str,
+) -> Vec<String> {
+    pod.run_in_cluster(|| topology.server(server).clients_named(name))
         .into_iter()
         .filter_map(|c| c.get("addr").cloned())
         .collect()
 }
 
+/// The `CLIENT LIST` of `server` (asked from the cluster namespace).
+fn client_list(
+    pod: &PodNetns,
+    topology: &Topology,
+    server: SocketAddr,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    pod.run_in_cluster(|| topology.server(server).client_list())
+}
+
 /// Asserts that `/status` lists connections to `server` only, each from the pod's address:
-/// none of the same server's clients on the host (sentinels, replication, the test's outside
-/// clients), which reach the same address and port.
+/// none of the same server's clients in the cluster namespace (sentinels, replication, the
+/// outside demo nodes), which reach the same address and port.
 fn assert_from_the_pod(pod: &PodNetns, status: &serde_json::Value, server: SocketAddr) {
     let listed = connections(status);
     let pod_ip = pod.pod_ip().to_string();
@@ -135,7 +160,7 @@ fn assert_only_the_pods_connection(
     server: SocketAddr,
 ) {
     assert_from_the_pod(pod, status, server);
-    let expected: Vec<(String, String)> = client_addrs(topology, server, &node.client_name())
+    let expected: Vec<(String, String)> = client_addrs(pod, topology, server, &node.client_name())
         .into_iter()
         .map(|a| (a, server.to_string()))
         .collect();
@@ -143,24 +168,24 @@ fn assert_only_the_pods_connection(
         connections(status),
         expected,
         "/status lists the node's connection to {server} (CLIENT LIST: {:?}) and nothing else\n{status:#}",
-        topology.server(server).client_list()
+        client_list(pod, topology, server)
     );
 }
 
-/// Asserts that the server at `addr` has, on the host, clients that a rolecall seeing the host
-/// would take for the node's: at least `at_least` connections from the host end of the link
-/// (the sentinels' and the replica's, and the test's outside clients).
+/// Asserts that the server at `addr` has, in the cluster namespace, clients that a rolecall
+/// seeing that namespace would take for the node's: at least `at_least` connections from the
+/// cluster end of the link (the sentinels' and the replica's, and the outside demo nodes).
 fn assert_outside_clients(pod: &PodNetns, topology: &Topology, addr: SocketAddr, at_least: usize) {
-    let host_ip = format!("{}:", pod.host_ip());
-    let clients = topology.server(addr).client_list();
+    let cluster_ip = format!("{}:", pod.cluster_ip());
+    let clients = client_list(pod, topology, addr);
     let outside = clients
         .iter()
-        .filter(|c| c.get("addr").is_some_and(|a| a.starts_with(&host_ip)))
+        .filter(|c| c.get("addr").is_some_and(|a| a.starts_with(&cluster_ip)))
         .count();
     assert!(
         outside >= at_least,
-        "{addr} has at least {at_least} clients on the host side ({host_ip}...), has {outside}: \
-         {clients:?}"
+        "{addr} has at least {at_least} clients in the cluster namespace ({cluster_ip}...), has \
+         {outside}: {clients:?}"
     );
 }
 
@@ -267,12 +292,12 @@ fn status_text(addr: SocketAddr) -> String {
 fn a_sidecar_sharing_only_the_pods_network_namespace_drains_the_pinned_node_after_a_failover() {
     // Declared first, so it goes last: every process inside is killed before it is deleted.
     let pod = PodNetns::create();
-    let topology = Topology::builder().ip(pod.host_ip()).start();
-    let master = topology.master_addr();
-    let replica = topology.replicas()[0].addr();
+    let topology = topology_for(&pod);
+    let (master, replica) =
+        pod.run_in_cluster(|| (topology.master_addr(), topology.replicas()[0].addr()));
 
     // Outside the pod: a client on the replica, besides the sentinels and the replication link.
-    let outside = DemoNode::pin(replica);
+    let outside = pod.run_in_cluster(|| DemoNode::pin(replica));
     // Inside: the node, pinned to the master's address, and its sidecar.
     let node = pod.run(|| DemoNode::pin(master));
     let mut rolecall = sidecar(&pod, &topology, None);
@@ -282,7 +307,7 @@ fn a_sidecar_sharing_only_the_pods_network_namespace_drains_the_pinned_node_afte
     assert_eq!(s["node"]["pids"], serde_json::json!([]), "{s:#}");
     assert_outside_clients(&pod, &topology, replica, 3);
     assert!(
-        !client_addrs(&topology, replica, &outside.client_name()).is_empty(),
+        !client_addrs(&pod, &topology, replica, &outside.client_name()).is_empty(),
         "the outside client is on the replica"
     );
     // Checks done with every outside connection in place: still ok, still only the node's.
@@ -296,7 +321,7 @@ fn a_sidecar_sharing_only_the_pods_network_namespace_drains_the_pinned_node_afte
     let (code, body) = readyz(&pod, &rolecall);
     assert_eq!(code, 200, "/readyz: {body}\n{}", rolecall.report(None));
 
-    let (old, new) = topology.failover();
+    let (old, new) = pod.run_in_cluster(|| topology.failover());
     assert_eq!((old, new), (master, replica));
 
     // Once Sentinel demotes the old master and kills its clients, the node redials the same
@@ -318,14 +343,14 @@ fn a_sidecar_sharing_only_the_pods_network_namespace_drains_the_pinned_node_afte
 fn a_sidecar_sharing_only_the_pods_network_namespace_keeps_a_node_following_sentinel_in_through_a_failover()
  {
     let pod = PodNetns::create();
-    let topology = Topology::builder().ip(pod.host_ip()).start();
-    let master = topology.master_addr();
-    let replica = topology.replicas()[0].addr();
+    let topology = topology_for(&pod);
+    let (master, replica) =
+        pod.run_in_cluster(|| (topology.master_addr(), topology.replicas()[0].addr()));
 
     // Outside the pod: a client on each server; after the failover the one on the old master is
     // on a replica.
-    let on_replica = DemoNode::pin(replica);
-    let on_master = DemoNode::pin(master);
+    let on_replica = pod.run_in_cluster(|| DemoNode::pin(replica));
+    let on_master = pod.run_in_cluster(|| DemoNode::pin(master));
     // Inside: a node that asks Sentinel for the master before every connection.
     let node = pod.run(|| DemoNode::follow(&topology));
     // The default, spelt out: the node sits on the old master until Sentinel demotes it, about
@@ -344,10 +369,10 @@ fn a_sidecar_sharing_only_the_pods_network_namespace_keeps_a_node_following_sent
     assert_eq!(verdict(&s), "ok", "{s:#}");
     assert_only_the_pods_connection(&pod, &topology, &s, &node, master);
 
-    let (old, new) = topology.failover();
+    let (old, new) = pod.run_in_cluster(|| topology.failover());
     assert_eq!((old, new), (master, replica));
     // The old master becomes a replica; the outside client pinned to it redials it.
-    topology.wait_demoted(old);
+    pod.run_in_cluster(|| topology.wait_demoted(old));
 
     // The node: on the new master, in rotation, and still so after more checks with the
     // outside clients on both servers.
@@ -362,9 +387,9 @@ fn a_sidecar_sharing_only_the_pods_network_namespace_keeps_a_node_following_sent
             },
         )
     });
-    wait_for_outside_client(&topology, old, &on_master);
+    wait_for_outside_client(&pod, &topology, old, &on_master);
     assert!(
-        !client_addrs(&topology, new, &on_replica.client_name()).is_empty(),
+        !client_addrs(&pod, &topology, new, &on_replica.client_name()).is_empty(),
         "the outside client pinned to {new} is on it"
     );
     let s = pod.run(|| {
@@ -398,10 +423,15 @@ fn a_sidecar_sharing_only_the_pods_network_namespace_keeps_a_node_following_sent
 
 /// Waits until the outside client pinned to `addr` is connected to it again (it redials after
 /// Sentinel kills the old master's clients).
-fn wait_for_outside_client(topology: &Topology, addr: SocketAddr, client: &DemoNode) {
+fn wait_for_outside_client(
+    pod: &PodNetns,
+    topology: &Topology,
+    addr: SocketAddr,
+    client: &DemoNode,
+) {
     support::wait_until(
         VERDICT_TIMEOUT,
         &format!("the outside client {} on {addr}", client.name()),
-        || !client_addrs(topology, addr, &client.client_name()).is_empty(),
+        || !client_addrs(pod, topology, addr, &client.client_name()).is_empty(),
     );
 }

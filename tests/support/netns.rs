@@ -1,16 +1,20 @@
-//! [`PodNetns`]: a network namespace the test makes, like a Kubernetes pod's: its own loopback
-//! and an `eth0` (one end of a veth pair) whose other end is on the host, so that servers
-//! listening on the host end ([`TopologyBuilder::ip`](super::TopologyBuilder::ip)) are
-//! reachable from inside while their own connections stay outside. [`PodNetns::run`] runs code
-//! with the calling thread inside: processes it spawns start in the namespace, and sockets it
-//! opens are the namespace's. Needs root (`ip netns add`); deleted on drop.
+//! [`PodNetns`]: two network namespaces the test makes, standing for a Kubernetes pod and the
+//! rest of its cluster, each with its own loopback, joined by a veth pair: `eth0` in the pod,
+//! `veth-pod` in the cluster namespace. Servers listening on the cluster end
+//! ([`TopologyBuilder::ip`](super::TopologyBuilder::ip)) are reachable from the pod while their
+//! own connections stay in the cluster namespace; the host's namespace holds neither end, so no
+//! address or traffic of the test shows there. [`Netns::run`] ([`PodNetns::run`],
+//! [`PodNetns::run_in_cluster`]) runs code with the calling thread inside one of them: processes
+//! it spawns start in that namespace, and sockets it opens are that namespace's. Needs root
+//! (`ip netns add`); both namespaces are deleted on drop.
 
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -18,27 +22,63 @@ use super::process::{Proc, find_binary};
 
 /// One `ip` command (it returns at once; generous for a loaded machine).
 const IP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Subnets tried before giving up on finding one no host interface uses.
-const SUBNET_ATTEMPTS: u32 = 64;
+/// The names of the namespaces of test processes: `rolecall-test-PID-...`.
+const PREFIX: &str = "rolecall-test-";
+/// The cluster end of the veth pair (the pod end is `eth0`).
+const CLUSTER_LINK: &str = "veth-pod";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A network namespace named `rolecall-test-PID-N` with `lo` up and an `eth0` linked to a
-/// host interface `rcPIDxN` by a veth pair, on a /30 of 198.18.0.0/15 (the benchmarking range)
-/// that no host interface uses: `.1` on the host end, `.2` on `eth0`. On drop the veth pair
-/// and the namespace are deleted (the processes inside are the caller's to kill first).
+/// A way into one network namespace (its `/run/netns/NAME` file, kept open): cheap to clone, so
+/// a harness part that must talk from inside (a timeout dump, say) can keep one.
+#[derive(Clone)]
+pub struct Netns {
+    name: String,
+    file: Arc<File>,
+}
+
+impl Netns {
+    fn open(name: &str) -> Netns {
+        let path = format!("/run/netns/{name}");
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        Netns {
+            name: name.to_owned(),
+            file: Arc::new(file),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `f` with this thread in the namespace, then puts the thread back where it was (also
+    /// when `f` panics). Children spawned and threads started in `f` stay in the namespace.
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        let back_path = "/proc/thread-self/ns/net";
+        let back = File::open(back_path).unwrap_or_else(|e| panic!("open {back_path}: {e}"));
+        setns(&self.file).unwrap_or_else(|e| panic!("setns into {}: {e}", self.name));
+        let _back = Back(back);
+        f()
+    }
+}
+
+/// Two network namespaces, `rolecall-test-PID-N-pod` and `rolecall-test-PID-N-cluster`, each
+/// with `lo` up, linked by a veth pair on a /30 of 198.18.0.0/15 (the benchmarking range):
+/// `.1` on the cluster end (`veth-pod`), `.2` on the pod's `eth0`. On drop both namespaces are
+/// deleted, and the veth pair with them (the processes inside are the caller's to kill first).
 pub struct PodNetns {
     ip_bin: PathBuf,
-    name: String,
-    host_link: String,
-    host_ip: Ipv4Addr,
+    pod_name: String,
+    cluster_name: String,
+    cluster_ip: Ipv4Addr,
     pod_ip: Ipv4Addr,
-    /// `/run/netns/NAME`, for `setns`.
-    ns: Option<File>,
+    /// Open once both namespaces are set up.
+    pod: Option<Netns>,
+    cluster: Option<Netns>,
 }
 
 impl PodNetns {
-    /// Creates the namespace and its link. Panics (never skips) when not root or `ip` is
+    /// Creates the namespaces and their link. Panics (never skips) when not root or `ip` is
     /// missing.
     pub fn create() -> PodNetns {
         assert_root();
@@ -48,152 +88,153 @@ impl PodNetns {
         if n == 0 {
             remove_leftovers(&ip_bin);
         }
-        let mut pod = PodNetns {
+        let (cluster_ip, pod_ip) = subnet(pid, n);
+        let mut netns = PodNetns {
             ip_bin,
-            name: format!("rolecall-test-{pid}-{n}"),
-            host_link: format!("rc{pid}x{n}"),
-            host_ip: Ipv4Addr::UNSPECIFIED,
-            pod_ip: Ipv4Addr::UNSPECIFIED,
-            ns: None,
+            pod_name: format!("{PREFIX}{pid}-{n}-pod"),
+            cluster_name: format!("{PREFIX}{pid}-{n}-cluster"),
+            cluster_ip,
+            pod_ip,
+            pod: None,
+            cluster: None,
         };
         // From here on, drop deletes whatever was made.
-        pod.ip(&["netns", "add", &pod.name]);
-        let (host_ip, pod_ip) = pod.free_subnet(pid, n);
-        pod.host_ip = host_ip;
-        pod.pod_ip = pod_ip;
-        let (name, link) = (pod.name.clone(), pod.host_link.clone());
-        pod.ip(&[
-            "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &name,
+        let (pod, cluster) = (netns.pod_name.clone(), netns.cluster_name.clone());
+        netns.ip(&["netns", "add", &cluster]);
+        netns.ip(&["netns", "add", &pod]);
+        // Made inside the cluster namespace with its peer in the pod: no end is ever on the host.
+        netns.ip(&[
+            "-n",
+            &cluster,
+            "link",
+            "add",
+            CLUSTER_LINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &pod,
         ]);
-        let (host_cidr, pod_cidr) = (format!("{host_ip}/30"), format!("{pod_ip}/30"));
-        pod.ip(&["addr", "add", &host_cidr, "dev", &link]);
-        pod.ip(&["link", "set", &link, "up"]);
-        pod.ip(&["-n", &name, "link", "set", "lo", "up"]);
-        pod.ip(&["-n", &name, "addr", "add", &pod_cidr, "dev", "eth0"]);
-        pod.ip(&["-n", &name, "link", "set", "eth0", "up"]);
-        let path = format!("/run/netns/{name}");
-        pod.ns = Some(File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}")));
-        pod
+        for (name, link, addr) in [(&cluster, CLUSTER_LINK, cluster_ip), (&pod, "eth0", pod_ip)] {
+            let cidr = format!("{addr}/30");
+            netns.ip(&["-n", name, "link", "set", "lo", "up"]);
+            netns.ip(&["-n", name, "addr", "add", &cidr, "dev", link]);
+            netns.ip(&["-n", name, "link", "set", link, "up"]);
+        }
+        netns.cluster = Some(Netns::open(&cluster));
+        netns.pod = Some(Netns::open(&pod));
+        netns
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The pod's namespace: the node and rolecall run here.
+    pub fn pod(&self) -> &Netns {
+        self.pod.as_ref().expect("the pod namespace is open")
     }
 
-    /// The host end of the link: where servers listen for the pod.
-    pub fn host_ip(&self) -> IpAddr {
-        IpAddr::V4(self.host_ip)
+    /// The cluster's namespace: the Redis servers and sentinels, and clients of theirs that are
+    /// not the node's.
+    pub fn cluster(&self) -> &Netns {
+        self.cluster
+            .as_ref()
+            .expect("the cluster namespace is open")
     }
 
-    /// The pod's `eth0` address: the local address of the pod's connections to the host.
+    /// The cluster end of the link: where servers listen for the pod.
+    pub fn cluster_ip(&self) -> IpAddr {
+        IpAddr::V4(self.cluster_ip)
+    }
+
+    /// The pod's `eth0` address: the local address of the pod's connections to the cluster.
     pub fn pod_ip(&self) -> IpAddr {
         IpAddr::V4(self.pod_ip)
     }
 
-    /// Runs `f` with this thread in the namespace, then puts the thread back where it was (also
-    /// when `f` panics). Children spawned and threads started in `f` stay in the namespace.
+    /// [`Netns::run`] in the pod.
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
-        let back_path = "/proc/thread-self/ns/net";
-        let back = File::open(back_path).unwrap_or_else(|e| panic!("open {back_path}: {e}"));
-        let ns = self.ns.as_ref().expect("the namespace file is open");
-        setns(ns).unwrap_or_else(|e| panic!("setns into {}: {e}", self.name));
-        let _back = Back(back);
-        f()
+        self.pod().run(f)
     }
 
-    /// A /30 of 198.18.0.0/15 (its `.1` and `.2`) on no host interface yet: starting from one
-    /// picked by pid and counter, so concurrent test processes do not collide.
-    fn free_subnet(&self, pid: u32, n: u32) -> (Ipv4Addr, Ipv4Addr) {
-        let used = self.ip_output(&["-4", "-o", "addr", "show"]);
-        let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
-        let subnets = 1u32 << 15; // a /15 holds 2^15 subnets of 4 addresses
-        let first = pid.wrapping_mul(8).wrapping_add(n);
-        for i in 0..SUBNET_ATTEMPTS {
-            let index = first.wrapping_add(i.wrapping_mul(7919)) % subnets;
-            let host = Ipv4Addr::from(base + index * 4 + 1);
-            let pod = Ipv4Addr::from(base + index * 4 + 2);
-            let taken = [host, pod].iter().any(|a| used.contains(&format!(" {a}/")));
-            if !taken {
-                return (host, pod);
-            }
-        }
-        panic!("no free /30 in 198.18.0.0/15 after {SUBNET_ATTEMPTS} tries:\n{used}");
+    /// [`Netns::run`] in the cluster namespace.
+    pub fn run_in_cluster<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.cluster().run(f)
     }
 
     /// Runs `ip ARGS`; panics with its output unless it exits 0.
     fn ip(&self, args: &[&str]) {
-        self.ip_output(args);
-    }
-
-    fn ip_output(&self, args: &[&str]) -> String {
-        let (ok, out) = self.try_ip(args);
+        let (ok, out) = try_ip(&self.ip_bin, args);
         assert!(ok, "ip {} failed:\n{out}", args.join(" "));
-        out
-    }
-
-    /// Runs `ip ARGS` (bounded): whether it exited 0, and its stdout and stderr.
-    fn try_ip(&self, args: &[&str]) -> (bool, String) {
-        let out = tempfile::tempfile().expect("create a temp file");
-        let mut cmd = Command::new(&self.ip_bin);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup a temp file"))
-            .stderr(out.try_clone().expect("dup a temp file"));
-        let mut proc = Proc::spawn(cmd, format!("ip {}", args.join(" ")));
-        let status = proc.wait_exit(IP_TIMEOUT);
-        let mut text = String::new();
-        let mut out = out;
-        let _ = out.rewind().and_then(|()| out.read_to_string(&mut text));
-        match status {
-            Some(s) => (s.success(), text),
-            None => (false, format!("(no exit within {IP_TIMEOUT:?})\n{text}")),
-        }
     }
 }
 
 impl Drop for PodNetns {
     fn drop(&mut self) {
-        self.ns = None;
-        // Deleting one end deletes the pair at once; the namespace's own teardown would
-        // remove it only later, asynchronously.
-        let (link, name) = (self.host_link.clone(), self.name.clone());
-        let _ = self.try_ip(&["link", "delete", &link]);
-        let (ok, out) = self.try_ip(&["netns", "delete", &name]);
-        if !ok {
-            eprintln!("could not delete network namespace {name}: {out}");
+        self.pod = None;
+        self.cluster = None;
+        for name in [&self.pod_name, &self.cluster_name] {
+            let path = Path::new("/run/netns").join(name);
+            if !path.exists() {
+                continue;
+            }
+            let (ok, out) = try_ip(&self.ip_bin, &["netns", "delete", name]);
+            if !ok {
+                eprintln!("could not delete network namespace {name}: {out}");
+            }
         }
     }
 }
 
-/// Deletes the namespaces (and host links) of test processes that are gone: one killed with
-/// SIGKILL had no chance to drop its [`PodNetns`].
-fn remove_leftovers(ip_bin: &std::path::Path) {
+/// The /30 of 198.18.0.0/15 for the `n`th link of process `pid`: its `.1` (cluster end) and `.2`
+/// (pod end). Neither end is in the host's namespace, so no other interface can collide with
+/// them; picking by pid and counter only keeps different tests' addresses apart in their logs.
+fn subnet(pid: u32, n: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    let subnets = 1u32 << 15; // a /15 holds 2^15 subnets of 4 addresses
+    let index = pid.wrapping_mul(8).wrapping_add(n) % subnets;
+    (
+        Ipv4Addr::from(base + index * 4 + 1),
+        Ipv4Addr::from(base + index * 4 + 2),
+    )
+}
+
+/// Runs `ip ARGS` (bounded): whether it exited 0, and its stdout and stderr.
+fn try_ip(ip_bin: &Path, args: &[&str]) -> (bool, String) {
+    let out = tempfile::tempfile().expect("create a temp file");
+    let mut cmd = Command::new(ip_bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup a temp file"))
+        .stderr(out.try_clone().expect("dup a temp file"));
+    let mut proc = Proc::spawn(cmd, format!("ip {}", args.join(" ")));
+    let status = proc.wait_exit(IP_TIMEOUT);
+    let mut text = String::new();
+    let mut out = out;
+    let _ = out.rewind().and_then(|()| out.read_to_string(&mut text));
+    match status {
+        Some(s) => (s.success(), text),
+        None => (false, format!("(no exit within {IP_TIMEOUT:?})\n{text}")),
+    }
+}
+
+/// Deletes the namespaces of test processes that are gone (pod and cluster alike, and those of
+/// older layouts): one killed with SIGKILL had no chance to drop its [`PodNetns`].
+fn remove_leftovers(ip_bin: &Path) {
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((pid, n)) = name
-            .strip_prefix("rolecall-test-")
+        let Some((pid, _)) = name
+            .strip_prefix(PREFIX)
             .and_then(|rest| rest.split_once('-'))
         else {
             continue;
         };
-        if pid.parse::<u32>().is_err() || std::path::Path::new("/proc").join(pid).exists() {
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
             continue;
         }
-        for args in [
-            vec!["link", "delete", &format!("rc{pid}x{n}")],
-            vec!["netns", "delete", &name],
-        ] {
-            let mut cmd = Command::new(ip_bin);
-            cmd.args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let mut proc = Proc::spawn(cmd, format!("ip {}", args.join(" ")));
-            let _ = proc.wait_exit(IP_TIMEOUT);
-        }
+        let _ = try_ip(ip_bin, &["netns", "delete", &name]);
     }
 }
 

@@ -325,9 +325,10 @@ impl RedisServer {
         RedisServer::start_on(LOOPBACK, extra)
     }
 
-    /// [`RedisServer::start_with`], listening on `ip` instead of loopback (a local address,
-    /// such as the host end of a veth pair into a test's network namespace). Protected mode
-    /// is off there, since nothing on it has a password.
+    /// [`RedisServer::start_with`], listening on `ip` instead of loopback (an address of the
+    /// caller's network namespace, such as the cluster end of a
+    /// [`PodNetns`](super::PodNetns)'s veth pair, started from inside the cluster namespace).
+    /// Protected mode is off there, since nothing on it has a password.
     pub fn start_on(ip: IpAddr, extra: &[&str]) -> RedisServer {
         let bin = redis_server_bin();
         let debug = supports_enable_debug_command(&bin);

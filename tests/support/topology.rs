@@ -76,8 +76,9 @@ impl TopologyBuilder {
     }
 
     /// The local address every server and sentinel listens on (and Sentinel announces);
-    /// defaults to 127.0.0.1. E.g. the host end of a veth pair, so that processes in a test's
-    /// network namespace reach the topology while its own connections stay outside.
+    /// defaults to 127.0.0.1. E.g. the cluster end of a [`PodNetns`](super::PodNetns)'s veth
+    /// pair (with the topology started inside the cluster namespace), so that processes in the
+    /// pod reach the topology while its own connections stay outside the pod.
     pub fn ip(mut self, ip: IpAddr) -> Self {
         self.ip = ip;
         self
