@@ -17,6 +17,9 @@
 //!   agent client.
 //! - `haproxy`: [`Haproxy`], a real `haproxy` running a shipped `haproxy/*.cfg`, read through
 //!   its runtime API; [`Backend`], a node's service port.
+//! - `netns`: [`PodNetns`], a network namespace like a Kubernetes pod's and one standing for the
+//!   rest of its cluster, linked by a veth pair; [`Netns`], a way to run code (and spawn
+//!   processes) inside either.
 //!
 //! Every wait here has a deadline ([`wait_until`], [`wait_for`]); nothing sleeps to "let a state
 //! settle". Deadlines are generous for a slow two-core machine and cost nothing when things go
@@ -26,6 +29,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod haproxy;
+mod netns;
 mod node;
 mod process;
 mod redis;
@@ -39,6 +43,7 @@ pub use haproxy::{
     Backend, Haproxy, RuntimeApi, ServerState, Session, check_config, cli, shipped_config,
     shipped_configs,
 };
+pub use netns::{Netns, PodNetns};
 pub use node::DemoNode;
 pub use process::free_port;
 pub use redis::{

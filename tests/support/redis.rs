@@ -185,6 +185,7 @@ pub(crate) fn addr_reply(value: &Value) -> Option<SocketAddr> {
 /// The process, port, temp dir and log of one server or sentinel.
 struct Instance {
     proc: Proc,
+    ip: IpAddr,
     port: u16,
     dir: TempDir,
     log: PathBuf,
@@ -195,8 +196,9 @@ struct Instance {
 
 impl Instance {
     /// Starts `what` with the command `make(port, dir)` builds, on a fresh port, and waits
-    /// until it answers PING. Retries on another port if the one picked was taken meanwhile.
-    fn start(what: &str, mut make: impl FnMut(u16, &Path) -> Command) -> Instance {
+    /// until it answers PING at `ip`. Retries on another port if the one picked was taken
+    /// meanwhile.
+    fn start(what: &str, ip: IpAddr, mut make: impl FnMut(u16, &Path) -> Command) -> Instance {
         let dir = tempfile::Builder::new()
             .prefix("rolecall-test-")
             .tempdir()
@@ -213,7 +215,7 @@ impl Instance {
                 .stdout(out.try_clone().expect("dup stdio.log"))
                 .stderr(out);
             let mut proc = Proc::spawn(cmd, format!("{what} on port {port}"));
-            let addr = SocketAddr::new(LOOPBACK, port);
+            let addr = SocketAddr::new(ip, port);
             let started = Instant::now();
             loop {
                 if let Some(status) = proc.try_wait() {
@@ -230,6 +232,7 @@ impl Instance {
                 if call_timeout(addr, &["PING"], Duration::from_secs(1)).is_ok() {
                     return Instance {
                         proc,
+                        ip,
                         port,
                         dir,
                         log,
@@ -250,7 +253,7 @@ impl Instance {
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::new(LOOPBACK, self.port)
+        SocketAddr::new(self.ip, self.port)
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -319,11 +322,20 @@ impl RedisServer {
 
     /// A standalone master with extra command-line options, e.g. `["--min-replicas-to-write", "1"]`.
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_on(LOOPBACK, extra)
+    }
+
+    /// [`RedisServer::start_with`], listening on `ip` instead of loopback (an address of the
+    /// caller's network namespace, such as the cluster end of a
+    /// [`PodNetns`](super::PodNetns)'s veth pair, started from inside the cluster namespace).
+    /// Protected mode is off there, since nothing on it has a password.
+    pub fn start_on(ip: IpAddr, extra: &[&str]) -> RedisServer {
         let bin = redis_server_bin();
         let debug = supports_enable_debug_command(&bin);
-        let inner = Instance::start("redis-server", |port, dir| {
+        let bind = ip.to_string();
+        let inner = Instance::start("redis-server", ip, |port, dir| {
             let mut cmd = Command::new(&bin);
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            cmd.args(["--port", &port.to_string(), "--bind", &bind])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
                 .arg("--dir")
                 .arg(dir)
@@ -334,6 +346,9 @@ impl RedisServer {
             cmd.args(["--repl-diskless-sync-delay", "0"]);
             if debug {
                 cmd.args(["--enable-debug-command", "yes"]);
+            }
+            if !ip.is_loopback() {
+                cmd.args(["--protected-mode", "no"]);
             }
             cmd.args(extra);
             cmd
@@ -346,11 +361,13 @@ impl RedisServer {
         RedisServer::start_replica_of_with(master, &[])
     }
 
+    /// A replica of `master`, listening on the same address as it.
     pub fn start_replica_of_with(master: &RedisServer, extra: &[&str]) -> RedisServer {
-        let port = master.port().to_string();
-        let mut args = vec!["--replicaof", "127.0.0.1", &port];
+        let ip = master.addr().ip();
+        let (host, port) = (ip.to_string(), master.port().to_string());
+        let mut args = vec!["--replicaof", &host, &port];
         args.extend_from_slice(extra);
-        RedisServer::start_with(&args)
+        RedisServer::start_on(ip, &args)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -477,24 +494,39 @@ impl Sentinel {
         quorum: usize,
         extra_conf: &[String],
     ) -> Sentinel {
+        Sentinel::start_on(LOOPBACK, master, master_name, quorum, extra_conf)
+    }
+
+    /// [`Sentinel::start_with`], listening on `ip` instead of loopback (see
+    /// [`RedisServer::start_on`]).
+    pub fn start_on(
+        ip: IpAddr,
+        master: SocketAddr,
+        master_name: &str,
+        quorum: usize,
+        extra_conf: &[String],
+    ) -> Sentinel {
         let bin = redis_sentinel_bin();
-        let inner = Instance::start("redis-sentinel", |port, dir| {
+        let inner = Instance::start("redis-sentinel", ip, |port, dir| {
             let name = master_name;
             let mut conf = format!(
                 "port {port}\n\
-                 bind 127.0.0.1\n\
+                 bind {ip}\n\
                  daemonize no\n\
                  dir {dir}\n\
                  logfile {log}\n\
-                 sentinel monitor {name} {ip} {mport} {quorum}\n\
+                 sentinel monitor {name} {mip} {mport} {quorum}\n\
                  sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}\n\
                  sentinel failover-timeout {name} {FAILOVER_TIMEOUT_MS}\n\
                  sentinel parallel-syncs {name} 1\n",
                 dir = dir.display(),
                 log = dir.join("redis.log").display(),
-                ip = master.ip(),
+                mip = master.ip(),
                 mport = master.port(),
             );
+            if !ip.is_loopback() {
+                conf.push_str("protected-mode no\n");
+            }
             for line in extra_conf {
                 conf.push_str(&line.replace("{name}", name));
                 conf.push('\n');

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::netns::Netns;
 use super::process::{Proc, free_port, tail};
 use super::topology::{Topology, dump_state};
 use super::{poll_for, timed_out};
@@ -38,14 +39,17 @@ pub struct RolecallConfig {
     extra: String,
     env: Vec<(String, String)>,
     dump: Option<DumpTargets>,
+    dump_netns: Option<Netns>,
 }
 
-/// What to dump about Redis when a wait on rolecall times out.
+/// What to dump about Redis when a wait on rolecall times out, and the network namespace to ask
+/// from (the caller's when `None`).
 #[derive(Clone)]
 struct DumpTargets {
     master_name: String,
     sentinels: Vec<SocketAddr>,
     servers: Vec<SocketAddr>,
+    netns: Option<Netns>,
 }
 
 impl Default for RolecallConfig {
@@ -69,6 +73,7 @@ impl RolecallConfig {
             extra: String::new(),
             env: Vec::new(),
             dump: None,
+            dump_netns: None,
         }
     }
 
@@ -97,12 +102,20 @@ impl RolecallConfig {
             master_name: topology.master_name().to_owned(),
             sentinels: topology.sentinel_addrs(),
             servers: topology.server_addrs(),
+            netns: None,
         });
         self.redis_group(
             topology.master_name(),
             topology.master_name(),
             &topology.sentinel_addrs(),
         )
+    }
+
+    /// Asks the topology's state for timeout dumps from inside `netns` (where the topology
+    /// runs, when the test's own namespace cannot reach it), whichever thread dumps.
+    pub fn dump_from(mut self, netns: &Netns) -> Self {
+        self.dump_netns = Some(netns.clone());
+        self
     }
 
     /// A `[[redis]]` group.
@@ -210,7 +223,11 @@ impl RolecallConfig {
     /// Starts rolecall without waiting for anything (for configs it should refuse).
     pub fn spawn(self) -> Rolecall {
         let text = self.to_toml();
-        Rolecall::spawn_with(&text, &self.env, self.dump)
+        let dump = self.dump.map(|d| DumpTargets {
+            netns: self.dump_netns,
+            ..d
+        });
+        Rolecall::spawn_with(&text, &self.env, dump)
     }
 }
 
@@ -286,6 +303,7 @@ impl Rolecall {
             master_name: topology.master_name().to_owned(),
             sentinels: topology.sentinel_addrs(),
             servers: topology.server_addrs(),
+            netns: None,
         });
         self
     }
@@ -538,7 +556,11 @@ impl Rolecall {
             self.stderr_tail(STDERR_TAIL_LINES)
         );
         if let Some(d) = &self.dump {
-            out.push_str(&dump_state(&d.master_name, &d.sentinels, &d.servers));
+            let dump = || dump_state(&d.master_name, &d.sentinels, &d.servers);
+            out.push_str(&match &d.netns {
+                Some(netns) => netns.run(dump),
+                None => dump(),
+            });
         }
         out
     }

@@ -1,9 +1,10 @@
-//! [`Topology`]: a master, its replicas and the sentinels that watch it, all on loopback, with a
-//! `failover()` that waits until every sentinel has switched and the new master says so.
+//! [`Topology`]: a master, its replicas and the sentinels that watch it, all on loopback (or on
+//! another local address, [`TopologyBuilder::ip`]), with a `failover()` that waits until every
+//! sentinel has switched and the new master says so.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -35,6 +36,7 @@ pub struct TopologyBuilder {
     master_name: String,
     server_args: Vec<String>,
     sentinel_conf: Vec<String>,
+    ip: IpAddr,
 }
 
 impl TopologyBuilder {
@@ -73,11 +75,20 @@ impl TopologyBuilder {
         self
     }
 
+    /// The local address every server and sentinel listens on (and Sentinel announces);
+    /// defaults to 127.0.0.1. E.g. the cluster end of a [`PodNetns`](super::PodNetns)'s veth
+    /// pair (with the topology started inside the cluster namespace), so that processes in the
+    /// pod reach the topology while its own connections stay outside the pod.
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
     /// Starts the master, then the replicas (waiting until each reports its link up), then the
     /// sentinels (waiting until each knows every replica and every other sentinel).
     pub fn start(self) -> Topology {
         let args: Vec<&str> = self.server_args.iter().map(String::as_str).collect();
-        let master = RedisServer::start_with(&args);
+        let master = RedisServer::start_on(self.ip, &args);
         let mut servers = vec![master];
         for _ in 0..self.replicas {
             servers.push(RedisServer::start_replica_of_with(&servers[0], &args));
@@ -89,7 +100,13 @@ impl TopologyBuilder {
         let master_addr = servers[0].addr();
         let sentinels = (0..self.sentinels)
             .map(|_| {
-                Sentinel::start_with(master_addr, &self.master_name, quorum, &self.sentinel_conf)
+                Sentinel::start_on(
+                    self.ip,
+                    master_addr,
+                    &self.master_name,
+                    quorum,
+                    &self.sentinel_conf,
+                )
             })
             .collect();
         let topology = Topology {
@@ -128,6 +145,7 @@ impl Topology {
             master_name: "mymaster".to_owned(),
             server_args: Vec::new(),
             sentinel_conf: Vec::new(),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 
