@@ -32,35 +32,47 @@ const UNIT_SUFFIXES: [&str; 3] = [".service", ".scope", ".slice"];
 /// The longest unit name systemd accepts (`UNIT_NAME_MAX`, systemd.unit(5)).
 const UNIT_NAME_MAX: usize = 255;
 
+/// Why a name is not one of a unit rolecall can look up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitNameError {
+    #[error("empty unit name")]
+    Empty,
+    #[error("{0:?} is a path; give the unit's name")]
+    Path(String),
+    #[error("{0:?} is longer than {UNIT_NAME_MAX} bytes")]
+    TooLong(String),
+    #[error("{name:?} holds {bad:?}; a unit name has only ASCII letters, digits and \":-_.\\@\"")]
+    Character { name: String, bad: char },
+    #[error("{0:?} has nothing before its suffix")]
+    NoStem(String),
+    #[error("{0:?} does not end in {suffixes}", suffixes = UNIT_SUFFIXES.join(", "))]
+    Suffix(String),
+}
+
 /// Whether `name` is a unit name rolecall can look up: a name systemd would accept (ASCII
 /// letters, digits and `:-_.\@`, at most 255 bytes, systemd.unit(5); so never a `/`, which
-/// would make it a path) ending in `.service`, `.scope` or `.slice`. The error says what is
-/// wrong and names the unit.
-pub(crate) fn check_unit_name(name: &str) -> Result<(), String> {
+/// would make it a path) ending in `.service`, `.scope` or `.slice`.
+pub(crate) fn check_unit_name(name: &str) -> Result<(), UnitNameError> {
+    let owned = || name.to_owned();
     if name.is_empty() {
-        return Err("empty unit name".to_owned());
+        return Err(UnitNameError::Empty);
     }
     if name.contains('/') {
-        return Err(format!("{name:?} is a path; give the unit's name"));
+        return Err(UnitNameError::Path(owned()));
     }
     if name.len() > UNIT_NAME_MAX {
-        return Err(format!("{name:?} is longer than {UNIT_NAME_MAX} bytes"));
+        return Err(UnitNameError::TooLong(owned()));
     }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || ":-_.\\@".contains(*c)))
     {
-        return Err(format!(
-            "{name:?} holds {bad:?}; a unit name has only ASCII letters, digits and \":-_.\\@\""
-        ));
+        return Err(UnitNameError::Character { name: owned(), bad });
     }
     match UNIT_SUFFIXES.iter().find(|s| name.ends_with(*s)) {
         Some(suffix) if name.len() > suffix.len() => Ok(()),
-        Some(_) => Err(format!("{name:?} has nothing before its suffix")),
-        None => Err(format!(
-            "{name:?} does not end in {}",
-            UNIT_SUFFIXES.join(", ")
-        )),
+        Some(_) => Err(UnitNameError::NoStem(owned())),
+        None => Err(UnitNameError::Suffix(owned())),
     }
 }
 

@@ -42,7 +42,7 @@ fn unit_names_are_checked() {
     for (name, want) in cases {
         match (check_unit_name(name), want) {
             (Ok(()), None) => {}
-            (Err(why), Some(want)) => assert!(why.contains(want), "{name:?}: {why}"),
+            (Err(why), Some(want)) => assert!(why.to_string().contains(want), "{name:?}: {why}"),
             (got, _) => panic!("{name:?}: got {got:?}, want {want:?}"),
         }
     }
