@@ -1,7 +1,9 @@
 //! Server facts through rolecall's own connections: `ROLE` of a server and the write probe
 //! (`SET <prefix>:<node> <ts> PX <ttl>`, never `PUBLISH`, which "succeeds" on a replica), with
-//! every error classified, over the connections of [`crate::conn`].
+//! every error classified, over the connections of [`crate::conn`]; and, for groups with
+//! `replica_reads`, `CLIENT LIST TYPE normal` on the replicas the node reads from.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -164,6 +166,70 @@ pub async fn server_facts(
     )
 }
 
+/// The largest `CLIENT LIST` reply rolecall reads (one line per client, about 300 bytes each:
+/// some 25,000 clients). The reply is one bulk string the client library has already read by
+/// then, so this bounds the parse and what the check keeps, not the read.
+pub const CLIENT_LIST_MAX_BYTES: usize = 8 << 20;
+
+/// The last command of each normal client of a server, by its `addr=` (the client's own
+/// `ip:port`, as the server sees it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastCommands(BTreeMap<String, String>);
+
+impl LastCommands {
+    /// The last command of the client at `addr` (`ip:port`, `[ip6]:port`), if it is connected.
+    pub fn of(&self, addr: &str) -> Option<&str> {
+        self.0.get(addr).map(String::as_str)
+    }
+}
+
+/// Parses the reply to `CLIENT LIST`: one line per client of space-separated `field=value`
+/// pairs. `addr=` is the client's address and `cmd=` its last command, lowercase, with a
+/// subcommand as `container|sub` ("client|setname") since Redis 7.0
+/// (https://redis.io/docs/latest/commands/client-list/). A line without either is skipped.
+pub fn parse_client_list(reply: &str) -> Result<LastCommands, ReplyError> {
+    if reply.len() > CLIENT_LIST_MAX_BYTES {
+        return Err(ReplyError::new(
+            "CLIENT LIST",
+            format!(
+                "reply of {} bytes is over the {CLIENT_LIST_MAX_BYTES} rolecall reads",
+                reply.len()
+            ),
+        ));
+    }
+    let mut last = BTreeMap::new();
+    for line in reply.lines() {
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        };
+        if let (Some(addr), Some(cmd)) = (field("addr"), field("cmd")) {
+            last.insert(addr.to_string(), cmd.to_ascii_lowercase());
+        }
+    }
+    Ok(LastCommands(last))
+}
+
+/// `CLIENT LIST TYPE normal` on `addr`: the last command of each of its normal clients (not
+/// replicas, not pub/sub subscribers, which cannot write). Needs `+client|list` in an ACL.
+pub async fn last_commands(
+    conn: &mut MultiplexedConnection,
+    addr: &ServerAddr,
+    timeout: Duration,
+) -> Result<LastCommands, ServerError> {
+    let mut list = redis::cmd("CLIENT");
+    list.arg("LIST").arg("TYPE").arg("normal");
+    let reply = command(conn, addr, "server", timeout, &list).await?;
+    let text = text(&reply).ok_or_else(|| {
+        ServerError::new(
+            ErrorClass::Protocol,
+            format!("{addr}: CLIENT LIST: expected text, got {reply:?}"),
+        )
+    })?;
+    parse_client_list(&text)
+        .map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +283,22 @@ mod tests {
         assert_eq!(parse_run_id(info).as_deref(), Some("4f1c0e2a"));
         assert_eq!(parse_run_id("# Server\r\nrun_id:\r\n"), None);
         assert_eq!(parse_run_id(""), None);
+    }
+    #[test]
+    fn client_list_replies_give_each_clients_last_command_by_address() {
+        let reply = "id=3 addr=127.0.0.1:50412 laddr=127.0.0.1:6380 fd=8 name=rolecall-demo-a-read age=2 cmd=get user=default\n\
+                     id=4 addr=[::1]:50500 laddr=[::1]:6380 fd=9 name= age=1 cmd=client|setname user=default\n\
+                     id=5 addr=127.0.0.1:50600 fd=10 name=x age=1 cmd=SET user=default\n\
+                     garbage without fields\n";
+        let last = parse_client_list(reply).unwrap();
+        assert_eq!(last.of("127.0.0.1:50412"), Some("get"));
+        assert_eq!(last.of("[::1]:50500"), Some("client|setname"));
+        assert_eq!(last.of("127.0.0.1:50600"), Some("set"));
+        assert_eq!(last.of("127.0.0.1:1"), None);
+        // `laddr=` is the server's side: never taken for the client's.
+        assert_eq!(last.of("127.0.0.1:6380"), None);
+        assert_eq!(parse_client_list("").unwrap(), LastCommands::default());
+        let huge = "x".repeat(CLIENT_LIST_MAX_BYTES + 1);
+        assert!(parse_client_list(&huge).is_err());
     }
 }

@@ -6,7 +6,10 @@
 //!   address and redials that same address after any error. That is the bug rolecall exists to
 //!   catch: a client that cached the old master's address and, after a failover, ends up on a
 //!   replica (`READONLY`) or on a resumed old master. With `--pubsub-addr` it also keeps a
-//!   subscriber connection on a second fixed address.
+//!   subscriber connection on a second fixed address. With `--read-addr` it also keeps a read
+//!   connection on a second fixed address (`GET` of its counter key every interval, redialled
+//!   after any error): an application reading from a replica on purpose, as Centrifugo's
+//!   `replica_client` or ioredis's `scaleReads` do.
 //! - `follow --sentinel HOST:PORT... --master-name NAME` asks Sentinel for the master before
 //!   every (re)connection, as redis-py's Sentinel client does. Note that after a failover with
 //!   the old master still alive, such a client keeps writing to the old master until Sentinel
@@ -22,10 +25,11 @@
 //! errors never end the process: it retries until it is killed.
 //!
 //! Stdout, one line per event, for the tests to read: `connected IP:PORT` on every command
-//! connection, `subscribed IP:PORT` / `watching IP:PORT` on every subscriber connection, `ready`
-//! once after the first connection(s), and `acked N` (acknowledged INCRs) on SIGTERM or SIGINT
+//! connection, `subscribed IP:PORT` / `watching IP:PORT` on every subscriber connection,
+//! `reading IP:PORT` on every read connection, `ready` once after the first connection(s), and `acked N` (acknowledged INCRs) on SIGTERM or SIGINT
 //! before a clean exit. Connections are named with `CLIENT SETNAME rolecall-demo-<name>` (the
-//! subscribers `rolecall-demo-<name>-sub` and `rolecall-demo-<name>-watch`) so tests can find
+//! subscribers `rolecall-demo-<name>-sub` and `rolecall-demo-<name>-watch`, the reader
+//! `rolecall-demo-<name>-read`) so tests can find
 //! them in `CLIENT LIST`. Errors go to stderr.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -71,6 +75,10 @@ enum Mode {
         /// Also keep a subscriber connection on this address.
         #[arg(long, value_name = "HOST:PORT")]
         pubsub_addr: Option<String>,
+        /// Also keep a read connection on this address (a replica read on purpose): `GET` of
+        /// the counter key every interval.
+        #[arg(long, value_name = "HOST:PORT")]
+        read_addr: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -121,12 +129,15 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let switch = Arc::new(Mutex::new(None));
+    let mut started = Vec::new();
     let (target, common, subscription) = match cli.mode {
         Mode::Pin {
             addr,
             pubsub_addr,
+            read_addr,
             common,
         } => {
+            started.extend(read_addr.map(|addr| Reader::start(addr, &common)));
             let subscription = pubsub_addr.map(|pubsub| Subscription {
                 addrs: vec![pubsub],
                 channel: format!("rolecall-demo:{}:events", common.name),
@@ -159,12 +170,12 @@ fn main() -> ExitCode {
             (target, common, subscription)
         }
     };
-    let subscribed = subscription.map(|sub| {
+    if let Some(sub) = subscription {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || sub.run(tx));
-        rx
-    });
-    writer(&target, &common, subscribed, &switch, &acked)
+        started.push(rx);
+    }
+    writer(&target, &common, started, &switch, &acked)
 }
 
 /// Prints `acked N` and exits 0 on SIGTERM or SIGINT. The writer thread is never interrupted
@@ -228,7 +239,7 @@ struct Broken {
 fn writer(
     target: &Target,
     common: &Common,
-    subscribed: Option<mpsc::Receiver<()>>,
+    started: Vec<mpsc::Receiver<()>>,
     switch: &Mutex<Option<String>>,
     acked: &AtomicU64,
 ) -> ExitCode {
@@ -253,8 +264,8 @@ fn writer(
         drop(previous.take());
         println!("connected {}", conn.peer);
         if !ready {
-            if let Some(rx) = &subscribed {
-                // The subscriber retries forever; whoever waits for `ready` bounds the wait.
+            for rx in &started {
+                // Subscriber and reader retry forever; whoever waits for `ready` bounds it.
                 let _ = rx.recv();
             }
             println!("ready");
@@ -309,6 +320,59 @@ fn open_named(addr: &str, client_name: &str) -> Result<Conn, String> {
     conn.expect_ok(&["CLIENT", "SETNAME", client_name])
         .map_err(|e| format!("{}: CLIENT SETNAME: {e}", conn.peer))?;
     Ok(conn)
+}
+
+/// A read connection to one fixed address: `GET <key>` every interval, redialled to the same
+/// address after any error (the read path of a client that reads from a replica on purpose).
+struct Reader {
+    addr: String,
+    key: String,
+    client_name: String,
+    interval: Duration,
+}
+
+impl Reader {
+    /// Starts the reader's thread; the receiver hears of its first connection.
+    fn start(addr: String, common: &Common) -> mpsc::Receiver<()> {
+        let reader = Reader {
+            addr,
+            key: format!("rolecall-demo:{}:count", common.name),
+            client_name: format!("rolecall-demo-{}-read", common.name),
+            interval: common.interval,
+        };
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || reader.run(tx));
+        rx
+    }
+
+    /// Runs forever; signals `first` after the first connection.
+    fn run(self, first: mpsc::Sender<()>) {
+        let mut first = Some(first);
+        loop {
+            if let Err(e) = self.session(&mut first) {
+                eprintln!("error: reading {e}; reconnecting");
+            }
+            thread::sleep(RETRY_DELAY);
+        }
+    }
+
+    fn session(&self, first: &mut Option<mpsc::Sender<()>>) -> Result<(), String> {
+        let mut conn = open_named(&self.addr, &self.client_name)?;
+        let peer = conn.peer;
+        println!("reading {peer}");
+        if let Some(tx) = first.take() {
+            let _ = tx.send(());
+        }
+        loop {
+            match conn.call(&["GET", &self.key]) {
+                Ok(Reply::Bulk(_)) => {}
+                Ok(Reply::Error(e)) => return Err(format!("{peer}: GET: {e}")),
+                Ok(other) => return Err(format!("{peer}: GET: unexpected reply {other:?}")),
+                Err(e) => return Err(format!("{peer}: GET: {e}")),
+            }
+            thread::sleep(self.interval);
+        }
+    }
 }
 
 /// A subscriber connection to the first of `addrs` that accepts, redialled (to the first that

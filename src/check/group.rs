@@ -1,5 +1,6 @@
 //! One group's part of a check: route the node's connections to the group's servers, gather
-//! the servers' facts (`ROLE`, the write probe on Sentinel's master), remember their roles,
+//! the servers' facts (`ROLE`, the write probe on Sentinel's master, and with `replica_reads`
+//! the last commands of the clients of the replicas the node is on), remember their roles,
 //! observe, repair, and build the group's status once the policy has decided.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,9 +9,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::config::{GroupConfig, RepairConfig};
-use crate::conn::{Pool, ServerAddr, ServerError};
+use crate::conn::{ErrorClass, Pool, ServerAddr, ServerError};
 use crate::events::{EventLog, VoteLog};
-use crate::probe::{Role, ServerFacts, server_facts};
+use crate::probe::{LastCommands, Role, ServerFacts, last_commands, server_facts};
 use crate::repair::{GroupRepair, note};
 use crate::sentinel::{SentinelAnswer, SentinelView};
 use crate::snapshot::{
@@ -18,7 +19,10 @@ use crate::snapshot::{
     ServerStatus,
 };
 use crate::sockets::NodeSockets;
-use crate::verdict::{Decision, GroupFacts, Observation, RoutedConnection, Tracker, observe_group};
+use crate::verdict::{
+    Decision, GroupFacts, Observation, ReplicaReads, RoutedConnection, Tracker, Verdict,
+    observe_group_reading,
+};
 
 use super::{ms, route};
 
@@ -85,26 +89,22 @@ impl Group {
             .and_then(|f| f.probe.clone());
         self.seen_on_topology |= !routes.routed.is_empty();
         self.remember_roles(&facts, &routes.known);
-        let role_of = |a: &ServerAddr| facts.get(a).map(|f| f.role.clone());
-        let mut obs = observe_group(&GroupFacts {
-            view: &view,
-            connections: &routes.routed,
-            role_of: &role_of,
-            probe: probe.as_ref(),
-            seen_on_topology: self.seen_on_topology,
-            last_replicas: &self.last_replicas,
-        });
+        let last = self
+            .replica_clients(&view, &routes.routed, &facts, timeout)
+            .await;
+        let mut obs = self.observe(&view, &routes.routed, &facts, probe.as_ref(), &last);
         self.verified_master = view
             .master
             .clone()
             .filter(|m| matches!(facts.get(m).map(|f| &f.role), Some(Ok(Role::Master))));
+        let targets = self.kill_targets(&obs, &routes.routed, &facts);
         let kill = self
             .repair
             .kill_stale(
                 repair,
                 self.verified_master.as_ref(),
                 view.elected.is_some(),
-                &routes.routed,
+                &targets,
                 &self.server_pool,
                 timeout,
             )
@@ -176,6 +176,94 @@ impl Group {
             facts.insert(addr, f);
         }
         facts
+    }
+
+    /// What this check alone says about the group (the pure rules of `verdict`).
+    fn observe(
+        &self,
+        view: &SentinelView,
+        routed: &[RoutedConnection],
+        facts: &BTreeMap<ServerAddr, ServerFacts>,
+        probe: Option<&Result<(), ServerError>>,
+        last: &BTreeMap<ServerAddr, Result<LastCommands, ServerError>>,
+    ) -> Observation {
+        let role_of = |a: &ServerAddr| facts.get(a).map(|f| f.role.clone());
+        let reads = self.config.replica_reads.then_some(ReplicaReads {
+            last_commands: last,
+        });
+        observe_group_reading(
+            &GroupFacts {
+                view,
+                connections: routed,
+                role_of: &role_of,
+                probe,
+                seen_on_topology: self.seen_on_topology,
+                last_replicas: &self.last_replicas,
+            },
+            reads.as_ref(),
+        )
+    }
+
+    /// The connections the kill repair may act on: all of them, except, with `replica_reads`,
+    /// the node's intended reads: its connections on replicas while this check does not find
+    /// it `stuck_on_replica` (a node that is gets all of them killed, so that it re-resolves).
+    fn kill_targets(
+        &self,
+        obs: &Observation,
+        routed: &[RoutedConnection],
+        facts: &BTreeMap<ServerAddr, ServerFacts>,
+    ) -> Vec<RoutedConnection> {
+        let intended = |r: &RoutedConnection| {
+            self.config.replica_reads
+                && obs.verdict != Verdict::StuckOnReplica
+                && matches!(
+                    facts.get(&r.server).map(|f| &f.role),
+                    Some(Ok(Role::Replica { .. }))
+                )
+        };
+        routed.iter().filter(|r| !intended(r)).cloned().collect()
+    }
+
+    /// With `replica_reads`, `CLIENT LIST TYPE normal` on each server other than Sentinel's
+    /// master that the node has a connection on and that answered `ROLE` as replica: one
+    /// command per such replica per check, concurrently, through the connections `ROLE` used.
+    /// Nothing is asked with the setting off.
+    async fn replica_clients(
+        &mut self,
+        view: &SentinelView,
+        routed: &[RoutedConnection],
+        facts: &BTreeMap<ServerAddr, ServerFacts>,
+        timeout: Duration,
+    ) -> BTreeMap<ServerAddr, Result<LastCommands, ServerError>> {
+        if !self.config.replica_reads {
+            return BTreeMap::new();
+        }
+        let replicas: BTreeSet<&ServerAddr> = routed
+            .iter()
+            .map(|r| &r.server)
+            .filter(|s| view.master.as_ref() != Some(*s))
+            .filter(|s| {
+                matches!(
+                    facts.get(*s).map(|f| &f.role),
+                    Some(Ok(Role::Replica { .. }))
+                )
+            })
+            .collect();
+        let asks = replicas.into_iter().map(|addr| {
+            let conn = self.server_pool.get(addr);
+            let addr = addr.clone();
+            async move {
+                let last = match conn {
+                    Some(mut c) => last_commands(&mut c, &addr, timeout).await,
+                    None => Err(ServerError::new(
+                        ErrorClass::Connect,
+                        format!("server {addr}: no connection"),
+                    )),
+                };
+                (addr, last)
+            }
+        });
+        join_all(asks).await.into_iter().collect()
     }
 
     /// Remembers which servers last said replica (a replica that stops answering is still the

@@ -9,6 +9,9 @@ use crate::verdict::Verdict;
 
 use super::OutWord;
 
+/// `redis.replica_reads`: off; a node connection on a replica is `stuck_on_replica`.
+pub(crate) const REDIS_REPLICA_READS: bool = false;
+
 /// `check.interval`: time between checks.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `check.timeout`: each connect and each command; must stay below the interval.

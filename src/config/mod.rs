@@ -131,6 +131,11 @@ pub struct GroupConfig {
     pub password: Option<Secret>,
     pub sentinel_username: Option<String>,
     pub sentinel_password: Option<Secret>,
+    /// The node reads from replicas on purpose (Centrifugo's `replica_client`, ioredis's
+    /// `scaleReads`): a connection on a replica is then not by itself `stuck_on_replica`; the
+    /// node is, when it has none to Sentinel's master or sends a write on a replica (see the
+    /// README's Verdicts).
+    pub replica_reads: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -384,6 +389,26 @@ listen = "0.0.0.0:7071"
                 .check_runnable()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn replica_reads_is_off_unless_a_group_says_so_and_must_be_a_boolean() {
+        let c = Config::from_toml_str(DESIGN_EXAMPLE).unwrap();
+        assert!(!c.groups[0].replica_reads);
+        let on = DESIGN_EXAMPLE.replace(
+            "master_name = \"mymaster\"\n",
+            "master_name = \"mymaster\"\nreplica_reads = true\n",
+        );
+        assert!(Config::from_toml_str(&on).unwrap().groups[0].replica_reads);
+        let bad = on.replace("replica_reads = true", "replica_reads = \"yes\"");
+        let err = Config::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("replica_reads") || err.contains("boolean"),
+            "{err}"
+        );
+        let shipped = EXAMPLE.replace("# replica_reads = false", "replica_reads = true");
+        assert_ne!(shipped, EXAMPLE, "the shipped example shows replica_reads");
+        assert!(Config::from_toml_str(&shipped).unwrap().groups[0].replica_reads);
     }
 
     #[test]

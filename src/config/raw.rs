@@ -51,6 +51,7 @@ pub(super) struct RawRedis {
     pub(super) sentinel_username: Option<String>,
     pub(super) sentinel_password_file: Option<PathBuf>,
     pub(super) sentinel_password_env: Option<String>,
+    pub(super) replica_reads: Option<bool>,
 }
 
 /// `[check]`: timing, the verdict policy and the write probe.

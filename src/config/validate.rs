@@ -152,6 +152,7 @@ fn validate_group(r: RawRedis, earlier: &[GroupConfig]) -> Result<GroupConfig, C
         sentinels: r.sentinels,
         username: r.username,
         sentinel_username: r.sentinel_username,
+        replica_reads: r.replica_reads.unwrap_or(defaults::REDIS_REPLICA_READS),
     })
 }
 

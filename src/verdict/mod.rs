@@ -2,9 +2,10 @@
 //!
 //! Two steps, both free of I/O and table-tested:
 //!
-//! 1. [`observe_group`] and [`observe()`] turn the facts of one check (Sentinel's view, the
-//!    node's connections, each server's `ROLE`, the write probe) into an [`Observation`]: what
-//!    this check alone says. Their rules live in `observe.rs`.
+//! 1. [`observe_group_reading`] and [`observe()`] turn the facts of one check (Sentinel's view,
+//!    the node's connections, each server's `ROLE`, the write probe, and for a group with
+//!    `replica_reads` the last command of its connections on replicas) into an [`Observation`]:
+//!    what this check alone says. Their rules live in `observe.rs` and `reads.rs`.
 //! 2. [`Tracker::update`] applies the policy over time: rise/fall thresholds (consecutive
 //!    observations), the grace periods of `stale_master` and `disconnected`, and the hold of the
 //!    last verdict while rolecall is blind (`unknown`), after which it fails open. The verdicts,
@@ -20,8 +21,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 mod observe;
+mod reads;
 
-pub use observe::{GroupFacts, RoutedConnection, observe, observe_group};
+pub use observe::{GroupFacts, RoutedConnection, observe, observe_group_reading};
+pub use reads::ReplicaReads;
 
 /// The states of DESIGN.md, in order of severity (worst last) for combining groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

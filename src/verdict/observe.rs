@@ -1,13 +1,15 @@
 //! The observation rules: what one check alone says about the node, from Sentinel's view, the
 //! node's connections, each server's `ROLE` and the write probe.
 //!
-//! [`observe_group`] judges one group in the order of its rules: a group without a master; a
-//! node without a connection; each connection to a server that is not Sentinel's master
-//! (node-local evidence, so it goes first); then Sentinel's master itself and the write probe.
+//! [`observe_group_reading`] judges one group in the order of its rules: a group without a
+//! master; a node without a connection; each connection to a server that is not Sentinel's
+//! master (node-local evidence, so it goes first; with `replica_reads`, the connections on
+//! replicas by the rules of `reads.rs`); then Sentinel's master itself and the write probe.
 //! [`observe()`] combines the groups with what was found of the node's process.
 
 use std::collections::BTreeSet;
 
+use super::reads::{ReadsJudgement, ReplicaReads, judge_replica_reads};
 use super::{Observation, Verdict};
 use crate::conn::{ErrorClass, ServerAddr, ServerError};
 use crate::probe::Role;
@@ -38,8 +40,18 @@ pub struct GroupFacts<'a> {
     pub last_replicas: &'a BTreeSet<ServerAddr>,
 }
 
-/// What one check says about one group, given that the node process was found.
+/// What one check says about one group, given that the node process was found, with replica
+/// reads off (the rules the table tests below state).
+#[cfg(test)]
 pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
+    observe_group_reading(f, None)
+}
+
+/// What one check says about one group, given that the node process was found. With `reads`
+/// (`replica_reads = true`), the node's connections on servers that answer `ROLE` as replica
+/// are judged by the rules of `reads.rs` instead of each being `stuck_on_replica`; with `None`
+/// the rules are those of the table tests below, unchanged.
+pub fn observe_group_reading(f: &GroupFacts<'_>, reads: Option<&ReplicaReads<'_>>) -> Observation {
     let Some(master) = &f.view.master else {
         return no_master_named(f.view);
     };
@@ -48,32 +60,73 @@ pub fn observe_group(f: &GroupFacts<'_>) -> Observation {
     if f.connections.is_empty() {
         return no_connection(master, unverified.as_deref(), f.seen_on_topology);
     }
-
-    // Node-local evidence first: a connection to a server that is not Sentinel's master.
-    let elsewhere = f
+    let on_master = f
+        .connections
+        .iter()
+        .filter(|rc| &rc.server == master)
+        .count();
+    let (on_replicas, elsewhere): (Vec<&RoutedConnection>, Vec<&RoutedConnection>) = f
         .connections
         .iter()
         .filter(|rc| &rc.server != master)
-        .map(|rc| {
-            let role = (f.role_of)(&rc.server);
-            judge_connection(
-                rc,
-                role.as_ref(),
-                master,
-                unverified.as_deref(),
-                f.last_replicas.contains(&rc.server),
-            )
-        });
-    if let Some(w) = worst(elsewhere) {
+        .partition(|rc| reads.is_some() && is_replica(f, rc));
+
+    // Node-local evidence first: a connection to a server that is not Sentinel's master.
+    let elsewhere = elsewhere.into_iter().map(|rc| {
+        let role = (f.role_of)(&rc.server);
+        judge_connection(
+            rc,
+            role.as_ref(),
+            master,
+            unverified.as_deref(),
+            f.last_replicas.contains(&rc.server),
+        )
+    });
+    let judged = reads.filter(|_| !on_replicas.is_empty()).map(|r| {
+        judge_replica_reads(
+            &on_replicas,
+            r,
+            master,
+            on_master > 0,
+            unverified.as_deref(),
+        )
+    });
+    let (read_evidence, intended) = match judged {
+        Some(ReadsJudgement::Observed(o)) => (Some(o), None),
+        Some(ReadsJudgement::Reads { count, blind }) => (None, Some((count, blind))),
+        None => (None, None),
+    };
+    if let Some(w) = worst(elsewhere.chain(read_evidence)) {
         return w;
     }
-    debug_assert!(f.connections.iter().any(|rc| &rc.server == master));
+    debug_assert!(on_master > 0);
 
-    // Every connection goes to Sentinel's master: now the master itself.
+    // Every other connection goes to Sentinel's master: now the master itself.
     if let Some(o) = judge_master(master, master_role.as_ref()) {
         return o;
     }
-    judge_probe(master, f.probe, f.connections.len())
+    let mut o = judge_probe(master, f.probe, on_master);
+    if let Some((count, blind)) = intended {
+        o.reason = format!(
+            "{}; {count} connection(s) to replicas, read on purpose (replica reads are on){}",
+            o.reason,
+            blind.map(|b| format!("; {b}")).unwrap_or_default()
+        );
+    }
+    o
+}
+
+/// Whether `rc` goes to a replica: its server answers `ROLE` as replica, or last did and now
+/// does not answer (a replica that stopped answering is still the replica it was).
+fn is_replica(f: &GroupFacts<'_>, rc: &RoutedConnection) -> bool {
+    match (f.role_of)(&rc.server) {
+        Some(Ok(Role::Replica { .. })) => true,
+        Some(Err(e)) => {
+            f.last_replicas.contains(&rc.server)
+                && matches!(e.class, ErrorClass::Timeout | ErrorClass::Connect)
+        }
+        _ => false,
+    }
 }
 
 /// The most severe observation; of equally severe ones, the first.

@@ -52,6 +52,21 @@ impl DemoNode {
         )
     }
 
+    /// `pin --addr ADDR --read-addr READ`: also a read connection (`GET` every interval), only
+    /// ever redialled to `read`: a node reading from a replica on purpose.
+    pub fn pin_with_reads(addr: SocketAddr, read: SocketAddr) -> DemoNode {
+        DemoNode::start(
+            "pinread",
+            &[
+                "pin",
+                "--addr",
+                &addr.to_string(),
+                "--read-addr",
+                &read.to_string(),
+            ],
+        )
+    }
+
     /// `follow`: asks the topology's sentinels for the master before every connection.
     pub fn follow(topology: &Topology) -> DemoNode {
         DemoNode::follow_sentinels(&topology.sentinel_addrs(), topology.master_name())
@@ -145,6 +160,11 @@ impl DemoNode {
     /// `CLIENT SETNAME` of its subscriber connection (`pin --pubsub-addr`).
     pub fn subscriber_client_name(&self) -> String {
         format!("rolecall-demo-{}-sub", self.name)
+    }
+
+    /// `CLIENT SETNAME` of its read connection (`pin --read-addr`).
+    pub fn read_client_name(&self) -> String {
+        format!("rolecall-demo-{}-read", self.name)
     }
 
     /// `CLIENT SETNAME` of its `+switch-master` subscription on a sentinel (`follow --watch`).

@@ -97,17 +97,24 @@ impl RolecallConfig {
 
     /// A `[[redis]]` group for the topology (named after its master), whose state is also
     /// dumped when a wait times out.
-    pub fn topology(mut self, topology: &Topology) -> Self {
+    pub fn topology(self, topology: &Topology) -> Self {
+        self.topology_with(topology, "")
+    }
+
+    /// [`RolecallConfig::topology`] with more keys in its `[[redis]]` group, given as TOML
+    /// lines (`replica_reads = true`, say).
+    pub fn topology_with(mut self, topology: &Topology, extra: &str) -> Self {
         self.dump = Some(DumpTargets {
             master_name: topology.master_name().to_owned(),
             sentinels: topology.sentinel_addrs(),
             servers: topology.server_addrs(),
             netns: None,
         });
-        self.redis_group(
+        self.redis_group_with(
             topology.master_name(),
             topology.master_name(),
             &topology.sentinel_addrs(),
+            extra,
         )
     }
 
