@@ -11,16 +11,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use support::{
-    DemoNode, Rolecall, RolecallConfig, Topology, call, free_port, run_rolecall, value_to_string,
+    DemoNode, ReadyWatch, Rolecall, RolecallConfig, Topology, call, free_port, run_rolecall,
+    value_to_string,
 };
 
 /// From start (or from a change of the node's connections) to a confirmed verdict: a few checks
@@ -32,9 +29,6 @@ const DEMOTED_VERDICT_TIMEOUT: Duration = Duration::from_secs(60);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// SIGTERM to exit (rolecall drains its servers for at most 6 s).
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-/// `/readyz` watcher: time between polls, and the most polls it makes (bounds its life).
-const WATCH_EVERY: Duration = Duration::from_millis(50);
-const WATCH_MAX_POLLS: usize = 4_000;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -63,98 +57,6 @@ fn connection_servers(status: &serde_json::Value) -> Vec<String> {
 /// The first word of an agent reply.
 fn first_word(reply: &str) -> &str {
     reply.split_whitespace().next().unwrap_or("")
-}
-
-/// `GET path` on a fresh connection as (status, body); `None` if it failed. For the watcher
-/// thread, which does not hold the [`Rolecall`].
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let timeout = Duration::from_secs(5);
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    // Bounded: the read timeout, and the responses here are small.
-    stream.take(8 << 20).read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_owned()))
-}
-
-/// Polls a rolecall's `/readyz` in a thread (every 50 ms, bounded in count) and remembers
-/// every answer other than 200 seen after the first 200, with the `/status` of that moment.
-struct ReadyWatch {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<WatchLog>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct WatchLog {
-    polls: usize,
-    ready_at: Option<Instant>,
-    /// (when, answer, /status then) for each non-200 answer after the first 200.
-    out: Vec<(Instant, String, String)>,
-}
-
-impl ReadyWatch {
-    fn start(rolecall: &Rolecall) -> ReadyWatch {
-        let addr = rolecall.http_addr();
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(WatchLog::default()));
-        let (stop2, seen2) = (stop.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            for _ in 0..WATCH_MAX_POLLS {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let answer = get(addr, "/readyz");
-                let mut log = seen2.lock().unwrap();
-                log.polls += 1;
-                match answer {
-                    Some((200, _)) => {
-                        log.ready_at.get_or_insert_with(Instant::now);
-                    }
-                    other if log.ready_at.is_some() => {
-                        let status = get(addr, "/status").map(|(_, b)| b).unwrap_or_default();
-                        let what = match other {
-                            Some((code, body)) => format!("{code} {}", body.trim()),
-                            None => "no answer".to_owned(),
-                        };
-                        log.out.push((Instant::now(), what, status));
-                    }
-                    _ => {}
-                }
-                drop(log);
-                std::thread::sleep(WATCH_EVERY);
-            }
-        });
-        ReadyWatch {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops the thread and returns what it saw.
-    fn finish(mut self) -> WatchLog {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("the /readyz watcher thread panicked");
-        }
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-impl Drop for ReadyWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Asserts `/readyz` answers `code`, and the agent's reply (for the whole node) starts with
@@ -247,7 +149,7 @@ fn a_node_pinned_to_the_old_master_is_stuck_on_replica_after_a_failover_and_a_fo
         // +switch-master, the follower ok 0.6 s later).
         .check("stale_master_grace", "\"15s\"")
         .start();
-    let watch = ReadyWatch::start(&follower_rc);
+    let watch = ReadyWatch::start(follower_rc.http_addr());
 
     for rc in [&mut pinned_rc, &mut follower_rc] {
         let s = rc.wait_for_verdict("ok", VERDICT_TIMEOUT);

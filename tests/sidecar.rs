@@ -35,12 +35,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{DemoNode, PodNetns, Rolecall, RolecallConfig, Topology, http_status};
+use support::{DemoNode, PodNetns, ReadyWatch, Rolecall, RolecallConfig, Topology};
 
 /// From start (or from a change of the node's connections) to a confirmed verdict: a few checks
 /// of 250 ms; generous for a loaded two-core machine.
@@ -49,9 +46,6 @@ const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
 const DEMOTED_VERDICT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Checks rolecall must complete, still `ok`, once every outside connection is in place.
 const MORE_CHECKS: u64 = 4;
-/// `/readyz` watcher: time between polls, and the most polls it makes (bounds its life).
-const WATCH_EVERY: Duration = Duration::from_millis(50);
-const WATCH_MAX_POLLS: usize = 4_000;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -189,102 +183,6 @@ fn assert_outside_clients(pod: &PodNetns, topology: &Topology, addr: SocketAddr,
     );
 }
 
-/// Polls rolecall's `/readyz` from a thread inside the pod (every 50 ms, bounded in count) and
-/// remembers every answer other than 200 after the first 200, with the `/status` of that
-/// moment.
-struct ReadyWatch {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<WatchLog>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct WatchLog {
-    polls: usize,
-    ready_at: Option<Instant>,
-    /// (when, answer, /status then) for each non-200 answer after the first 200.
-    out: Vec<(Instant, String, String)>,
-}
-
-impl ReadyWatch {
-    fn start(pod: &PodNetns, rolecall: &Rolecall) -> ReadyWatch {
-        let addr = rolecall.http_addr();
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(WatchLog::default()));
-        let (stop2, seen2) = (stop.clone(), seen.clone());
-        // A thread started inside the pod stays there.
-        let thread = pod.run(|| {
-            std::thread::spawn(move || {
-                for _ in 0..WATCH_MAX_POLLS {
-                    if stop2.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let answer = http_status(addr, "/readyz");
-                    let mut log = seen2.lock().unwrap();
-                    log.polls += 1;
-                    match answer {
-                        Some(200) => {
-                            log.ready_at.get_or_insert_with(Instant::now);
-                        }
-                        other if log.ready_at.is_some() => {
-                            let status = status_text(addr);
-                            let what = match other {
-                                Some(code) => code.to_string(),
-                                None => "no answer".to_owned(),
-                            };
-                            log.out.push((Instant::now(), what, status));
-                        }
-                        _ => {}
-                    }
-                    drop(log);
-                    std::thread::sleep(WATCH_EVERY);
-                }
-            })
-        });
-        ReadyWatch {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops the thread and returns what it saw.
-    fn finish(mut self) -> WatchLog {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("the /readyz watcher thread panicked");
-        }
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-impl Drop for ReadyWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// `GET /status` at `addr` as text, for the watcher's record (empty if it failed).
-fn status_text(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(
-        stream,
-        "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
-    let mut raw = Vec::new();
-    // Bounded: the read timeout, and the response is small.
-    let _ = stream.take(8 << 20).read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests
 
@@ -356,7 +254,11 @@ fn a_sidecar_sharing_only_the_pods_network_namespace_keeps_a_node_following_sent
     // The default, spelt out: the node sits on the old master until Sentinel demotes it, about
     // 10 s after the failover.
     let mut rolecall = sidecar(&pod, &topology, Some("15s"));
-    let watch = ReadyWatch::start(&pod, &rolecall);
+    let watch = {
+        // A thread started inside the pod stays there.
+        let addr = rolecall.http_addr();
+        pod.run(|| ReadyWatch::start(addr))
+    };
 
     let s = pod.run(|| rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT));
     assert_eq!(s["in_rotation"], true, "{s:#}");

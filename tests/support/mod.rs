@@ -15,6 +15,7 @@
 //!   discovers its sockets by pid.
 //! - `rolecall`: [`Rolecall`] and [`RolecallConfig`], the daemon under test with a tiny HTTP and
 //!   agent client.
+//! - `watch`: [`ReadyWatch`], a thread polling `/readyz` through a failover.
 //! - `haproxy`: [`Haproxy`], a real `haproxy` running a shipped `haproxy/*.cfg`, read through
 //!   its runtime API; [`Backend`], a node's service port.
 //! - `netns`: [`PodNetns`], a network namespace like a Kubernetes pod's and one standing for the
@@ -36,6 +37,7 @@ mod redis;
 mod rolecall;
 mod switch;
 mod topology;
+mod watch;
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +55,7 @@ pub use redis::{
 pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall};
 pub use switch::{Heard, SwitchWatcher};
 pub use topology::{Topology, TopologyBuilder};
+pub use watch::{ReadyWatch, WatchLog};
 
 /// How often the pollers below look again.
 const POLL: Duration = Duration::from_millis(25);

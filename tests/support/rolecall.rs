@@ -678,7 +678,7 @@ fn read_to_eof(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
 }
 
 /// A `Connection: close` HTTP/1.1 request on a fresh connection, read to EOF.
-fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<HttpResponse, String> {
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<HttpResponse, String> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
