@@ -77,7 +77,7 @@ pub fn discover_to_ports_with(
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::net::{SocketAddr, TcpListener};
+    use std::net::SocketAddr;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -86,7 +86,7 @@ mod tests {
     use crate::sockets::netlink::{NetlinkError, dump_established, dump_filtered};
     use crate::sockets::pids::{parse_stat, proc_path};
     use crate::sockets::port_filter::{PortMatch, port_filter};
-    use crate::sockets::testutil::{Pair, Reaped, accept_within, addr, our_pid};
+    use crate::sockets::testutil::{Pair, Reaped, addr, connected_child, our_pid};
 
     fn discovered(selector: &NodeSelector) -> NodeSockets {
         discover(selector).unwrap_or_else(|err| panic!("discover({selector}) failed: {err}"))
@@ -274,25 +274,7 @@ mod tests {
 
     #[test]
     fn namespace_selector_lists_a_childs_connection_but_none_of_ours() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args([
-                "-c",
-                "import socket, sys, time\n\
-                 s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
-                 time.sleep(30)\n",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .map(Reaped)
-            .expect("this test needs python3 on PATH");
-        let accepted = accept_within(&listener, Duration::from_secs(10));
-        let childs = Connection {
-            local: accepted.peer_addr().unwrap(),
-            remote: accepted.local_addr().unwrap(),
-        };
+        let (child, childs, _accepted) = connected_child();
         let ours = Connection {
             local: childs.remote,
             remote: childs.local,

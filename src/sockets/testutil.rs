@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::connection::{Connection, normalise};
@@ -96,4 +96,29 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A python3 child holding one loopback connection to a listener of this test, that
+/// connection as the child sees it, and the test's end of it.
+pub(super) fn connected_child() -> (Reaped, Connection, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let child = Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys, time\n\
+             s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+             time.sleep(30)\n",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .map(Reaped)
+        .expect("this test needs python3 on PATH");
+    let accepted = accept_within(&listener, Duration::from_secs(10));
+    let childs = Connection {
+        local: accepted.peer_addr().unwrap(),
+        remote: accepted.local_addr().unwrap(),
+    };
+    (child, childs, accepted)
 }

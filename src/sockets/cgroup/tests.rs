@@ -5,17 +5,16 @@
 //! without them they fail, saying so, rather than pass untested.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::mountinfo::Kind;
 use super::*;
-use crate::sockets::connection::Connection;
 use crate::sockets::discover::discover;
 use crate::sockets::pids::NodeSelector;
-use crate::sockets::testutil::{Reaped, accept_within, our_pid};
+use crate::sockets::testutil::{Reaped, connected_child, our_pid};
 
 #[test]
 fn unit_names_are_checked() {
@@ -283,31 +282,6 @@ impl Drop for TestUnit {
             }
         }
     }
-}
-
-/// A python3 child holding one loopback connection to a listener of this test, that
-/// connection as the child sees it, and the test's end of it.
-fn connected_child() -> (Reaped, Connection, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let child = Command::new("python3")
-        .args([
-            "-c",
-            "import socket, sys, time\n\
-             s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
-             time.sleep(30)\n",
-            &port.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .map(Reaped)
-        .expect("this test needs python3 on PATH");
-    let accepted = accept_within(&listener, Duration::from_secs(10));
-    let childs = Connection {
-        local: accepted.peer_addr().unwrap(),
-        remote: accepted.local_addr().unwrap(),
-    };
-    (child, childs, accepted)
 }
 
 /// Puts a connected child in a unit's cgroup in the `kind` hierarchy and checks that the
