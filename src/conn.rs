@@ -9,8 +9,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
+
+use futures_util::future::join_all;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -30,15 +33,60 @@ pub struct ServerAddr {
 impl ServerAddr {
     pub fn new(host: String, port: u16) -> ServerAddr {
         // "::ffff:10.0.0.1" and "10.0.0.1" are one server; keep the plain form.
-        let host = match host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => v6.to_string(),
-            },
-            Ok(v4) => v4.to_string(),
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => plain_ip(ip).to_string(),
             Err(_) => host,
         };
         ServerAddr { host, port }
+    }
+
+    /// The address as an IP, when it is one (not a host name).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+/// The plain form of an IP: "::ffff:10.0.0.1" is 10.0.0.1.
+pub fn plain_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What a host name resolved to: its addresses (sorted, each once), or why it did not.
+pub type Resolved = Result<Vec<IpAddr>, ServerError>;
+
+/// Resolves `addr`'s host with the system resolver under `timeout` (an IP is itself). A name
+/// that resolves to nothing, fails, or takes longer is a [`ErrorClass::Resolve`] error naming
+/// it. Kubernetes removes a pod's name from DNS while the pod is down, so this is routine.
+pub async fn resolve(what: &str, addr: &ServerAddr, timeout: Duration) -> Resolved {
+    if let Some(ip) = addr.ip() {
+        return Ok(vec![ip]);
+    }
+    let lookup = tokio::net::lookup_host((addr.host.as_str(), addr.port));
+    let failed = |why: String| {
+        ServerError::new(
+            ErrorClass::Resolve,
+            format!("{what} {addr}: name does not resolve ({why})"),
+        )
+    };
+    match tokio::time::timeout(timeout, lookup).await {
+        Ok(Ok(found)) => {
+            let mut ips: Vec<IpAddr> = found.map(|sa| plain_ip(sa.ip())).collect();
+            ips.sort();
+            ips.dedup();
+            if ips.is_empty() {
+                Err(failed("no address".to_string()))
+            } else {
+                Ok(ips)
+            }
+        }
+        Ok(Err(e)) => Err(failed(e.to_string())),
+        Err(_) => Err(failed(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        ))),
     }
 }
 
@@ -101,6 +149,9 @@ pub enum ErrorClass {
     NoPerm,
     Timeout,
     Connect,
+    /// A host name that does not resolve (or not within the timeout): rolecall cannot reach the
+    /// server, which says nothing about the node.
+    Resolve,
     Protocol,
     Other,
 }
@@ -212,8 +263,13 @@ pub struct Auth {
     pub password: Option<Secret>,
 }
 
-/// How to reach `addr` with `auth`: no `CLIENT SETINFO` (Redis 7.0 and Sentinel refuse it).
-pub fn connection_info(addr: &ServerAddr, auth: &Auth) -> Result<ConnectionInfo, ServerError> {
+/// How to reach `addr` at `ip` (its host, or what its name resolved to) with `auth`: no
+/// `CLIENT SETINFO` (Redis 7.0 and Sentinel refuse it).
+pub fn connection_info(
+    addr: &ServerAddr,
+    ip: Option<IpAddr>,
+    auth: &Auth,
+) -> Result<ConnectionInfo, ServerError> {
     let mut redis = RedisConnectionInfo::default().set_skip_set_lib_name();
     if let Some(u) = &auth.username {
         redis = redis.set_username(u);
@@ -221,21 +277,34 @@ pub fn connection_info(addr: &ServerAddr, auth: &Auth) -> Result<ConnectionInfo,
     if let Some(p) = &auth.password {
         redis = redis.set_password(p.expose());
     }
+    let host = ip.map_or_else(|| addr.host.clone(), |ip| ip.to_string());
     // TCP_NODELAY: rolecall sends a few small commands at once on one connection; with Nagle's
     // algorithm each later one waits for the peer's delayed ACK (40 ms on Linux).
-    Ok((addr.host.clone(), addr.port)
+    Ok((host, addr.port)
         .into_connection_info()
         .map_err(|e| from_redis(addr, &e))?
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
         .set_redis_settings(redis))
 }
 
+/// A kept connection and the IP it was dialled at (`None`: not known to be current).
+struct Kept {
+    conn: MultiplexedConnection,
+    ip: Option<IpAddr>,
+}
+
 /// rolecall's connections to servers, reused across checks.
+///
+/// Host names are resolved once per check ([`Pool::refresh`]), under the timeout, and a kept
+/// connection to a name that now resolves elsewhere (a pod that came back with a new IP) is
+/// dropped, so the next connection goes to the address the name has now.
 pub struct Pool {
     what: &'static str,
     auth: Auth,
     timeout: Duration,
-    conns: HashMap<ServerAddr, MultiplexedConnection>,
+    conns: HashMap<ServerAddr, Kept>,
+    /// What each host name asked about this check resolved to.
+    names: HashMap<ServerAddr, Resolved>,
 }
 
 impl Pool {
@@ -246,6 +315,7 @@ impl Pool {
             auth,
             timeout,
             conns: HashMap::new(),
+            names: HashMap::new(),
         }
     }
 
@@ -253,14 +323,43 @@ impl Pool {
         self.timeout
     }
 
-    /// A connection to `addr`: the cached one, or a new one named `rolecall`.
-    /// The returned handle is cheap to clone and usable concurrently.
+    /// Resolves the host names among `addrs` again, all at once, each under the timeout, and
+    /// drops the kept connections to names that no longer resolve to the address they were
+    /// dialled at. What resolved is what [`Pool::connection`] dials until the next refresh.
+    pub async fn refresh<'a>(&mut self, addrs: impl IntoIterator<Item = &'a ServerAddr>) {
+        let mut names: Vec<&ServerAddr> = addrs.into_iter().filter(|a| a.ip().is_none()).collect();
+        names.sort();
+        names.dedup();
+        let (what, timeout) = (self.what, self.timeout);
+        let resolved = join_all(names.iter().map(|a| resolve(what, a, timeout))).await;
+        self.names = names.into_iter().cloned().zip(resolved).collect();
+        let names = &self.names;
+        self.conns.retain(|addr, kept| match names.get(addr) {
+            None => true,
+            Some(Ok(ips)) => kept.ip.is_some_and(|ip| ips.contains(&ip)),
+            Some(Err(_)) => false,
+        });
+    }
+
+    /// What `addr`'s host resolved to at the last refresh (an IP: itself); `None` for a name
+    /// not refreshed.
+    pub fn resolved(&self, addr: &ServerAddr) -> Option<Resolved> {
+        match addr.ip() {
+            Some(ip) => Some(Ok(vec![ip])),
+            None => self.names.get(addr).cloned(),
+        }
+    }
+
+    /// A connection to `addr`: the kept one, or a new one named `rolecall`, dialled at what its
+    /// name resolved to (resolved now if it was not refreshed). The returned handle is cheap
+    /// to clone and usable concurrently.
     pub fn connection(
         &self,
         addr: &ServerAddr,
     ) -> impl Future<Output = Result<(MultiplexedConnection, bool), ServerError>> + 'static {
-        let cached = self.conns.get(addr).cloned();
-        let info = connection_info(addr, &self.auth);
+        let cached = self.conns.get(addr).map(|k| k.conn.clone());
+        let resolved = self.resolved(addr);
+        let auth = self.auth.clone();
         let addr = addr.clone();
         let timeout = self.timeout;
         let what = self.what;
@@ -268,7 +367,14 @@ impl Pool {
             if let Some(c) = cached {
                 return Ok((c, false));
             }
-            let client = redis::Client::open(info?).map_err(|e| from_redis(&addr, &e))?;
+            let ip = match resolved {
+                Some(r) => r?,
+                None => resolve(what, &addr, timeout).await?,
+            }
+            .first()
+            .copied();
+            let info = connection_info(&addr, ip, &auth)?;
+            let client = redis::Client::open(info).map_err(|e| from_redis(&addr, &e))?;
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout));
@@ -293,12 +399,16 @@ impl Pool {
 
     /// The kept connection to `addr`, if any.
     pub fn get(&self, addr: &ServerAddr) -> Option<MultiplexedConnection> {
-        self.conns.get(addr).cloned()
+        self.conns.get(addr).map(|k| k.conn.clone())
     }
 
-    /// Keeps a newly made connection for the next checks.
+    /// Keeps a connection for the next checks, as dialled at what `addr` resolved to now.
     pub fn keep(&mut self, addr: &ServerAddr, conn: MultiplexedConnection) {
-        self.conns.insert(addr.clone(), conn);
+        let ip = match self.resolved(addr) {
+            Some(Ok(ips)) => ips.first().copied(),
+            _ => None,
+        };
+        self.conns.insert(addr.clone(), Kept { conn, ip });
     }
 
     /// Drops the connection to `addr` (after an error), so the next check dials again.

@@ -323,7 +323,8 @@ enum SubscribeError {
 /// Connects to the source's sentinel and subscribes to [`CHANNELS`], each step under the timeout.
 async fn subscribe(source: &Source) -> Result<redis::aio::PubSub, SubscribeError> {
     let timeout = source.timeout;
-    let info = connection_info(&source.sentinel, &source.auth).map_err(SubscribeError::Address)?;
+    let info =
+        connection_info(&source.sentinel, None, &source.auth).map_err(SubscribeError::Address)?;
     let client = redis::Client::open(info).map_err(SubscribeError::Redis)?;
     let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await

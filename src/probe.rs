@@ -217,8 +217,30 @@ pub async fn last_commands(
     addr: &ServerAddr,
     timeout: Duration,
 ) -> Result<LastCommands, ServerError> {
+    client_list(conn, addr, timeout, Some("normal")).await
+}
+
+/// `CLIENT LIST` on `addr`, of every type: who is connected, by the client's own `ip:port` as
+/// the server sees it (with [`LastCommands::of`]). Needs `+client|list` in an ACL.
+pub async fn clients(
+    conn: &mut MultiplexedConnection,
+    addr: &ServerAddr,
+    timeout: Duration,
+) -> Result<LastCommands, ServerError> {
+    client_list(conn, addr, timeout, None).await
+}
+
+async fn client_list(
+    conn: &mut MultiplexedConnection,
+    addr: &ServerAddr,
+    timeout: Duration,
+    kind: Option<&str>,
+) -> Result<LastCommands, ServerError> {
     let mut list = redis::cmd("CLIENT");
-    list.arg("LIST").arg("TYPE").arg("normal");
+    list.arg("LIST");
+    if let Some(kind) = kind {
+        list.arg("TYPE").arg(kind);
+    }
     let reply = command(conn, addr, "server", timeout, &list).await?;
     let text = text(&reply).ok_or_else(|| {
         ServerError::new(

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::conn::ServerAddr;
-use crate::verdict::Verdict;
+use crate::sentinel::Found;
+use crate::verdict::{Placement, Verdict};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -60,10 +61,19 @@ pub struct GroupStatus {
     pub votes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elected: Option<crate::sentinel::Elected>,
+    /// Entries of `sentinels` in the configuration.
     pub configured_sentinels: usize,
+    /// The group's sentinels as rolecall counts them (every id heard of, and each address that
+    /// never said who it is): the majority is of these.
+    pub sentinels_known: usize,
+    /// Addresses asked this check.
+    pub sentinels_asked: usize,
+    /// Whether the master is named by a majority of the known sentinels.
+    pub majority: bool,
     pub dissent: Vec<String>,
     pub sentinels: Vec<SentinelStatus>,
     pub connections: Vec<ConnectionStatus>,
+    pub unplaced: Vec<UnplacedStatus>,
     pub servers: Vec<ServerStatus>,
     pub probe: Option<ProbeStatus>,
     /// What the kill repair did in this check (when enabled).
@@ -93,6 +103,16 @@ pub struct EventStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct SentinelStatus {
     pub addr: ServerAddr,
+    /// The sentinel's id, as it said or as it answered at this address before.
+    pub id: Option<String>,
+    /// How rolecall came to ask this address: `configured`, `resolved` from the configured
+    /// name `via`, or `announced` by another sentinel.
+    pub found: Found,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<ServerAddr>,
+    /// Whether this answer is its sentinel's vote (a sentinel reached at two addresses, say
+    /// directly and through a Service, votes once).
+    pub counted: bool,
     pub master: Option<ServerAddr>,
     pub tilt: bool,
     pub error: Option<String>,
@@ -104,7 +124,19 @@ pub struct ConnectionStatus {
     pub local: String,
     pub remote: String,
     pub server: ServerAddr,
+    /// How the connection was placed on `server`: by its peer `address`, by the server's
+    /// `client_list`, or by the `run_id` at its peer.
+    pub placed_by: Placement,
     pub role: Option<String>,
+}
+
+/// A node connection on a port of the topology that nothing placed on a server, and why; it
+/// is not counted for or against the node.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnplacedStatus {
+    pub local: String,
+    pub remote: String,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -13,14 +13,14 @@ use crate::conn::{ErrorClass, Pool, ServerAddr, ServerError};
 use crate::events::{EventLog, VoteLog};
 use crate::probe::{LastCommands, Role, ServerFacts, last_commands, server_facts};
 use crate::repair::{GroupRepair, note};
-use crate::sentinel::{SentinelAnswer, SentinelView};
+use crate::sentinel::{Asked, Members, SentinelView};
 use crate::snapshot::{
     ConnectionStatus, EventStatus, GroupStatus, KillReport, ProbeStatus, SentinelStatus,
-    ServerStatus,
+    ServerStatus, UnplacedStatus,
 };
 use crate::sockets::NodeSockets;
 use crate::verdict::{
-    Decision, GroupFacts, Observation, ReplicaReads, RoutedConnection, Tracker, Verdict,
+    Decision, GroupFacts, Observation, ReplicaReads, RoutedConnection, Tracker, Unplaced, Verdict,
     observe_group_reading,
 };
 
@@ -43,6 +43,10 @@ pub(super) struct Group {
     pub last_replicas: BTreeSet<ServerAddr>,
     /// Sentinel's master as of the last check, if it said `master` to `ROLE`.
     pub verified_master: Option<ServerAddr>,
+    /// Node connections placed by `CLIENT LIST` or `run_id`, for their lifetime.
+    pub placements: route::Memo,
+    /// The group's real sentinels, as their answers made them known.
+    pub members: Members,
 }
 
 /// The write probe a check makes on Sentinel's master: key and time to live.
@@ -51,9 +55,10 @@ pub(super) type Probe = Option<(String, Duration)>;
 /// What one group's check found: the observation, and what the group's status shows.
 pub(super) struct GroupCheck {
     pub obs: Observation,
-    answers: Vec<SentinelAnswer>,
+    asked: Vec<Asked>,
     view: SentinelView,
-    routed: Vec<RoutedConnection>,
+    placed: Vec<route::Placed>,
+    unplaced: Vec<Unplaced>,
     facts: BTreeMap<ServerAddr, ServerFacts>,
     probe: Option<Result<(), ServerError>>,
     repair: Option<KillReport>,
@@ -67,37 +72,49 @@ fn now_millis() -> u128 {
 }
 
 impl Group {
-    /// Checks this group against Sentinel's `view` (from `answers`) and the node's sockets.
+    /// Checks this group against Sentinel's `view` (from the sentinels `asked`) and the node's
+    /// sockets.
     pub async fn check(
         &mut self,
-        answers: Vec<SentinelAnswer>,
+        asked: Vec<Asked>,
         view: SentinelView,
         sockets: &NodeSockets,
         probe: Probe,
         timeout: Duration,
         repair: &RepairConfig,
     ) -> GroupCheck {
-        let routes = route::route(&mut self.server_pool, &view, sockets, timeout).await;
-        let facts = self
-            .gather_facts(&view, &routes.routed, probe, timeout)
-            .await;
+        self.server_pool.refresh(view.servers()).await;
+        let routes = route::route(
+            &mut self.server_pool,
+            &view,
+            sockets,
+            &mut self.placements,
+            timeout,
+        )
+        .await;
+        let routed = routes.routed();
+        let facts = self.gather_facts(&view, &routed, probe, timeout).await;
         self.server_pool.retain(|a| routes.known.contains(a));
         let probe = view
             .master
             .as_ref()
             .and_then(|m| facts.get(m))
             .and_then(|f| f.probe.clone());
-        self.seen_on_topology |= !routes.routed.is_empty();
+        self.seen_on_topology |= !routed.is_empty();
         self.remember_roles(&facts, &routes.known);
-        let last = self
-            .replica_clients(&view, &routes.routed, &facts, timeout)
-            .await;
-        let mut obs = self.observe(&view, &routes.routed, &facts, probe.as_ref(), &last);
+        let last = self.replica_clients(&view, &routed, &facts, timeout).await;
+        let mut obs = self.observe(
+            &view,
+            (&routed, &routes.unplaced),
+            &facts,
+            probe.as_ref(),
+            &last,
+        );
         self.verified_master = view
             .master
             .clone()
             .filter(|m| matches!(facts.get(m).map(|f| &f.role), Some(Ok(Role::Master))));
-        let targets = self.kill_targets(&obs, &routes.routed, &facts);
+        let targets = self.kill_targets(&obs, &routed, &facts);
         let kill = self
             .repair
             .kill_stale(
@@ -114,9 +131,10 @@ impl Group {
         }
         GroupCheck {
             obs,
-            answers,
+            asked,
             view,
-            routed: routes.routed,
+            placed: routes.placed,
+            unplaced: routes.unplaced,
             facts,
             probe,
             repair: kill,
@@ -182,7 +200,7 @@ impl Group {
     fn observe(
         &self,
         view: &SentinelView,
-        routed: &[RoutedConnection],
+        (routed, unplaced): (&[RoutedConnection], &[Unplaced]),
         facts: &BTreeMap<ServerAddr, ServerFacts>,
         probe: Option<&Result<(), ServerError>>,
         last: &BTreeMap<ServerAddr, Result<LastCommands, ServerError>>,
@@ -199,6 +217,7 @@ impl Group {
                 probe,
                 seen_on_topology: self.seen_on_topology,
                 last_replicas: &self.last_replicas,
+                unplaced,
             },
             reads.as_ref(),
         )
@@ -292,13 +311,15 @@ impl Group {
     pub fn status(&self, check: GroupCheck, decision: Decision) -> (Observation, GroupStatus) {
         let GroupCheck {
             obs,
-            answers,
+            asked,
             view,
-            routed,
+            placed,
+            unplaced,
             facts,
             probe,
             repair,
         } = check;
+        let majority = view.master.is_some() && view.votes > view.configured / 2;
         let mut dissent = view.dissent.clone();
         if let Some(p) = &view.problem {
             dissent.insert(0, p.clone());
@@ -318,16 +339,28 @@ impl Group {
             master: view.master,
             votes: view.votes,
             elected: view.elected,
-            configured_sentinels: view.configured,
+            configured_sentinels: self.sentinels.len(),
+            sentinels_known: view.configured,
+            sentinels_asked: asked.len(),
+            majority,
             dissent,
-            sentinels: answers.iter().map(sentinel_status).collect(),
-            connections: routed
+            sentinels: asked.iter().map(sentinel_status).collect(),
+            connections: placed
                 .iter()
-                .map(|r| ConnectionStatus {
-                    local: r.connection.local.to_string(),
-                    remote: r.connection.remote.to_string(),
-                    server: r.server.clone(),
-                    role: role_name(&r.server),
+                .map(|p| ConnectionStatus {
+                    local: p.routed.connection.local.to_string(),
+                    remote: p.routed.connection.remote.to_string(),
+                    server: p.routed.server.clone(),
+                    placed_by: p.by,
+                    role: role_name(&p.routed.server),
+                })
+                .collect(),
+            unplaced: unplaced
+                .iter()
+                .map(|u| UnplacedStatus {
+                    local: u.connection.local.to_string(),
+                    remote: u.connection.remote.to_string(),
+                    why: u.why.clone(),
                 })
                 .collect(),
             servers: facts
@@ -383,9 +416,14 @@ fn timed_out(
     (addr, facts, None)
 }
 
-fn sentinel_status(a: &SentinelAnswer) -> SentinelStatus {
+fn sentinel_status(asked: &Asked) -> SentinelStatus {
+    let a = &asked.answer;
     SentinelStatus {
         addr: a.addr.clone(),
+        id: asked.id.clone(),
+        found: asked.target.found,
+        via: asked.target.via.clone(),
+        counted: asked.counted,
         master: a.result.as_ref().ok().and_then(|r| r.master.clone()),
         tilt: a.result.as_ref().is_ok_and(|r| r.tilt),
         error: a.result.as_ref().err().map(|e| e.to_string()),

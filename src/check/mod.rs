@@ -26,7 +26,7 @@ use crate::conn::{Auth, Pool, ServerAddr};
 use crate::events::{EventLog, Failover, Trigger, VoteLog};
 use crate::metrics::Metrics;
 use crate::repair::{CommandRunner, GroupRepair};
-use crate::sentinel::{SentinelAnswer, SentinelView, ask_all, decide};
+use crate::sentinel::{Asked, Members, SentinelView, ask_group, decide};
 use crate::snapshot::{NodeStatus, Snapshot};
 use crate::sockets::{DiscoverError, FdMemory, NodeSelector, NodeSockets, discover_remembering};
 use crate::verdict::{Tracker, Verdict, observe};
@@ -95,6 +95,8 @@ impl Checker {
                 seen_on_topology: false,
                 last_replicas: BTreeSet::new(),
                 verified_master: None,
+                placements: Default::default(),
+                members: Members::default(),
                 config: g.clone(),
             })
             .collect();
@@ -233,22 +235,29 @@ impl Checker {
         &mut self,
     ) -> (
         Result<NodeSockets, DiscoverError>,
-        Vec<(Vec<SentinelAnswer>, SentinelView)>,
+        Vec<(Vec<Asked>, SentinelView)>,
     ) {
         let ports = self.ports.clone();
         let selector = &self.config.node.selector;
         let discovery = discover_blocking(selector.clone(), ports.clone(), self.fd_memory.clone());
         let views = join_all(self.groups.iter_mut().map(|g| async {
             let votes = g.votes.current(Instant::now());
-            let answers = ask_all(
+            let mut asked = ask_group(
                 &mut g.sentinel_pool,
+                &mut g.members,
                 &g.sentinels,
                 &g.config.master_name,
                 !votes.is_empty(),
             )
             .await;
-            let view = decide(&g.config.master_name, g.sentinels.len(), &answers, &votes);
-            (answers, view)
+            let count = g.members.count(&mut asked);
+            let view = decide(
+                &g.config.master_name,
+                count.sentinels,
+                &count.answers,
+                &votes,
+            );
+            (asked, view)
         }));
         let (node, views) = tokio::join!(discovery, views);
         // A server on a port the filter left out (a new replica, a failover to another port):
@@ -269,7 +278,7 @@ impl Checker {
     /// Every group's part of the check, all at once.
     async fn check_groups(
         &mut self,
-        views: Vec<(Vec<SentinelAnswer>, SentinelView)>,
+        views: Vec<(Vec<Asked>, SentinelView)>,
         sockets: &NodeSockets,
     ) -> Vec<GroupCheck> {
         let check = &self.config.check;
@@ -280,14 +289,9 @@ impl Checker {
             )
         });
         let (timeout, repair) = (check.timeout, &self.config.repair);
-        join_all(
-            self.groups
-                .iter_mut()
-                .zip(views)
-                .map(|(g, (answers, view))| {
-                    g.check(answers, view, sockets, probe.clone(), timeout, repair)
-                }),
-        )
+        join_all(self.groups.iter_mut().zip(views).map(|(g, (asked, view))| {
+            g.check(asked, view, sockets, probe.clone(), timeout, repair)
+        }))
         .await
     }
 

@@ -1,6 +1,7 @@
-//! Asking the sentinels: every configured sentinel concurrently, each under the check timeout
-//! (`SENTINEL get-master-addr-by-name`, `SENTINEL replicas`, `INFO sentinel`, and the leader's
-//! id and epoch while a vote is on record), with the parsing of each reply.
+//! Asking the sentinels: every sentinel of a group concurrently, each under the check timeout
+//! (`SENTINEL get-master-addr-by-name`, `SENTINEL replicas`, `INFO sentinel`, `SENTINEL MYID`,
+//! `SENTINEL SENTINELS`, and the master's `config-epoch` while a vote is on record), with the
+//! parsing of each reply.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -8,8 +9,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use redis::Value;
 
-use super::{ReplicaInfo, SentinelAnswer, SentinelReport};
-use crate::conn::{ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, text};
+use super::members::{Asked, Found, Members, Target};
+use super::{Peer, ReplicaInfo, SentinelAnswer, SentinelReport};
+use crate::conn::{ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, resolve, text};
 
 /// Parses `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil for an unknown name.
 fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, ReplyError> {
@@ -77,6 +79,41 @@ fn parse_replicas(v: &Value) -> Result<Vec<ReplicaInfo>, ReplyError> {
         .collect())
 }
 
+/// At most this many sentinels are read from one `SENTINEL SENTINELS` reply: a real group has
+/// a handful, and a hostile or broken one must not grow what rolecall keeps and asks.
+pub const MAX_PEERS: usize = 16;
+
+/// Parses `SENTINEL SENTINELS`: the other sentinels monitoring the master, each with its id
+/// (`runid`) and announced address (an IP, or a host name with `announce-hostnames`); the
+/// first [`MAX_PEERS`] that have all three.
+fn parse_peers(v: &Value) -> Result<Vec<Peer>, ReplyError> {
+    let Value::Array(items) = v else {
+        return Err(ReplyError::new(
+            "sentinels",
+            format!("unexpected reply {v:?}"),
+        ));
+    };
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            let f = fields(item);
+            let id = f.get("runid").filter(|r| valid_id(r))?.clone();
+            let port = f.get("port")?.parse::<u16>().ok()?;
+            Some(Peer {
+                id,
+                addr: ServerAddr::new(f.get("ip")?.clone(), port),
+            })
+        })
+        .take(MAX_PEERS)
+        .collect())
+}
+
+/// A sentinel id as Redis makes them: 40 hex digits (tests and forks may differ in length, so
+/// 1 to 64).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Reads `sentinel_tilt:1` from `INFO sentinel`.
 fn parse_tilt(info: &str) -> bool {
     info.lines().any(|l| l.trim_end() == "sentinel_tilt:1")
@@ -111,20 +148,15 @@ async fn ask(
     let mut info = redis::cmd("INFO");
     info.arg("sentinel");
     let (mut c1, mut c2, c3) = (c.clone(), c.clone(), c.clone());
-    let leader = async {
-        if !epochs {
-            return (None, None);
-        }
-        leader_facts(c3, &addr, &master_name, timeout).await
-    };
-    let (m, r, i, (id, config_epoch)) = tokio::join!(
+    let (m, r, i, (id, peers, config_epoch)) = tokio::join!(
         command(&mut c, &addr, "sentinel", timeout, &get),
         command(&mut c1, &addr, "sentinel", timeout, &reps),
         command(&mut c2, &addr, "sentinel", timeout, &info),
-        leader,
+        identity(c3, &addr, &master_name, timeout, epochs),
     );
     let result = read_report(&addr, m, r, i).map(|report| SentinelReport {
         id,
+        peers,
         config_epoch,
         ..report
     });
@@ -139,29 +171,43 @@ async fn ask(
     )
 }
 
-/// The sentinel's id (`SENTINEL MYID`) and the master's `config-epoch` (`SENTINEL MASTER`),
-/// asked concurrently: what the failover-leader rule of [`decide`] needs.
-async fn leader_facts(
+/// Who the sentinel is and whom it knows: its id (`SENTINEL MYID`), the other sentinels it
+/// knows of (`SENTINEL SENTINELS`), and with `epochs` the master's `config-epoch`
+/// (`SENTINEL MASTER`, what the failover-leader rule of [`decide`] needs), asked concurrently.
+/// Any of them failing (an older sentinel, an ACL) only leaves out what it would have told.
+async fn identity(
     mut c: redis::aio::MultiplexedConnection,
     addr: &ServerAddr,
     master_name: &str,
     timeout: Duration,
-) -> (Option<String>, Option<u64>) {
+    epochs: bool,
+) -> (Option<String>, Vec<Peer>, Option<u64>) {
     let mut myid = redis::cmd("SENTINEL");
     myid.arg("MYID");
+    let mut peers = redis::cmd("SENTINEL");
+    peers.arg("SENTINELS").arg(master_name);
     let mut state = redis::cmd("SENTINEL");
     state.arg("MASTER").arg(master_name);
-    let mut c1 = c.clone();
-    let (id, st) = tokio::join!(
+    let (mut c1, mut c2) = (c.clone(), c.clone());
+    let epoch = async {
+        if !epochs {
+            return None;
+        }
+        let st = command(&mut c2, addr, "sentinel", timeout, &state).await;
+        st.ok()
+            .and_then(|v| fields(&v).get("config-epoch").and_then(|e| e.parse().ok()))
+    };
+    let (id, peers, epoch) = tokio::join!(
         command(&mut c, addr, "sentinel", timeout, &myid),
-        command(&mut c1, addr, "sentinel", timeout, &state),
+        command(&mut c1, addr, "sentinel", timeout, &peers),
+        epoch,
     );
-    // Older sentinels lack MYID; either failing only leaves the election rule out.
-    let id = id.ok().as_ref().and_then(text);
-    let epoch = st
+    let id = id.ok().as_ref().and_then(text).filter(|id| valid_id(id));
+    let peers = peers
         .ok()
-        .and_then(|v| fields(&v).get("config-epoch").and_then(|e| e.parse().ok()));
-    (id, epoch)
+        .and_then(|v| parse_peers(&v).ok())
+        .unwrap_or_default();
+    (id, peers, epoch)
 }
 
 /// Reads a sentinel's answers to `SENTINEL get-master-addr-by-name`, `SENTINEL replicas` and
@@ -195,7 +241,10 @@ fn keeps_connection(result: &Result<SentinelReport, ServerError>) -> bool {
     !matches!(
         result,
         Err(ServerError {
-            class: ErrorClass::Timeout | ErrorClass::Connect | ErrorClass::Protocol,
+            class: ErrorClass::Timeout
+                | ErrorClass::Connect
+                | ErrorClass::Resolve
+                | ErrorClass::Protocol,
             ..
         })
     )
@@ -247,6 +296,89 @@ pub async fn ask_all(
         answers.push(answer);
     }
     answers
+}
+
+/// Asks a group's sentinels (the module docs of `members`): the configured entries, each
+/// name as every address it resolves to, and every sentinel known from earlier answers at its
+/// announced address; then, in a second round, the sentinels this round's answers made known.
+/// Names are resolved again first; connections to addresses no longer asked are dropped.
+pub async fn ask_group(
+    pool: &mut Pool,
+    members: &mut Members,
+    configured: &[ServerAddr],
+    master_name: &str,
+    epochs: bool,
+) -> Vec<Asked> {
+    let timeout = pool.timeout();
+    let announced: Vec<ServerAddr> = members.announced().cloned().collect();
+    pool.refresh(configured.iter().chain(&announced)).await;
+    let mut entries = Vec::with_capacity(configured.len());
+    for entry in configured {
+        let resolved = match pool.resolved(entry) {
+            Some(r) => r,
+            None => resolve("sentinel", entry, timeout).await,
+        };
+        entries.push((entry.clone(), resolved));
+    }
+    let targets = same_once(pool, members.targets(&entries));
+    let mut asked = ask_targets(pool, targets, master_name, epochs).await;
+    members.learn(&asked, Instant::now());
+    let asked_targets: Vec<Target> = asked.iter().map(|(t, _)| t.clone()).collect();
+    let more = members.unasked(&asked_targets);
+    if !more.is_empty() {
+        let every: Vec<ServerAddr> = asked_targets
+            .iter()
+            .chain(&more)
+            .map(|t| t.addr.clone())
+            .chain(configured.iter().cloned())
+            .collect();
+        pool.refresh(&every).await;
+        let mut more = same_once(pool, asked_targets.into_iter().chain(more).collect());
+        more.retain(|t| !asked.iter().any(|(a, _)| a.addr == t.addr));
+        let round = ask_targets(pool, more, master_name, epochs).await;
+        members.learn(&round, Instant::now());
+        asked.extend(round);
+    }
+    pool.retain(|a| asked.iter().any(|(t, _)| &t.addr == a));
+    asked
+        .into_iter()
+        .map(|(target, answer)| Asked {
+            target,
+            answer,
+            id: None,
+            counted: false,
+        })
+        .collect()
+}
+
+/// Leaves out an announced name whose every address is already asked (a sentinel configured
+/// by IP that announces a host name), so one sentinel is asked once.
+fn same_once(pool: &Pool, targets: Vec<Target>) -> Vec<Target> {
+    let direct: Vec<(std::net::IpAddr, u16)> = targets
+        .iter()
+        .filter(|t| t.found != Found::Announced)
+        .filter_map(|t| Some((t.addr.ip()?, t.addr.port)))
+        .collect();
+    targets
+        .into_iter()
+        .filter(|t| {
+            t.found != Found::Announced
+                || t.addr.ip().is_some()
+                || !matches!(pool.resolved(&t.addr), Some(Ok(ips))
+                    if ips.iter().all(|ip| direct.contains(&(*ip, t.addr.port))))
+        })
+        .collect()
+}
+
+async fn ask_targets(
+    pool: &mut Pool,
+    targets: Vec<Target>,
+    master_name: &str,
+    epochs: bool,
+) -> Vec<(Target, SentinelAnswer)> {
+    let addrs: Vec<ServerAddr> = targets.iter().map(|t| t.addr.clone()).collect();
+    let answers = ask_all(pool, &addrs, master_name, epochs).await;
+    targets.into_iter().zip(answers).collect()
 }
 
 #[cfg(test)]
@@ -332,7 +464,7 @@ mod tests {
     fn a_sentinel_connection_is_dropped_after_a_timeout_a_refused_connect_or_an_unreadable_reply() {
         use ErrorClass::*;
         assert!(keeps_connection(&Ok(SentinelReport::default())));
-        for class in [Timeout, Connect, Protocol] {
+        for class in [Timeout, Connect, Resolve, Protocol] {
             assert!(
                 !keeps_connection(&Err(ServerError::new(class, "x"))),
                 "{class:?}"

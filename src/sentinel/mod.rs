@@ -22,6 +22,7 @@
 
 mod ask;
 mod decide;
+mod members;
 #[cfg(test)]
 mod testutil;
 
@@ -32,8 +33,9 @@ use serde::Serialize;
 
 use crate::conn::{ServerAddr, ServerError};
 
-pub use ask::ask_all;
+pub use ask::ask_group;
 pub use decide::decide;
+pub use members::{Asked, Found, Members};
 
 /// A replica as one sentinel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +53,20 @@ pub struct SentinelReport {
     pub master: Option<ServerAddr>,
     pub tilt: bool,
     pub replicas: Vec<ReplicaInfo>,
-    /// The sentinel's own id (`SENTINEL MYID`) and the master's `config-epoch` as it knows them;
-    /// asked only while a leader vote is on record (see [`Vote`]).
+    /// The sentinel's own id (`SENTINEL MYID`).
     pub id: Option<String>,
+    /// The other sentinels it knows of (`SENTINEL SENTINELS`).
+    pub peers: Vec<Peer>,
+    /// The master's `config-epoch` as it knows it; asked only while a leader vote is on record
+    /// (see [`Vote`]).
     pub config_epoch: Option<u64>,
+}
+
+/// Another sentinel of the group, as one sentinel lists it: its id and announced address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    pub addr: ServerAddr,
 }
 
 /// A leader vote heard on one configured sentinel's pub/sub (`+vote-for-leader <id> <epoch>`).

@@ -23,7 +23,9 @@ use serde::Serialize;
 mod observe;
 mod reads;
 
-pub use observe::{GroupFacts, RoutedConnection, observe, observe_group_reading};
+pub use observe::{
+    GroupFacts, Placement, RoutedConnection, Unplaced, observe, observe_group_reading,
+};
 pub use reads::ReplicaReads;
 
 /// The states of DESIGN.md, in order of severity (worst last) for combining groups.

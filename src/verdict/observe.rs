@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use serde::Serialize;
+
 use super::reads::{ReadsJudgement, ReplicaReads, judge_replica_reads};
 use super::{Observation, Verdict};
 use crate::conn::{ErrorClass, ServerAddr, ServerError};
@@ -21,6 +23,27 @@ use crate::sockets::{Connection, DiscoverError};
 pub struct RoutedConnection {
     pub connection: Connection,
     pub server: ServerAddr,
+}
+
+/// How a node connection was placed on its server (the module docs of `check::route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Its peer is the server's announced address, or what the server's name resolves to.
+    Address,
+    /// The server lists the node's own address as a client.
+    ClientList,
+    /// `INFO` at its peer names the server's `run_id`.
+    RunId,
+}
+
+/// A node connection on a port of the topology that nothing could place on one of its servers
+/// (not at a server's address, not in any server's `CLIENT LIST`, not identified by `run_id`
+/// through its address), and why. It is never evidence against the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaced {
+    pub connection: Connection,
+    pub why: String,
 }
 
 /// The facts of one group gathered by one check.
@@ -38,6 +61,8 @@ pub struct GroupFacts<'a> {
     /// Servers whose last answer to `ROLE` was replica: one that stops answering is still a
     /// replica, not a server that might be a stale master.
     pub last_replicas: &'a BTreeSet<ServerAddr>,
+    /// The node's connections that may reach the topology but could not be placed.
+    pub unplaced: &'a [Unplaced],
 }
 
 /// What one check says about one group, given that the node process was found, with replica
@@ -58,6 +83,9 @@ pub fn observe_group_reading(f: &GroupFacts<'_>, reads: Option<&ReplicaReads<'_>
     let master_role = (f.role_of)(master);
     let unverified = master_unverified(master_role.as_ref());
     if f.connections.is_empty() {
+        if let Some(u) = f.unplaced.first() {
+            return unplaced_only(u, f.unplaced.len(), master);
+        }
         return no_connection(master, unverified.as_deref(), f.seen_on_topology);
     }
     let on_master = f
@@ -113,7 +141,30 @@ pub fn observe_group_reading(f: &GroupFacts<'_>, reads: Option<&ReplicaReads<'_>
             blind.map(|b| format!("; {b}")).unwrap_or_default()
         );
     }
+    if let Some(u) = f.unplaced.first() {
+        o.reason = format!(
+            "{}; {} connection(s) not placed on a server, not counted: {} -> {}: {}",
+            o.reason,
+            f.unplaced.len(),
+            u.connection.local,
+            u.connection.remote,
+            u.why
+        );
+    }
     o
+}
+
+/// The node's only connections to the topology's ports could not be placed: rolecall cannot
+/// tell where they go, which is not evidence against the node (it is neither `disconnected`
+/// nor misrouted).
+fn unplaced_only(first: &Unplaced, count: usize, master: &ServerAddr) -> Observation {
+    Observation::new(
+        Verdict::Unknown,
+        format!(
+            "node's {count} connection(s) on the topology's ports could not be placed on a server of master {master}: {} -> {}: {}",
+            first.connection.local, first.connection.remote, first.why
+        ),
+    )
 }
 
 /// Whether `rc` goes to a replica: its server answers `ROLE` as replica, or last did and now
@@ -251,12 +302,16 @@ fn judge_by_role(
                 c.local, rc.server
             ),
         ),
-        // rolecall's own credentials or permissions, or a reply it cannot read: that is
-        // rolecall being blind, never evidence against the node.
+        // rolecall's own credentials or permissions, a reply it cannot read, or a name it cannot
+        // resolve: that is rolecall being blind, never evidence against the node.
         Some(Err(e))
             if matches!(
                 e.class,
-                ErrorClass::Auth | ErrorClass::NoPerm | ErrorClass::Protocol | ErrorClass::Other
+                ErrorClass::Auth
+                    | ErrorClass::NoPerm
+                    | ErrorClass::Resolve
+                    | ErrorClass::Protocol
+                    | ErrorClass::Other
             ) =>
         {
             Observation::new(
@@ -407,8 +462,53 @@ mod tests {
             probe: probe.as_ref(),
             seen_on_topology: true,
             last_replicas: &BTreeSet::new(),
+            unplaced: &[],
         })
         .verdict
+    }
+
+    #[test]
+    fn a_connection_nothing_could_place_is_never_evidence_against_the_node() {
+        let v = view(Some(M));
+        let role_of = |a: &ServerAddr| (a == &addr(M)).then_some(Ok(Role::Master));
+        let unplaced = [Unplaced {
+            connection: Connection {
+                local: "127.0.0.1:40000".parse().unwrap(),
+                remote: "10.96.0.10:6379".parse().unwrap(),
+            },
+            why: "not in any server's CLIENT LIST".to_string(),
+        }];
+        let replicas = BTreeSet::new();
+        let facts = |connections, unplaced| GroupFacts {
+            view: &v,
+            connections,
+            role_of: &role_of,
+            probe: None,
+            seen_on_topology: true,
+            last_replicas: &replicas,
+            unplaced,
+        };
+        // Alone: not disconnected (which drains), but unknown, saying why.
+        let alone = observe_group(&facts(&[], &unplaced));
+        assert_eq!(alone.verdict, Verdict::Unknown, "{}", alone.reason);
+        assert!(
+            alone.reason.contains("could not be placed")
+                && alone.reason.contains("10.96.0.10:6379")
+                && alone.reason.contains("not in any server's CLIENT LIST"),
+            "{}",
+            alone.reason
+        );
+        let without = observe_group(&facts(&[], &[]));
+        assert_eq!(without.verdict, Verdict::Disconnected);
+        // Beside a connection on the master: ok, and the reason says what was not counted.
+        let on_master = [conn(1, M)];
+        let beside = observe_group(&facts(&on_master, &unplaced));
+        assert_eq!(beside.verdict, Verdict::Ok, "{}", beside.reason);
+        assert!(
+            beside.reason.contains("1 connection(s) not placed"),
+            "{}",
+            beside.reason
+        );
     }
 
     #[test]
@@ -431,6 +531,7 @@ mod tests {
                 probe: None,
                 seen_on_topology: seen,
                 last_replicas: if r_was_replica { &replicas } else { &empty },
+                unplaced: &[],
             })
             .verdict
         };
@@ -690,7 +791,7 @@ mod tests {
     /// A server's answer to `ROLE`, `None` when it was not asked.
     type RoleAnswer = Option<Result<Role, ServerError>>;
 
-    const CLASSES: [ErrorClass; 13] = [
+    const CLASSES: [ErrorClass; 14] = [
         ErrorClass::Readonly,
         ErrorClass::NoReplicas,
         ErrorClass::Misconf,
@@ -702,6 +803,7 @@ mod tests {
         ErrorClass::NoPerm,
         ErrorClass::Timeout,
         ErrorClass::Connect,
+        ErrorClass::Resolve,
         ErrorClass::Protocol,
         ErrorClass::Other,
     ];
@@ -880,7 +982,11 @@ mod tests {
             let o = judge_connection(&rc, Some(&role), &m, None, false);
             let blind = matches!(
                 class,
-                ErrorClass::Auth | ErrorClass::NoPerm | ErrorClass::Protocol | ErrorClass::Other
+                ErrorClass::Auth
+                    | ErrorClass::NoPerm
+                    | ErrorClass::Resolve
+                    | ErrorClass::Protocol
+                    | ErrorClass::Other
             );
             let want = if blind { V::Unknown } else { V::StaleMaster };
             assert_eq!(o.verdict, want, "{class:?}: {}", o.reason);

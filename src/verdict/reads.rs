@@ -386,6 +386,7 @@ mod tests {
                     .iter()
                     .map(|a| addr(a))
                     .collect::<BTreeSet<_>>(),
+                unplaced: &[],
             },
             on.then_some(&reads),
         )
