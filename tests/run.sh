@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs every rolecall test (the README's test command). Installs what the tests need:
 # Debian's redis-server, redis-sentinel and haproxy (real peers on loopback), curl, python3,
-# and iproute2/util-linux for tests in network namespaces they create (run as root, as CI does);
+# and iproute2/util-linux/nftables for tests in network namespaces they create (run as root, as
+# CI does; nftables makes the DNAT that stands for a Kubernetes ClusterIP);
 # kubernetes-validate (PyPI) for the Kubernetes example.
 # Checks formatting and clippy first: either failing fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for b in redis-server redis-sentinel redis-cli haproxy curl python3 ip unshare systemd-analyze; do
+for b in redis-server redis-sentinel redis-cli haproxy curl python3 ip unshare nft systemd-analyze; do
   command -v "$b" >/dev/null 2>&1 || missing+=("$b")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -16,7 +17,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    redis-server redis-sentinel redis-tools haproxy curl python3 iproute2 util-linux systemd >/dev/null
+    redis-server redis-sentinel redis-tools haproxy curl python3 iproute2 util-linux nftables \
+    systemd >/dev/null
 fi
 # tests/kubernetes.rs checks deploy/kubernetes/ with kubernetes-validate from PyPI, which carries
 # the Kubernetes schemas (no network at validation time), and reads the YAML with its PyYAML.

@@ -21,6 +21,7 @@
 //! - `netns`: [`PodNetns`], a network namespace like a Kubernetes pod's and one standing for the
 //!   rest of its cluster, linked by a veth pair; [`Netns`], a way to run code (and spawn
 //!   processes) inside either.
+//! - `vip`: [`cluster_ips`], Kubernetes ClusterIPs (nftables DNAT) in a [`PodNetns`].
 //!
 //! Every wait here has a deadline ([`wait_until`], [`wait_for`]); nothing sleeps to "let a state
 //! settle". Deadlines are generous for a slow two-core machine and cost nothing when things go
@@ -37,6 +38,7 @@ mod redis;
 mod rolecall;
 mod switch;
 mod topology;
+mod vip;
 mod watch;
 
 use std::time::{Duration, Instant};
@@ -55,6 +57,7 @@ pub use redis::{
 pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall};
 pub use switch::{Heard, SwitchWatcher};
 pub use topology::{Topology, TopologyBuilder};
+pub use vip::cluster_ips;
 pub use watch::{ReadyWatch, WatchLog};
 
 /// How often the pollers below look again.

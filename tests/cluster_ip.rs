@@ -1,0 +1,132 @@
+//! Peers behind virtual IPs: a node that reaches each Redis server through a Kubernetes
+//! ClusterIP (as the redis-ha chart announces one per pod) has sockets whose peer is the
+//! virtual IP, not the server's address. rolecall places such a connection on the server whose
+//! `CLIENT LIST` shows the node's own `ip:port` (kube-proxy's DNAT keeps the client's address),
+//! and a connection nothing can place is reported, never counted against the node.
+//!
+//! The layout is the sidecar test's ([`PodNetns`]): the node and rolecall in a pod namespace,
+//! the topology in a cluster namespace; the ClusterIPs are nftables DNAT rules there
+//! ([`cluster_ips`]). A TCP proxy (HAProxy) cannot stand in for a ClusterIP here, since the
+//! server would see the proxy's address instead of the node's. Needs root, `ip`, `nft`,
+//! `redis-server` and `redis-sentinel`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{DemoNode, PodNetns, RedisServer, Rolecall, RolecallConfig, Topology, cluster_ips};
+
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
+/// After a failover, until Sentinel demotes the old master (10–20 s) and rolecall confirms.
+const DEMOTED_VERDICT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn group(status: &serde_json::Value) -> &serde_json::Value {
+    &status["groups"][0]
+}
+
+/// A rolecall in the pod watching `node` by pid, on `topology`'s sentinels.
+fn rolecall_for(pod: &PodNetns, topology: &Topology, node: &DemoNode) -> Rolecall {
+    pod.run(|| config_for(pod, topology, node).start())
+}
+
+fn config_for(pod: &PodNetns, topology: &Topology, node: &DemoNode) -> RolecallConfig {
+    RolecallConfig::new()
+        .pid(node.pid())
+        .topology(topology)
+        .dump_from(pod.cluster())
+}
+
+#[test]
+fn a_node_reaching_servers_through_cluster_ips_is_placed_by_client_list_and_drained_after_a_failover()
+ {
+    let pod = PodNetns::create();
+    let topology = pod.run_in_cluster(|| Topology::builder().ip(pod.cluster_ip()).start());
+    let (master, replica) =
+        pod.run_in_cluster(|| (topology.master_addr(), topology.replicas()[0].addr()));
+    let vips = cluster_ips(&pod, &[(master.port(), master), (replica.port(), replica)]);
+    // The node knows the master only by its ClusterIP, as an application configured with a
+    // per-pod Service name would.
+    let node = pod.run(|| DemoNode::pin(vips[0]));
+    let mut rolecall = rolecall_for(&pod, &topology, &node);
+
+    let s = pod.run(|| rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT));
+    assert_eq!(s["in_rotation"], true, "{s:#}");
+    let conns = group(&s)["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!conns.is_empty(), "{s:#}");
+    for c in &conns {
+        assert_eq!(c["remote"], vips[0].to_string(), "{s:#}");
+        assert_eq!(c["server"], master.to_string(), "{s:#}");
+        assert_eq!(c["placed_by"], "client_list", "{s:#}");
+    }
+    assert_eq!(group(&s)["unplaced"], serde_json::json!([]), "{s:#}");
+
+    let (old, new) = pod.run_in_cluster(|| topology.failover());
+    assert_eq!((old, new), (master, replica));
+    // Sentinel demotes the old master; the node redials the same ClusterIP and is on a replica.
+    let s = pod.run(|| rolecall.wait_for_verdict("stuck_on_replica", DEMOTED_VERDICT_TIMEOUT));
+    assert_eq!(s["in_rotation"], false, "{s:#}");
+    let conns = group(&s)["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        conns.iter().any(|c| c["server"] == old.to_string()
+            && c["remote"] == vips[0].to_string()
+            && c["placed_by"] == "client_list"),
+        "{s:#}"
+    );
+    let (code, body) = pod.run(|| rolecall.http_get("/readyz"));
+    assert_eq!(code, 503, "/readyz: {body}\n{}", rolecall.report(None));
+}
+
+#[test]
+fn a_connection_nothing_can_place_is_reported_and_never_takes_the_node_out() {
+    let pod = PodNetns::create();
+    let topology = pod.run_in_cluster(|| Topology::builder().ip(pod.cluster_ip()).start());
+    let master = pod.run_in_cluster(|| topology.master_addr());
+    // A Redis the topology does not know, which does not answer INFO, behind a ClusterIP on the
+    // master's port: rolecall cannot tell where the node's connection goes.
+    let other = pod.run_in_cluster(|| {
+        RedisServer::start_on(pod.cluster_ip(), &["--rename-command", "INFO", ""])
+    });
+    let hidden = cluster_ips(&pod, &[(master.port(), other.addr())])[0];
+    let node = pod.run(|| DemoNode::pin(hidden));
+    let config = config_for(&pod, &topology, &node).check("unknown_hold", "\"3s\"");
+    let mut rolecall = pod.run(|| config.start());
+
+    let s = pod.run(|| rolecall.wait_for_verdict("unknown", VERDICT_TIMEOUT));
+    let unplaced = group(&s)["unplaced"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(unplaced.len(), 1, "{s:#}");
+    assert_eq!(unplaced[0]["remote"], hidden.to_string(), "{s:#}");
+    let why = unplaced[0]["why"].as_str().unwrap_or("");
+    assert!(why.contains("no server lists"), "{why}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("could not be placed"),
+        "{s:#}"
+    );
+    // Held (here the starting state), then failed open after `unknown_hold`: rolecall never
+    // decides against the node on a connection it cannot place.
+    let s = pod.run(|| {
+        rolecall.wait_for_status("fail open", VERDICT_TIMEOUT, |t| t["in_rotation"] == true)
+    });
+    assert_eq!(s["verdict"], "unknown", "{s:#}");
+    let s = pod.run(|| {
+        rolecall.wait_for_status("more checks", VERDICT_TIMEOUT, |t| {
+            t["checks"].as_u64().unwrap_or(0) >= s["checks"].as_u64().unwrap_or(0) + 4
+        })
+    });
+    assert_eq!(
+        (s["verdict"].as_str(), s["in_rotation"].as_bool()),
+        (Some("unknown"), Some(true)),
+        "{s:#}"
+    );
+}
