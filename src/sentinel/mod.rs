@@ -1,5 +1,7 @@
-//! Sentinel's view of one group: every configured sentinel asked concurrently, each under the
-//! check timeout, and the master decided by a majority of the *configured* sentinels.
+//! Sentinel's view of one group: every sentinel asked concurrently, each under the check
+//! timeout, and the master decided by a majority of the group's *real* sentinels, counted by
+//! their ids behind whatever addresses were configured (`members`: a Service in front of all of
+//! them is not one vote).
 //!
 //! A sentinel that did not answer, does not know the master name, or is in TILT mode has no
 //! vote (Redis docs, "Sentinel", TILT mode: its view may be wrong). Asking is I/O
@@ -17,8 +19,9 @@
 //! operator's `SENTINEL FAILOVER` has no election (one sentinel acts alone), so it is followed
 //! once the majority names the new master, as before.
 //!
-//! Parts: this file holds what a sentinel says (reports, votes, the view); `ask` asks them and
-//! reads their replies; `decide` makes the view from the answers and the votes.
+//! Parts: this file holds what a sentinel says (reports, votes, the view); `members` knows which
+//! sentinels there are and which answers count; `ask` asks them and reads their replies;
+//! `decide` makes the view from the counted answers and the votes.
 
 mod ask;
 mod decide;
@@ -112,9 +115,10 @@ pub struct SentinelAnswer {
 /// The group's topology as the sentinels see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SentinelView {
-    /// The master named by a majority of the configured sentinels.
+    /// The master named by a majority of the group's sentinels.
     pub master: Option<ServerAddr>,
     pub votes: usize,
+    /// The group's sentinels, as `members` counts them: the majority is of these.
     pub configured: usize,
     /// Every other server of the group: replicas any sentinel lists, masters a minority names.
     pub others: Vec<ServerAddr>,
