@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use redis::Value;
 
 use super::members::{Asked, Found, Members, Target};
-use super::{Peer, ReplicaInfo, SentinelAnswer, SentinelReport};
+use super::{Peer, ReplicaInfo, SentinelAnswer, SentinelReport, valid_id};
 use crate::conn::{ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, resolve, text};
 
 /// Parses `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil for an unknown name.
@@ -106,12 +106,6 @@ fn parse_peers(v: &Value) -> Result<Vec<Peer>, ReplyError> {
         })
         .take(MAX_PEERS)
         .collect())
-}
-
-/// A sentinel id as Redis makes them: 40 hex digits (tests and forks may differ in length, so
-/// 1 to 64).
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Reads `sentinel_tilt:1` from `INFO sentinel`.
@@ -417,6 +411,50 @@ mod tests {
             "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:1\r\n"
         ));
         assert!(!parse_tilt("# Sentinel\r\nsentinel_tilt:0\r\n"));
+    }
+
+    #[test]
+    fn the_sentinels_a_sentinel_lists_parse_with_host_names_and_bounded() {
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let peer = |ip: &str, port: &str, runid: &str| {
+            Value::Array(vec![
+                b("name"),
+                b("x"),
+                b("ip"),
+                b(ip),
+                b("port"),
+                b(port),
+                b("runid"),
+                b(runid),
+                b("flags"),
+                b("sentinel"),
+            ])
+        };
+        let reply = Value::Array(vec![
+            peer(
+                "redis-node-1.redis-headless.ns.svc.cluster.local",
+                "26379",
+                "abc1",
+            ),
+            peer("10.0.0.2", "26379", "abc2"),
+            peer("10.0.0.3", "26379", "not hex"),
+            peer("10.0.0.4", "port", "abc4"),
+        ]);
+        let peers = parse_peers(&reply).unwrap();
+        assert_eq!(peers.len(), 2, "{peers:?}");
+        assert_eq!(peers[0].id, "abc1");
+        assert_eq!(
+            peers[0].addr,
+            a("redis-node-1.redis-headless.ns.svc.cluster.local:26379")
+        );
+        assert_eq!(peers[1].addr, a("10.0.0.2:26379"));
+        let many = Value::Array(
+            (0..100)
+                .map(|i| peer("10.0.0.9", "26379", &format!("{i:x}")))
+                .collect(),
+        );
+        assert_eq!(parse_peers(&many).unwrap().len(), MAX_PEERS);
+        assert!(parse_peers(&Value::Int(1)).is_err());
     }
 
     #[test]

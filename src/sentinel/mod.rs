@@ -85,14 +85,16 @@ pub fn parse_vote(payload: &str) -> Option<(String, u64)> {
     let mut words = payload.split_whitespace();
     let leader = words.next()?;
     let epoch = words.next()?.parse().ok()?;
-    if words.next().is_some()
-        || leader.is_empty()
-        || leader.len() > 64
-        || !leader.bytes().all(|b| b.is_ascii_hexdigit())
-    {
+    if words.next().is_some() || !valid_id(leader) {
         return None;
     }
     Some((leader.to_string(), epoch))
+}
+
+/// A sentinel id as Redis makes them: 40 hex digits (tests and forks may differ in length, so
+/// 1 to 64).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// How a master was decided when a majority of sentinels does not name it yet: by the sentinel
