@@ -29,10 +29,11 @@
 //!    servers. [`sockets`]: the node's established TCP connections (socket inodes from
 //!    /proc/PID/fd, matched against a NETLINK_SOCK_DIAG dump; the /proc/net/tcp tables as
 //!    fallback).
-//! 2. `conn`: the connection layer every part that talks to Redis shares: addresses, auth,
-//!    the pool, one command under a timeout, error classes.
-//! 3. Inputs. `sentinel`: every sentinel asked concurrently, the master decided by majority
-//!    or by an elected failover leader. `probe`: `ROLE` and the write probe.
+//! 2. `conn`: the connection layer every part that talks to Redis shares: addresses and their
+//!    resolution (once per check), auth, the pool, one command under a timeout, error classes.
+//! 3. Inputs. `sentinel`: every sentinel asked concurrently, the real sentinels counted by id
+//!    behind the configured addresses, the master decided by their majority or by an elected
+//!    failover leader. `probe`: `ROLE`, the write probe, `CLIENT LIST`.
 //! 4. `verdict`: the pure decision and its rise/fall/grace/hold policy.
 //! 5. [`config`]: the TOML file, raw and validated; every section's types and defaults, and the
 //!    words HAProxy's agent check understands.
