@@ -3,11 +3,17 @@
 
 mod support;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use support::{DemoNode, RedisServer, Topology, value_to_string, wait_until};
+use support::{
+    DemoNode, PrivateHosts, RedisServer, Topology, has_own_mount_ns, resolves_here,
+    value_to_string, wait_until,
+};
 
 const WRITES_TIMEOUT: Duration = Duration::from_secs(20);
+/// A lookup inside a private namespace (milliseconds normally).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The demo node's counter on `server` (0 if absent or unreadable).
 fn count(server: &RedisServer, node: &DemoNode) -> i64 {
@@ -143,5 +149,142 @@ fn a_demo_node_reports_its_acknowledged_writes_on_sigterm() {
     assert!(
         applied == i64::try_from(acked).unwrap() || applied == i64::try_from(acked).unwrap() + 1,
         "acked {acked}, applied {applied}"
+    );
+}
+
+/// A child of a test's own, SIGKILLed and reaped on drop (also when the test panics).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A name only the private hosts file holds (nothing on a real machine answers `.invalid`).
+const PRIVATE_NAME: &str = "rc-node-0.rc-headless.harness.svc.cluster.invalid";
+
+#[test]
+fn a_private_hosts_file_resolves_for_children_only_and_follows_changes() {
+    let machine_hosts = std::fs::read("/etc/hosts").expect("read /etc/hosts");
+    let hosts = PrivateHosts::new();
+    let first: IpAddr = "127.0.33.1".parse().unwrap();
+    let second: IpAddr = "127.0.33.101".parse().unwrap();
+    assert_eq!(hosts.getent(PRIVATE_NAME), None, "not set yet");
+
+    hosts.set(PRIVATE_NAME, first);
+    assert_eq!(
+        hosts.getent(PRIVATE_NAME),
+        Some(first),
+        "{}",
+        hosts.contents()
+    );
+    assert!(
+        !resolves_here(PRIVATE_NAME),
+        "the test process must not see the name"
+    );
+    // Other names of the machine's still resolve inside (localhost is copied in).
+    assert!(hosts.getent("localhost").is_some_and(|ip| ip.is_loopback()));
+
+    hosts.remove(PRIVATE_NAME);
+    assert_eq!(hosts.getent(PRIVATE_NAME), None, "{}", hosts.contents());
+    assert_eq!(hosts.lookup(PRIVATE_NAME), None);
+
+    hosts.set(PRIVATE_NAME, second);
+    assert_eq!(
+        hosts.getent(PRIVATE_NAME),
+        Some(second),
+        "{}",
+        hosts.contents()
+    );
+    assert_eq!(hosts.lookup(PRIVATE_NAME), Some(second));
+    assert!(!resolves_here(PRIVATE_NAME));
+
+    drop(hosts);
+    assert_eq!(
+        std::fs::read("/etc/hosts").expect("read /etc/hosts"),
+        machine_hosts,
+        "the machine's /etc/hosts changed"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    assert!(
+        !mounts.contains("rolecall-test-hosts-"),
+        "a private hosts mount leaked into the test's namespace:\n{mounts}"
+    );
+}
+
+#[test]
+fn a_long_running_child_sees_the_private_hosts_file_change_in_place() {
+    let hosts = PrivateHosts::new();
+    let (a, b): (IpAddr, IpAddr) = ("127.0.34.1".parse().unwrap(), "127.0.34.2".parse().unwrap());
+    hosts.set(PRIVATE_NAME, a);
+    // One shell inside one namespace, looking the name up every 50 ms (bounded: 400 times).
+    let out = hosts.dir().join("lookups.log");
+    let mut cmd = hosts.command("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt 400 ]; do getent hosts {PRIVATE_NAME} || echo none; \
+             sleep 0.05; i=$((i+1)); done"
+        ))
+        .stdout(std::fs::File::create(&out).unwrap());
+    let _child = KillOnDrop(cmd.spawn().expect("spawn a looping shell"));
+    let seen = |what: &str| {
+        let what = what.to_owned();
+        let out = out.clone();
+        move || {
+            std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .is_some_and(|l| l.split_whitespace().next() == Some(what.as_str()))
+        }
+    };
+    wait_until(
+        LOOKUP_TIMEOUT,
+        "the child to resolve the first address",
+        seen(&a.to_string()),
+    );
+    hosts.set(PRIVATE_NAME, b);
+    wait_until(
+        LOOKUP_TIMEOUT,
+        "the child to see the name re-pointed",
+        seen(&b.to_string()),
+    );
+    hosts.remove(PRIVATE_NAME);
+    wait_until(
+        LOOKUP_TIMEOUT,
+        "the child to see the name gone",
+        seen("none"),
+    );
+    hosts.set(PRIVATE_NAME, a);
+    wait_until(
+        LOOKUP_TIMEOUT,
+        "the child to see the name back",
+        seen(&a.to_string()),
+    );
+}
+
+#[test]
+fn a_child_under_private_hosts_keeps_its_pid_through_unshare() {
+    let hosts = PrivateHosts::new();
+    let mut cmd = hosts.command("sleep");
+    cmd.arg("30");
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn sleep"));
+    let pid = child.0.id();
+    // unshare execs sh, which mounts and execs sleep: the same process all along.
+    wait_until(LOOKUP_TIMEOUT, "the child to exec sleep", || {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "sleep"))
+    });
+    assert!(
+        has_own_mount_ns(pid),
+        "sleep runs in the test's mount namespace"
+    );
+    let _ = child.0.kill();
+    let status = child.0.wait().expect("wait for sleep");
+    assert!(
+        !status.success(),
+        "SIGKILL to the pid ended sleep itself: {status}"
     );
 }

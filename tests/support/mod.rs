@@ -30,6 +30,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod haproxy;
+mod hosts;
 mod netns;
 mod node;
 mod process;
@@ -45,12 +46,13 @@ pub use haproxy::{
     Backend, Haproxy, RuntimeApi, ServerState, Session, check_config, cli, shipped_config,
     shipped_configs,
 };
+pub use hosts::{PrivateHosts, has_own_mount_ns, resolves_here};
 pub use netns::{Netns, PodNetns};
 pub use node::DemoNode;
-pub use process::free_port;
+pub use process::{free_port, free_port_on};
 pub use redis::{
-    RedisServer, Sentinel, call, call_timeout, parse_info, parse_kv_lines, value_to_line,
-    value_to_string,
+    RedisServer, RedisServerBuilder, Sentinel, SentinelBuilder, call, call_auth, call_auth_timeout,
+    call_timeout, host_port, parse_info, parse_kv_lines, value_to_line, value_to_string,
 };
 pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall};
 pub use switch::{Heard, SwitchWatcher};
