@@ -29,6 +29,7 @@
 // Each test file compiles its own copy of this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+mod chart;
 mod haproxy;
 mod hosts;
 mod netns;
@@ -42,19 +43,22 @@ mod watch;
 
 use std::time::{Duration, Instant};
 
+pub use chart::{Chart, ChartBuilder, Pod};
 pub use haproxy::{
-    Backend, Haproxy, RuntimeApi, ServerState, Session, check_config, cli, shipped_config,
-    shipped_configs,
+    Backend, Haproxy, HaproxyBuilder, RuntimeApi, ServerState, Session, check_config, cli,
+    shipped_config, shipped_configs,
 };
 pub use hosts::{PrivateHosts, has_own_mount_ns, resolves_here};
 pub use netns::{Netns, PodNetns};
-pub use node::DemoNode;
+pub use node::{DemoNode, NodeOptions};
 pub use process::{free_port, free_port_on};
 pub use redis::{
     RedisServer, RedisServerBuilder, Sentinel, SentinelBuilder, call, call_auth, call_auth_timeout,
     call_timeout, host_port, parse_info, parse_kv_lines, value_to_line, value_to_string,
 };
-pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall};
+pub use rolecall::{
+    Dumper, HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall, run_rolecall_under,
+};
 pub use switch::{Heard, SwitchWatcher};
 pub use topology::{Topology, TopologyBuilder};
 pub use watch::{ReadyWatch, WatchLog};

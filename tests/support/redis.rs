@@ -442,9 +442,9 @@ impl RedisServerBuilder {
         let bin = redis_server_bin();
         let debug = supports_enable_debug_command(&bin);
         let ip = self.ip;
+        // One argument each: redis-server quotes an argument with a space as one word.
         let mut bind = vec![ip.to_string()];
         bind.extend(self.also_bind.iter().map(IpAddr::to_string));
-        let bind = bind.join(" ");
         let inner = Instance::start(
             "redis-server",
             ip,
@@ -452,7 +452,8 @@ impl RedisServerBuilder {
             self.hosts.as_ref(),
             |port, dir| {
                 let mut cmd = Command::new(&bin);
-                cmd.args(["--port", &port.to_string(), "--bind", &bind])
+                cmd.args(["--port", &port.to_string(), "--bind"])
+                    .args(&bind)
                     .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
                     .arg("--dir")
                     .arg(dir)
