@@ -548,11 +548,15 @@ fn rolecall_runs_under_the_chart_private_hosts() {
     let mut rolecall = RolecallConfig::new().pid(node.pid()).chart(&chart).start();
     assert!(has_own_mount_ns(rolecall.pid()));
     assert!(rolecall.private_hosts().is_some());
+    // It reaches the sentinels and the master only through names of the private hosts file.
+    rolecall.wait_for_verdict("ok", Duration::from_secs(20));
     rolecall.kill();
     rolecall.restart();
     assert!(
         has_own_mount_ns(rolecall.pid()),
         "a restart keeps the private hosts"
     );
+    rolecall.wait_for_verdict("ok", Duration::from_secs(20));
     assert!(rolecall.report(None).contains("--- chart ---"));
 }
+
