@@ -688,9 +688,10 @@ impl Chart {
     }
 
     /// Points pod `i`'s hostname at the data server's second address ([`Pod::alt_ip`]), as a
-    /// pod rescheduled with a new IP would be: processes that resolve the name afresh (rolecall,
-    /// demo nodes on their next dial) go there; the sentinels keep the address they resolved
-    /// when they first met the name (Redis 7.0 resolves once per instance).
+    /// pod rescheduled with a new IP would be. Connections already open stay where they are;
+    /// whatever resolves the name for a new connection goes to the new address: rolecall, demo
+    /// nodes on their next dial, and the sentinels too when they re-create a link (Redis 7.0
+    /// resolves the hostname again on reconnecting, and keeps the old address if it cannot).
     pub fn repoint_name(&self, i: usize) {
         let pod = &self.pods[i];
         self.hosts.set(&pod.hostname, pod.alt_ip);
@@ -710,6 +711,14 @@ impl Chart {
 
     /// Makes pod `i`'s hostname stop resolving, as a pod's DNS record goes while the pod is
     /// down (its processes keep running: kill them too for a pod that is really gone).
+    ///
+    /// Beware a failover while a *live* replica's name is hidden. Redis 7.0.15's leader can
+    /// still pick that replica and promote it (over the link it already has), then fails to
+    /// resolve its name when switching the master: it stays in its failover, logging
+    /// `+switch-master` and "Failed to resolve hostname" several times a second, and answers
+    /// `get-master-addr-by-name` with the promoted replica's name (seen for 40 s and more),
+    /// while the other sentinels keep the old master and turn the promoted replica back into
+    /// a replica. Only a later failover (a new epoch, from another sentinel) clears it.
     pub fn hide_name(&self, i: usize) {
         self.hosts.remove(&self.pods[i].hostname);
     }
