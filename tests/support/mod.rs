@@ -21,6 +21,12 @@
 //! - `netns`: [`PodNetns`], a network namespace like a Kubernetes pod's and one standing for the
 //!   rest of its cluster, linked by a veth pair; [`Netns`], a way to run code (and spawn
 //!   processes) inside either.
+//! - `hosts`: [`PrivateHosts`], a hosts file of the test's own that children see as
+//!   `/etc/hosts` in a private mount namespace each (the machine's is never touched); every
+//!   process type above can be started under one (`.hosts(&h)` on its builder or options).
+//! - `chart`: [`Chart`], a Sentinel cluster shaped like Bitnami's `redis` Helm chart: pods named
+//!   by Kubernetes hostnames (through a [`PrivateHosts`]), passwords on data servers and
+//!   sentinels, a round-robin sentinel Service; `failover()` and the rest by `HOST:PORT`.
 //!
 //! Every wait here has a deadline ([`wait_until`], [`wait_for`]); nothing sleeps to "let a state
 //! settle". Deadlines are generous for a slow two-core machine and cost nothing when things go

@@ -291,7 +291,8 @@ impl DemoNode {
         self.lines.lock().unwrap().clone()
     }
 
-    /// The addresses of its `connected ADDR` lines, oldest first.
+    /// The addresses of its `connected ADDR` lines, oldest first: resolved addresses, also for
+    /// a node given hostnames.
     pub fn connections(&self) -> Vec<SocketAddr> {
         self.lines()
             .iter()
