@@ -3,11 +3,20 @@
 
 mod support;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use support::{DemoNode, RedisServer, Topology, value_to_string, wait_until};
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+
+use support::{
+    Chart, DemoNode, PrivateHosts, RedisServer, RolecallConfig, Topology, call, call_auth,
+    has_own_mount_ns, resolves_here, value_to_string, wait_until,
+};
 
 const WRITES_TIMEOUT: Duration = Duration::from_secs(20);
+/// A lookup inside a private namespace (milliseconds normally).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The demo node's counter on `server` (0 if absent or unreadable).
 fn count(server: &RedisServer, node: &DemoNode) -> i64 {
@@ -144,4 +153,436 @@ fn a_demo_node_reports_its_acknowledged_writes_on_sigterm() {
         applied == i64::try_from(acked).unwrap() || applied == i64::try_from(acked).unwrap() + 1,
         "acked {acked}, applied {applied}"
     );
+}
+
+/// A child of a test's own, SIGKILLed and reaped on drop (also when the test panics).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A name only the private hosts file holds (nothing on a real machine answers `.invalid`).
+const PRIVATE_NAME: &str = "rc-node-0.rc-headless.harness.svc.cluster.invalid";
+
+#[test]
+fn a_private_hosts_file_resolves_for_children_only_and_follows_changes() {
+    let machine_hosts = std::fs::read("/etc/hosts").expect("read /etc/hosts");
+    let hosts = PrivateHosts::new();
+    let first: IpAddr = "127.0.33.1".parse().unwrap();
+    let second: IpAddr = "127.0.33.101".parse().unwrap();
+    assert_eq!(hosts.getent(PRIVATE_NAME), None, "not set yet");
+
+    hosts.set(PRIVATE_NAME, first);
+    assert_eq!(
+        hosts.getent(PRIVATE_NAME),
+        Some(first),
+        "{}",
+        hosts.contents()
+    );
+    assert!(
+        !resolves_here(PRIVATE_NAME),
+        "the test process must not see the name"
+    );
+    // Other names of the machine's still resolve inside (localhost is copied in).
+    assert!(hosts.getent("localhost").is_some_and(|ip| ip.is_loopback()));
+
+    hosts.remove(PRIVATE_NAME);
+    assert_eq!(hosts.getent(PRIVATE_NAME), None, "{}", hosts.contents());
+    assert_eq!(hosts.lookup(PRIVATE_NAME), None);
+
+    hosts.set(PRIVATE_NAME, second);
+    assert_eq!(
+        hosts.getent(PRIVATE_NAME),
+        Some(second),
+        "{}",
+        hosts.contents()
+    );
+    assert_eq!(hosts.lookup(PRIVATE_NAME), Some(second));
+    assert!(!resolves_here(PRIVATE_NAME));
+
+    drop(hosts);
+    assert_eq!(
+        std::fs::read("/etc/hosts").expect("read /etc/hosts"),
+        machine_hosts,
+        "the machine's /etc/hosts changed"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    assert!(
+        !mounts.contains("rolecall-test-hosts-"),
+        "a private hosts mount leaked into the test's namespace:\n{mounts}"
+    );
+}
+
+#[test]
+fn a_long_running_child_sees_the_private_hosts_file_change_in_place() {
+    let hosts = PrivateHosts::new();
+    let (a, b): (IpAddr, IpAddr) = ("127.0.34.1".parse().unwrap(), "127.0.34.2".parse().unwrap());
+    hosts.set(PRIVATE_NAME, a);
+    // One shell inside one namespace, looking the name up every 50 ms (bounded: 400 times).
+    let out = hosts.dir().join("lookups.log");
+    let mut cmd = hosts.command("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt 400 ]; do getent hosts {PRIVATE_NAME} || echo none; \
+             sleep 0.05; i=$((i+1)); done"
+        ))
+        .stdout(std::fs::File::create(&out).unwrap());
+    let _child = KillOnDrop(cmd.spawn().expect("spawn a looping shell"));
+    let seen = |what: &str| {
+        let what = what.to_owned();
+        let out = out.clone();
+        move || {
+            std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .is_some_and(|l| l.split_whitespace().next() == Some(what.as_str()))
+        }
+    };
+    wait_until(
+        LOOKUP_TIMEOUT,
+        "the child to resolve the first address",
+        seen(&a.to_string()),
+    );
+    hosts.set(PRIVATE_NAME, b);
+    wait_until(
+        LOOKUP_TIMEOUT,
+        "the child to see the name re-pointed",
+        seen(&b.to_string()),
+    );
+    hosts.remove(PRIVATE_NAME);
+    wait_until(
+        LOOKUP_TIMEOUT,
+        "the child to see the name gone",
+        seen("none"),
+    );
+    hosts.set(PRIVATE_NAME, a);
+    wait_until(
+        LOOKUP_TIMEOUT,
+        "the child to see the name back",
+        seen(&a.to_string()),
+    );
+}
+
+#[test]
+fn a_child_under_private_hosts_keeps_its_pid_through_unshare() {
+    let hosts = PrivateHosts::new();
+    let mut cmd = hosts.command("sleep");
+    cmd.arg("30");
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn sleep"));
+    let pid = child.0.id();
+    // unshare execs sh, which mounts and execs sleep: the same process all along.
+    wait_until(LOOKUP_TIMEOUT, "the child to exec sleep", || {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "sleep"))
+    });
+    assert!(
+        has_own_mount_ns(pid),
+        "sleep runs in the test's mount namespace"
+    );
+    let _ = child.0.kill();
+    let status = child.0.wait().expect("wait for sleep");
+    assert!(
+        !status.success(),
+        "SIGKILL to the pid ended sleep itself: {status}"
+    );
+}
+
+/// The demo node's counter on `server` (0 if absent or unreadable), through the server's own
+/// `try_cli` (which sends its password).
+fn count_on(server: &RedisServer, key: &str) -> i64 {
+    server
+        .try_cli(&["GET", key])
+        .ok()
+        .and_then(|v| value_to_string(&v).parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_chart_names_everything_by_hostname_and_fails_over_by_hostname() {
+    let chart = Chart::start();
+    let hostnames: Vec<&str> = chart.pods().iter().map(|p| p.hostname()).collect();
+    assert_eq!(
+        hostnames[0],
+        "redis-node-0.redis-headless.default.svc.cluster.local"
+    );
+    for name in &hostnames {
+        assert!(!resolves_here(name), "{name} resolves for the test process");
+        assert!(chart.hosts().getent(name).is_some());
+    }
+    let first = chart.pod(0).server_host_port();
+    assert_eq!(chart.master(), first);
+    for pod in chart.pods() {
+        // Every process runs in a mount namespace of its own (with the private hosts file).
+        assert!(has_own_mount_ns(pod.server().pid()));
+        assert!(has_own_mount_ns(pod.sentinel().pid()));
+        assert_eq!(
+            pod.sentinel().master_host_port().as_deref(),
+            Some(first.as_str())
+        );
+        // Both ask for a password; the harness's own client sends it.
+        for addr in [pod.server().addr(), pod.sentinel().addr()] {
+            let e = call(addr, &["PING"]).expect_err("PING without AUTH");
+            assert!(e.to_string().contains("NOAUTH"), "{addr}: {e}");
+        }
+        assert_eq!(pod.server().cli_str(&["PING"]), "PONG");
+        assert_eq!(pod.sentinel().cli_str(&["PING"]), "PONG");
+        // The replicas and the other sentinels, by hostname and port.
+        let replicas: BTreeSet<String> = pod
+            .sentinel()
+            .replicas()
+            .iter()
+            .map(|r| format!("{}:{}", r["ip"], r["port"]))
+            .collect();
+        let expected: BTreeSet<String> = chart.pods()[1..]
+            .iter()
+            .map(|p| p.server_host_port())
+            .collect();
+        assert_eq!(replicas, expected);
+        let others: BTreeSet<String> = pod
+            .sentinel()
+            .sentinels()
+            .iter()
+            .map(|s| format!("{}:{}", s["ip"], s["port"]))
+            .collect();
+        let expected: BTreeSet<String> = chart
+            .pods()
+            .iter()
+            .filter(|p| p.index() != pod.index())
+            .map(|p| p.sentinel_host_port())
+            .collect();
+        assert_eq!(others, expected);
+    }
+    // The password files rolecall reads: the passwords, readable by their owner only.
+    for (file, password) in [
+        (chart.password_file(), chart.password()),
+        (chart.sentinel_password_file(), chart.sentinel_password()),
+    ] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+        assert_eq!(std::fs::read_to_string(file).unwrap().trim_end(), password);
+    }
+    assert_ne!(chart.password(), chart.sentinel_password());
+
+    let (old, new) = chart.failover();
+
+    assert_eq!(old, first);
+    let new_pod = chart.pod_of(&new);
+    assert_ne!(new_pod, 0);
+    assert_eq!(new, chart.pod(new_pod).server_host_port());
+    assert_eq!(chart.master(), new);
+    chart.wait_demoted(&old);
+    let role = chart.pod(0).server().cli(&["ROLE"]);
+    let role = value_to_string(&role);
+    let words: Vec<&str> = role.lines().collect();
+    assert_eq!(words[0], "slave");
+    assert_eq!(words[1], chart.pod(new_pod).hostname(), "{role}");
+    assert_eq!(chart.wait_settled(), new);
+}
+
+#[test]
+fn the_chart_sentinel_service_round_robins_fresh_connections() {
+    let chart = Chart::start();
+    assert!(has_own_mount_ns(chart.service().pid()));
+    assert!(
+        chart
+            .service_host_port()
+            .starts_with("redis.default.svc.cluster.local:")
+    );
+    // HAProxy resolved the sentinels' hostnames through the private hosts file.
+    let state = chart.service().cli("show servers state sentinels");
+    for pod in chart.pods() {
+        assert!(
+            state.contains(&format!(" {} ", pod.ip())),
+            "{} not in:\n{state}",
+            pod.ip()
+        );
+    }
+    let ids: BTreeSet<String> = chart
+        .pods()
+        .iter()
+        .map(|p| p.sentinel().myid().expect("SENTINEL MYID"))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    // Three fresh connections in a row, each to another sentinel.
+    let seen: Vec<String> = (0..3)
+        .map(|_| {
+            let id = call_auth(
+                chart.service_addr(),
+                Some(chart.sentinel_password()),
+                &["SENTINEL", "MYID"],
+            )
+            .unwrap_or_else(|e| panic!("SENTINEL MYID through the Service: {e}"));
+            value_to_string(&id)
+        })
+        .collect();
+    let distinct: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(distinct, ids, "round robin over all three: {seen:?}");
+}
+
+#[test]
+fn demo_nodes_reach_the_chart_by_hostname_with_passwords_and_follow_a_failover() {
+    let chart = Chart::start();
+    let first = chart.master();
+    let pinned = chart.pin_node(&first);
+    let follower = chart.follow_node();
+    let watcher = chart.follow_watching_node();
+    for node in [&pinned, &follower, &watcher] {
+        assert!(has_own_mount_ns(node.pid()));
+    }
+    let old_master = chart.server(&first);
+    for node in [&pinned, &follower, &watcher] {
+        let start = count_on(old_master, &node.count_key());
+        wait_until(
+            WRITES_TIMEOUT,
+            &format!("writes from {} on the first master", node.name()),
+            || count_on(old_master, &node.count_key()) >= start + 3,
+        );
+        assert_eq!(
+            node.connections(),
+            vec![old_master.addr()],
+            "{}",
+            node.report()
+        );
+    }
+
+    let (old, new) = chart.failover();
+
+    let new_master = chart.server(&new);
+    for node in [&watcher, &follower] {
+        wait_until(
+            WRITES_TIMEOUT + Duration::from_secs(20),
+            &format!("{} to connect to the new master", node.name()),
+            || new_master.clients_named(&node.client_name()).len() == 1,
+        );
+        let start = count_on(new_master, &node.count_key());
+        wait_until(
+            WRITES_TIMEOUT,
+            &format!("writes from {} on the new master", node.name()),
+            || count_on(new_master, &node.count_key()) >= start + 3,
+        );
+        assert_eq!(
+            node.connections().last(),
+            Some(&new_master.addr()),
+            "{}",
+            node.report()
+        );
+    }
+    chart.wait_demoted(&old);
+    // The pinned node stays on the old master, now a replica: READONLY, and it redials there.
+    wait_until(
+        WRITES_TIMEOUT,
+        "the pinned node to hit READONLY on the demoted master",
+        || pinned.stderr_tail(20).contains("READONLY"),
+    );
+    assert!(
+        pinned.connections().iter().all(|&a| a == old_master.addr()),
+        "{}",
+        pinned.report()
+    );
+    assert!(new_master.clients_named(&pinned.client_name()).is_empty());
+}
+
+#[test]
+fn a_pinned_node_follows_its_hostname_when_the_name_moves_or_goes() {
+    let chart = Chart::start();
+    let pod = chart.pod(0);
+    let server = pod.server();
+    let node = chart.pin_node(&pod.server_host_port());
+    let kill_its_connection = || {
+        for client in server.clients_named(&node.client_name()) {
+            server.cli(&["CLIENT", "KILL", "ID", &client["id"]]);
+        }
+    };
+    let connected_to = |ip: IpAddr| {
+        let node = &node;
+        move || {
+            node.connections().last().map(|a| a.ip()) == Some(ip)
+                && server.clients_named(&node.client_name()).len() == 1
+        }
+    };
+    wait_until(
+        WRITES_TIMEOUT,
+        "the node on the pod's address",
+        connected_to(pod.ip()),
+    );
+
+    chart.repoint_name(0);
+    kill_its_connection();
+    wait_until(
+        WRITES_TIMEOUT,
+        "the node to redial the name, now at the pod's second address",
+        connected_to(pod.alt_ip()),
+    );
+    // The sentinels resolve the name again when they reconnect (Redis 7.0 does, for a link it
+    // re-creates), so their links come back on the second address too.
+    let sentinel_links = || -> Vec<String> {
+        server
+            .client_list()
+            .into_iter()
+            .filter(|c| c.get("name").is_some_and(|n| n.starts_with("sentinel-")))
+            .map(|c| c["laddr"].clone())
+            .collect()
+    };
+    for client in server.client_list() {
+        if client
+            .get("name")
+            .is_some_and(|n| n.starts_with("sentinel-"))
+        {
+            let _ = server.try_cli(&["CLIENT", "KILL", "ID", &client["id"]]);
+        }
+    }
+    let alt = pod.alt_ip().to_string();
+    wait_until(
+        WRITES_TIMEOUT,
+        "the sentinels' links (cmd and pubsub each) back on the second address",
+        || {
+            let links = sentinel_links();
+            links.len() == 6 && links.iter().all(|l| l.starts_with(&format!("{alt}:")))
+        },
+    );
+
+    chart.hide_name(0);
+    kill_its_connection();
+    wait_until(
+        WRITES_TIMEOUT,
+        "the node to fail to resolve the hidden name",
+        || {
+            node.stderr_tail(20)
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains(pod.hostname()) && l.contains("lookup"))
+        },
+    );
+    assert!(server.clients_named(&node.client_name()).is_empty());
+
+    chart.restore_name(0);
+    wait_until(
+        WRITES_TIMEOUT,
+        "the node back on the pod's address once the name resolves again",
+        connected_to(pod.ip()),
+    );
+}
+
+#[test]
+fn rolecall_runs_under_the_chart_private_hosts() {
+    let chart = Chart::start();
+    let node = chart.pin_node(&chart.master());
+    let mut rolecall = RolecallConfig::new().pid(node.pid()).chart(&chart).start();
+    assert!(has_own_mount_ns(rolecall.pid()));
+    assert!(rolecall.private_hosts().is_some());
+    // It reaches the sentinels and the master only through names of the private hosts file.
+    rolecall.wait_for_verdict("ok", Duration::from_secs(20));
+    rolecall.kill();
+    rolecall.restart();
+    assert!(
+        has_own_mount_ns(rolecall.pid()),
+        "a restart keeps the private hosts"
+    );
+    rolecall.wait_for_verdict("ok", Duration::from_secs(20));
+    assert!(rolecall.report(None).contains("--- chart ---"));
 }

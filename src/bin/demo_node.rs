@@ -24,6 +24,16 @@
 //! Every wait is bounded (connect and read timeouts of 1 s, 100 ms between retries), and Redis
 //! errors never end the process: it retries until it is killed.
 //!
+//! Addresses are `HOST:PORT`: a hostname is resolved with the system resolver on every dial (so
+//! a name re-pointed in `/etc/hosts` is followed at the next reconnection), and sentinels that
+//! answer hostnames (`announce-hostnames yes`) work the same way.
+//!
+//! Passwords: `--password-env VAR` names an environment variable holding the data servers'
+//! password, `--sentinel-password-env VAR` one holding the sentinels' password (never on the
+//! command line, where every user could read it). With one, every connection of that kind
+//! sends `AUTH <password>` first, right after connecting, and a refused `AUTH` is an error
+//! like any other (logged, then the node redials).
+//!
 //! Stdout, one line per event, for the tests to read: `connected IP:PORT` on every command
 //! connection, `subscribed IP:PORT` / `watching IP:PORT` on every subscriber connection,
 //! `reading IP:PORT` on every read connection, `ready` once after the first connection(s), and `acked N` (acknowledged INCRs) on SIGTERM or SIGINT
@@ -107,6 +117,36 @@ struct Common {
     /// Time between writes.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     interval: Duration,
+    /// An environment variable holding the data servers' password (`AUTH` on every
+    /// connection to a data server).
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+    /// An environment variable holding the sentinels' password (`AUTH` on every connection to
+    /// a sentinel).
+    #[arg(long, value_name = "VAR")]
+    sentinel_password_env: Option<String>,
+}
+
+/// The password in the environment variable `var` (if one is named); an error when it is
+/// unset or empty. The error names the variable, never a value.
+fn password_from_env(var: Option<&str>) -> Result<Option<Password>, String> {
+    let Some(var) = var else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(Some(Password(v))),
+        _ => Err(format!("environment variable {var} is not set or empty")),
+    }
+}
+
+/// A password, sent with `AUTH`; its `Debug` never shows it.
+#[derive(Clone)]
+struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
@@ -123,6 +163,22 @@ fn parse_name(s: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let common = match &cli.mode {
+        Mode::Pin { common, .. } | Mode::Follow { common, .. } => common,
+    };
+    let passwords = password_from_env(common.password_env.as_deref()).and_then(|data| {
+        Ok(Passwords {
+            data,
+            sentinel: password_from_env(common.sentinel_password_env.as_deref())?,
+        })
+    });
+    let passwords = match passwords {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let acked = Arc::new(AtomicU64::new(0));
     if let Err(e) = spawn_signal_thread(Arc::clone(&acked)) {
         eprintln!("error: cannot install signal handlers: {e}");
@@ -137,9 +193,11 @@ fn main() -> ExitCode {
             read_addr,
             common,
         } => {
-            started.extend(read_addr.map(|addr| Reader::start(addr, &common)));
+            started
+                .extend(read_addr.map(|addr| Reader::start(addr, &common, passwords.data.clone())));
             let subscription = pubsub_addr.map(|pubsub| Subscription {
                 addrs: vec![pubsub],
+                password: passwords.data.clone(),
                 channel: format!("rolecall-demo:{}:events", common.name),
                 client_name: format!("rolecall-demo-{}-sub", common.name),
                 label: "subscribed",
@@ -155,6 +213,7 @@ fn main() -> ExitCode {
         } => {
             let subscription = watch.then(|| Subscription {
                 addrs: sentinels.clone(),
+                password: passwords.sentinel.clone(),
                 channel: "+switch-master".to_owned(),
                 client_name: format!("rolecall-demo-{}-watch", common.name),
                 label: "watching",
@@ -166,6 +225,7 @@ fn main() -> ExitCode {
             let target = Target::Sentinel {
                 sentinels,
                 master_name,
+                password: passwords.sentinel.clone(),
             };
             (target, common, subscription)
         }
@@ -175,7 +235,20 @@ fn main() -> ExitCode {
         thread::spawn(move || sub.run(tx));
         started.push(rx);
     }
-    writer(&target, &common, started, &switch, &acked)
+    writer(
+        &target,
+        &common,
+        passwords.data.as_ref(),
+        started,
+        &switch,
+        &acked,
+    )
+}
+
+/// The passwords the node sends, by the kind of server it connects to.
+struct Passwords {
+    data: Option<Password>,
+    sentinel: Option<Password>,
 }
 
 /// Prints `acked N` and exits 0 on SIGTERM or SIGINT. The writer thread is never interrupted
@@ -211,6 +284,7 @@ enum Target {
     Sentinel {
         sentinels: Vec<String>,
         master_name: String,
+        password: Option<Password>,
     },
 }
 
@@ -221,7 +295,8 @@ impl Target {
             Target::Sentinel {
                 sentinels,
                 master_name,
-            } => ask_sentinels(sentinels, master_name),
+                password,
+            } => ask_sentinels(sentinels, master_name, password.as_ref()),
         }
     }
 }
@@ -239,6 +314,7 @@ struct Broken {
 fn writer(
     target: &Target,
     common: &Common,
+    password: Option<&Password>,
     started: Vec<mpsc::Receiver<()>>,
     switch: &Mutex<Option<String>>,
     acked: &AtomicU64,
@@ -252,7 +328,7 @@ fn writer(
         let opened = next
             .take()
             .map_or_else(|| target.resolve(), Ok)
-            .and_then(|addr| open_named(&addr, &client_name));
+            .and_then(|addr| open_named(&addr, &client_name, password));
         let mut conn = match opened {
             Ok(conn) => conn,
             Err(e) => {
@@ -314,9 +390,9 @@ fn writer(
     }
 }
 
-/// A connection named with `CLIENT SETNAME`.
-fn open_named(addr: &str, client_name: &str) -> Result<Conn, String> {
-    let mut conn = Conn::open(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+/// A connection (authenticated with `password`, if any) named with `CLIENT SETNAME`.
+fn open_named(addr: &str, client_name: &str, password: Option<&Password>) -> Result<Conn, String> {
+    let mut conn = Conn::open(addr, password)?;
     conn.expect_ok(&["CLIENT", "SETNAME", client_name])
         .map_err(|e| format!("{}: CLIENT SETNAME: {e}", conn.peer))?;
     Ok(conn)
@@ -326,6 +402,7 @@ fn open_named(addr: &str, client_name: &str) -> Result<Conn, String> {
 /// address after any error (the read path of a client that reads from a replica on purpose).
 struct Reader {
     addr: String,
+    password: Option<Password>,
     key: String,
     client_name: String,
     interval: Duration,
@@ -333,9 +410,10 @@ struct Reader {
 
 impl Reader {
     /// Starts the reader's thread; the receiver hears of its first connection.
-    fn start(addr: String, common: &Common) -> mpsc::Receiver<()> {
+    fn start(addr: String, common: &Common, password: Option<Password>) -> mpsc::Receiver<()> {
         let reader = Reader {
             addr,
+            password,
             key: format!("rolecall-demo:{}:count", common.name),
             client_name: format!("rolecall-demo-{}-read", common.name),
             interval: common.interval,
@@ -357,7 +435,7 @@ impl Reader {
     }
 
     fn session(&self, first: &mut Option<mpsc::Sender<()>>) -> Result<(), String> {
-        let mut conn = open_named(&self.addr, &self.client_name)?;
+        let mut conn = open_named(&self.addr, &self.client_name, self.password.as_ref())?;
         let peer = conn.peer;
         println!("reading {peer}");
         if let Some(tx) = first.take() {
@@ -379,6 +457,8 @@ impl Reader {
 /// accepts again) whenever it breaks.
 struct Subscription {
     addrs: Vec<String>,
+    /// `AUTH` on each connection (the data servers' or the sentinels', by what `addrs` are).
+    password: Option<Password>,
     channel: String,
     client_name: String,
     /// The stdout word for each (re)subscription: `subscribed ADDR` / `watching ADDR`.
@@ -436,7 +516,7 @@ impl Subscription {
             .addrs
             .iter()
             .find_map(|addr| {
-                open_named(addr, &self.client_name)
+                open_named(addr, &self.client_name, self.password.as_ref())
                     .map_err(|e| errors.push(e))
                     .ok()
             })
@@ -472,15 +552,17 @@ impl Subscription {
 }
 
 /// `SENTINEL get-master-addr-by-name` on each sentinel in turn; the first answer wins.
-fn ask_sentinels(sentinels: &[String], master_name: &str) -> Result<String, String> {
+fn ask_sentinels(
+    sentinels: &[String],
+    master_name: &str,
+    password: Option<&Password>,
+) -> Result<String, String> {
     let mut errors = Vec::new();
     for sentinel in sentinels {
-        let answer = Conn::open(sentinel)
-            .map_err(|e| e.to_string())
-            .and_then(|mut conn| {
-                conn.call(&["SENTINEL", "get-master-addr-by-name", master_name])
-                    .map_err(|e| e.to_string())
-            });
+        let answer = Conn::open(sentinel, password).and_then(|mut conn| {
+            conn.call(&["SENTINEL", "get-master-addr-by-name", master_name])
+                .map_err(|e| e.to_string())
+        });
         match answer {
             Ok(Reply::Array(Some(items))) => match items.as_slice() {
                 [Reply::Bulk(Some(host)), Reply::Bulk(Some(port))] => {
@@ -520,7 +602,18 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(addr: &str) -> io::Result<Conn> {
+    /// Resolves `addr` (`HOST:PORT`, with the system resolver), connects to the first address
+    /// that accepts, and sends `AUTH` with `password` if there is one.
+    fn open(addr: &str, password: Option<&Password>) -> Result<Conn, String> {
+        let mut conn = Conn::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+        if let Some(Password(password)) = password {
+            conn.expect_ok(&["AUTH", password])
+                .map_err(|e| format!("{} ({addr}): AUTH: {e}", conn.peer))?;
+        }
+        Ok(conn)
+    }
+
+    fn connect(addr: &str) -> io::Result<Conn> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
         for candidate in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {

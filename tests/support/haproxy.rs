@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::process::{Proc, find_binary, free_port, tail};
+use super::hosts::{PrivateHosts, command_for};
+use super::process::{Proc, find_binary, free_port, free_port_on, tail};
 use super::{poll_for, timed_out};
 
 /// Until the runtime API answers after the spawn.
@@ -146,6 +147,63 @@ impl ServerState {
     }
 }
 
+/// Builds a [`Haproxy`]; see [`Haproxy::shipped`] and [`Haproxy::config`]. Defaults: the
+/// runtime API on a unix socket in its temp dir, the frontend on a free port of 127.0.0.1, the
+/// machine's `/etc/hosts`.
+pub struct HaproxyBuilder {
+    config: PathBuf,
+    env: Vec<(String, String)>,
+    api: Option<RuntimeApi>,
+    hosts: Option<PrivateHosts>,
+    frontend_ip: IpAddr,
+}
+
+impl HaproxyBuilder {
+    /// An environment variable for HAProxy (the addresses the configuration reads); not
+    /// `RUNTIME_API` or `FRONTEND`, which the harness sets.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The runtime API at `api`, chosen beforehand (see [`RuntimeApi::unix_in`],
+    /// [`RuntimeApi::free_tcp`]).
+    pub fn api(mut self, api: RuntimeApi) -> Self {
+        self.api = Some(api);
+        self
+    }
+
+    /// The local address of the frontend (`FRONTEND`, on a free port of it).
+    pub fn frontend_ip(mut self, ip: IpAddr) -> Self {
+        self.frontend_ip = ip;
+        self
+    }
+
+    /// Runs HAProxy with `hosts` as its `/etc/hosts`: server addresses given as names are
+    /// resolved through it (once, at start, by the system resolver: HAProxy's default
+    /// `init-addr last,libc`).
+    pub fn hosts(mut self, hosts: &PrivateHosts) -> Self {
+        self.hosts = Some(hosts.clone());
+        self
+    }
+
+    /// Starts HAProxy and waits until its runtime API answers; a few attempts (a free port
+    /// can be taken by someone else before HAProxy binds it), then panics with its log.
+    pub fn start(self) -> Haproxy {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Haproxy::try_start(&self) {
+                Ok(h) => return h,
+                Err(e) => last = e,
+            }
+        }
+        panic!(
+            "haproxy with {} did not start:\n{last}",
+            self.config.display()
+        );
+    }
+}
+
 /// A running `haproxy -db -f haproxy/NAME`, SIGKILLed on drop.
 pub struct Haproxy {
     proc: Proc,
@@ -169,34 +227,55 @@ impl Haproxy {
         Haproxy::start_api(name, env, Some(api))
     }
 
-    fn start_api(name: &str, env: &[(&str, String)], api: Option<RuntimeApi>) -> Haproxy {
-        // A free port can be taken by someone else before HAProxy binds it: try a few.
-        let mut last = String::new();
-        for _ in 0..3 {
-            match Haproxy::try_start(name, env, api.clone()) {
-                Ok(h) => return h,
-                Err(e) => last = e,
-            }
-        }
-        panic!("haproxy with {name} did not start:\n{last}");
+    /// A builder for the shipped configuration `name` (`haproxy/NAME`).
+    pub fn shipped(name: &str) -> HaproxyBuilder {
+        Haproxy::config(&shipped_config(name))
     }
 
-    fn try_start(
-        name: &str,
-        env: &[(&str, String)],
-        api: Option<RuntimeApi>,
-    ) -> Result<Haproxy, String> {
+    /// A builder for any configuration file (one a test writes, say). The file must take its
+    /// frontend address from `"${FRONTEND}"` and its runtime API from `"${RUNTIME_API}"`
+    /// (`stats socket "${RUNTIME_API}" mode 600 level admin`), as the shipped ones do: the
+    /// harness waits for the runtime API to answer.
+    pub fn config(path: &Path) -> HaproxyBuilder {
+        HaproxyBuilder {
+            config: path.to_path_buf(),
+            env: Vec::new(),
+            api: None,
+            hosts: None,
+            frontend_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    fn start_api(name: &str, env: &[(&str, String)], api: Option<RuntimeApi>) -> Haproxy {
+        let mut builder = Haproxy::shipped(name);
+        for (k, v) in env {
+            builder = builder.env(k, v);
+        }
+        if let Some(api) = api {
+            builder = builder.api(api);
+        }
+        builder.start()
+    }
+
+    fn try_start(b: &HaproxyBuilder) -> Result<Haproxy, String> {
+        let name = b.config.file_name().map_or_else(
+            || b.config.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let dir = tempfile::Builder::new()
             .prefix("rolecall-test-haproxy-")
             .tempdir()
             .expect("create a temp dir");
-        let api = api.unwrap_or_else(|| RuntimeApi::Unix(dir.path().join("admin.sock")));
-        let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let api = b
+            .api
+            .clone()
+            .unwrap_or_else(|| RuntimeApi::Unix(dir.path().join("admin.sock")));
+        let frontend = SocketAddr::new(b.frontend_ip, free_port_on(b.frontend_ip));
         let log = dir.path().join("haproxy.log");
-        let mut cmd = Command::new(haproxy_bin());
+        let mut cmd = command_for(b.hosts.as_ref(), haproxy_bin());
         cmd.arg("-db")
             .arg("-f")
-            .arg(shipped_config(name))
+            .arg(&b.config)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("create haproxy.log"))
@@ -214,10 +293,14 @@ impl Haproxy {
                 },
             )
             .env("FRONTEND", frontend.to_string());
-        for (k, v) in env {
+        for (k, v) in &b.env {
             cmd.env(k, v);
         }
-        let mut proc = Proc::spawn(cmd, format!("haproxy -f {name}"));
+        let what = match b.hosts {
+            Some(_) => format!("haproxy -f {name} (private hosts)"),
+            None => format!("haproxy -f {name}"),
+        };
+        let mut proc = Proc::spawn(cmd, what);
         let mut h = None;
         let up = poll_for(START_TIMEOUT, || {
             if let Some(status) = proc.try_wait() {
@@ -233,7 +316,7 @@ impl Haproxy {
                 api,
                 frontend,
                 log,
-                name: name.to_owned(),
+                name,
             }),
             (_, Some(status)) => Err(format!(
                 "haproxy exited ({status})\n{}",
@@ -244,6 +327,10 @@ impl Haproxy {
                 tail(&log, LOG_TAIL_LINES)
             )),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     pub fn runtime_api(&self) -> &RuntimeApi {

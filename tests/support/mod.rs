@@ -22,6 +22,12 @@
 //!   rest of its cluster, linked by a veth pair; [`Netns`], a way to run code (and spawn
 //!   processes) inside either.
 //! - `vip`: [`cluster_ips`], Kubernetes ClusterIPs (nftables DNAT) in a [`PodNetns`].
+//! - `hosts`: [`PrivateHosts`], a hosts file of the test's own that children see as
+//!   `/etc/hosts` in a private mount namespace each (the machine's is never touched); every
+//!   process type above can be started under one (`.hosts(&h)` on its builder or options).
+//! - `chart`: [`Chart`], a Sentinel cluster shaped like Bitnami's `redis` Helm chart: pods named
+//!   by Kubernetes hostnames (through a [`PrivateHosts`]), passwords on data servers and
+//!   sentinels, a round-robin sentinel Service; `failover()` and the rest by `HOST:PORT`.
 //!
 //! Every wait here has a deadline ([`wait_until`], [`wait_for`]); nothing sleeps to "let a state
 //! settle". Deadlines are generous for a slow two-core machine and cost nothing when things go
@@ -30,7 +36,9 @@
 // Each test file compiles its own copy of this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+mod chart;
 mod haproxy;
+mod hosts;
 mod netns;
 mod node;
 mod process;
@@ -43,18 +51,22 @@ mod watch;
 
 use std::time::{Duration, Instant};
 
+pub use chart::{Chart, ChartBuilder, Pod};
 pub use haproxy::{
-    Backend, Haproxy, RuntimeApi, ServerState, Session, check_config, cli, shipped_config,
-    shipped_configs,
+    Backend, Haproxy, HaproxyBuilder, RuntimeApi, ServerState, Session, check_config, cli,
+    shipped_config, shipped_configs,
 };
+pub use hosts::{PrivateHosts, has_own_mount_ns, resolves_here};
 pub use netns::{Netns, PodNetns};
-pub use node::DemoNode;
-pub use process::free_port;
+pub use node::{DemoNode, NodeOptions};
+pub use process::{free_port, free_port_on};
 pub use redis::{
-    RedisServer, Sentinel, call, call_timeout, parse_info, parse_kv_lines, value_to_line,
-    value_to_string,
+    RedisServer, RedisServerBuilder, Sentinel, SentinelBuilder, call, call_auth, call_auth_timeout,
+    call_timeout, host_port, parse_info, parse_kv_lines, value_to_line, value_to_string,
 };
-pub use rolecall::{HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall};
+pub use rolecall::{
+    Dumper, HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall, run_rolecall_under,
+};
 pub use switch::{Heard, SwitchWatcher};
 pub use topology::{Topology, TopologyBuilder};
 pub use vip::cluster_ips;

@@ -1,17 +1,20 @@
 //! [`DemoNode`]: the `rolecall-demo-node` binary as a separate process, so rolecall finds its
 //! sockets by pid. Stdout lines (`connected ADDR`, `subscribed ADDR`, `ready`, `acked N`) are
-//! collected by a thread; stderr goes to a file in the node's temp dir.
+//! collected by a thread; stderr goes to a file in the node's temp dir. [`NodeOptions`] starts
+//! one with passwords (handed over in environment variables, never on its command line) and
+//! under a [`PrivateHosts`], for servers and sentinels named by hostnames.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::hosts::{PrivateHosts, command_for};
 use super::process::{Proc, tail};
 use super::topology::Topology;
 use super::wait_for_or_dump;
@@ -21,6 +24,99 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// The environment variables the harness hands the node's passwords in (named to it with
+/// `--password-env` / `--sentinel-password-env`).
+const PASSWORD_ENV: &str = "ROLECALL_DEMO_PASSWORD";
+const SENTINEL_PASSWORD_ENV: &str = "ROLECALL_DEMO_SENTINEL_PASSWORD";
+
+/// How to start a [`DemoNode`] beyond its mode and addresses: the data servers' password
+/// (`AUTH` on its command, subscriber and read connections), the sentinels' password (`AUTH`
+/// on its connections to sentinels), and a [`PrivateHosts`] to resolve names through.
+/// Addresses are `HOST:PORT` text here, so that a node can be given hostnames.
+///
+/// ```ignore
+/// let node = NodeOptions::new().hosts(&hosts).password("pw").pin("redis-node-0.example:6379");
+/// ```
+#[derive(Clone, Default)]
+pub struct NodeOptions {
+    hosts: Option<PrivateHosts>,
+    password: Option<String>,
+    sentinel_password: Option<String>,
+}
+
+impl NodeOptions {
+    pub fn new() -> NodeOptions {
+        NodeOptions::default()
+    }
+
+    /// Runs the node with `hosts` as its `/etc/hosts`: it resolves `HOST:PORT` (its `--addr`
+    /// on every redial, and the sentinels' answers) through the system resolver.
+    pub fn hosts(mut self, hosts: &PrivateHosts) -> Self {
+        self.hosts = Some(hosts.clone());
+        self
+    }
+
+    /// The data servers' password (`--password-env`).
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// The sentinels' password (`--sentinel-password-env`).
+    pub fn sentinel_password(mut self, password: &str) -> Self {
+        self.sentinel_password = Some(password.to_owned());
+        self
+    }
+
+    /// `pin --addr ADDR`: writes to `addr` and only ever redials `addr` (re-resolving a
+    /// hostname each time).
+    pub fn pin(self, addr: &str) -> DemoNode {
+        self.start("pin", &["pin", "--addr", addr])
+    }
+
+    /// `pin --addr ADDR --pubsub-addr PUBSUB`.
+    pub fn pin_with_pubsub(self, addr: &str, pubsub: &str) -> DemoNode {
+        self.start("pinsub", &["pin", "--addr", addr, "--pubsub-addr", pubsub])
+    }
+
+    /// `pin --addr ADDR --read-addr READ`.
+    pub fn pin_with_reads(self, addr: &str, read: &str) -> DemoNode {
+        self.start("pinread", &["pin", "--addr", addr, "--read-addr", read])
+    }
+
+    /// `follow`: asks these sentinels (`HOST:PORT` each) for `master_name` before every
+    /// connection.
+    pub fn follow(self, sentinels: &[String], master_name: &str) -> DemoNode {
+        self.follow_args("follow", sentinels, master_name, &[])
+    }
+
+    /// `follow --watch`: also subscribed to `+switch-master` on a sentinel.
+    pub fn follow_watching(self, sentinels: &[String], master_name: &str) -> DemoNode {
+        self.follow_args("watch", sentinels, master_name, &["--watch"])
+    }
+
+    fn follow_args(
+        self,
+        kind: &str,
+        sentinels: &[String],
+        master_name: &str,
+        extra: &[&str],
+    ) -> DemoNode {
+        let mut args = vec!["follow", "--master-name", master_name];
+        args.extend_from_slice(extra);
+        for s in sentinels {
+            args.extend(["--sentinel", s]);
+        }
+        self.start(kind, &args)
+    }
+
+    /// Runs the binary with `args` plus a unique `--name` (from `kind`) and the password
+    /// options, and waits for `ready`.
+    pub fn start(self, kind: &str, args: &[&str]) -> DemoNode {
+        DemoNode::launch(kind, args, &self)
+    }
+}
 
 /// A running `rolecall-demo-node`, SIGKILLed on drop.
 pub struct DemoNode {
@@ -93,35 +189,48 @@ impl DemoNode {
         master_name: &str,
         extra: &[&str],
     ) -> DemoNode {
-        let mut args = vec![
-            "follow".to_owned(),
-            "--master-name".to_owned(),
-            master_name.to_owned(),
-        ];
-        args.extend(extra.iter().map(|a| (*a).to_owned()));
-        for s in sentinels {
-            args.push("--sentinel".to_owned());
-            args.push(s.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        DemoNode::start(kind, &args)
+        let sentinels: Vec<String> = sentinels.iter().map(SocketAddr::to_string).collect();
+        NodeOptions::new().follow_args(kind, &sentinels, master_name, extra)
     }
 
     /// Runs the binary with `args` plus a unique `--name` (from `kind`), and waits for `ready`.
     pub fn start(kind: &str, args: &[&str]) -> DemoNode {
+        NodeOptions::new().start(kind, args)
+    }
+
+    /// Options for a node with passwords or a private hosts file: see [`NodeOptions`].
+    pub fn options() -> NodeOptions {
+        NodeOptions::new()
+    }
+
+    fn launch(kind: &str, args: &[&str], options: &NodeOptions) -> DemoNode {
         let name = format!("{kind}{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let dir = tempfile::Builder::new()
             .prefix("rolecall-test-node-")
             .tempdir()
             .expect("create a temp dir");
         let stderr = dir.path().join("stderr.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolecall-demo-node"));
-        cmd.args(args)
-            .args(["--name", &name])
-            .stdin(Stdio::null())
+        let mut cmd = command_for(
+            options.hosts.as_ref(),
+            env!("CARGO_BIN_EXE_rolecall-demo-node"),
+        );
+        cmd.args(args).args(["--name", &name]);
+        if let Some(password) = &options.password {
+            cmd.args(["--password-env", PASSWORD_ENV])
+                .env(PASSWORD_ENV, password);
+        }
+        if let Some(password) = &options.sentinel_password {
+            cmd.args(["--sentinel-password-env", SENTINEL_PASSWORD_ENV])
+                .env(SENTINEL_PASSWORD_ENV, password);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("create stderr.log"));
-        let mut proc = Proc::spawn(cmd, format!("rolecall-demo-node {name}"));
+        let what = match options.hosts {
+            Some(_) => format!("rolecall-demo-node {name} (private hosts)"),
+            None => format!("rolecall-demo-node {name}"),
+        };
+        let mut proc = Proc::spawn(cmd, what);
         let stdout = proc.take_stdout();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
@@ -182,7 +291,8 @@ impl DemoNode {
         self.lines.lock().unwrap().clone()
     }
 
-    /// The addresses of its `connected ADDR` lines, oldest first.
+    /// The addresses of its `connected ADDR` lines, oldest first: resolved addresses, also for
+    /// a node given hostnames.
     pub fn connections(&self) -> Vec<SocketAddr> {
         self.lines()
             .iter()

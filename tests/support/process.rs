@@ -1,8 +1,9 @@
 //! Child processes killed on drop, binary lookup, free ports and log tails.
 
-use std::net::TcpListener;
+use std::io::{Read, Seek};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A child process that is SIGKILLed and reaped when dropped.
@@ -124,10 +125,38 @@ pub(crate) fn find_binary(env_var: &str, name: &str, install_hint: &str) -> Path
 /// process may take it before the caller binds it; callers that can tell (a server that exits
 /// with "Address already in use") retry with another port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// [`free_port`] for another local address (a pod's `127.x.y.z`, say): a port another socket
+/// may hold on 127.0.0.1 can still be free there, and the other way round.
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0))
         .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("bind {ip}:0: {e}"))
         .port()
+}
+
+/// Runs `cmd` to completion with stdin closed and stdout and stderr collected (through temp
+/// files, so a chatty child never blocks on a pipe), killing it after `timeout` (then `None`).
+pub(crate) fn run_bounded(mut cmd: Command, what: &str, timeout: Duration) -> Option<Output> {
+    let out = tempfile::tempfile().expect("create a temp file");
+    let err = tempfile::tempfile().expect("create a temp file");
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup a temp file"))
+        .stderr(err.try_clone().expect("dup a temp file"));
+    let mut proc = Proc::spawn(cmd, what);
+    let status = proc.wait_exit(timeout)?;
+    let read = |mut f: std::fs::File| {
+        let mut bytes = Vec::new();
+        let _ = f.rewind().and_then(|()| f.read_to_end(&mut bytes));
+        bytes
+    };
+    Some(Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    })
 }
 
 /// The last `lines` lines of a text file, or a note that it cannot be read.

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use tempfile::TempDir;
 
-use super::process::{Proc, find_binary, free_port, tail};
+use super::hosts::{PrivateHosts, command_for};
+use super::process::{Proc, find_binary, free_port_on, tail};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// How long a server may take to answer its first PING (a loaded CI machine can be slow to
@@ -38,8 +39,33 @@ pub fn call_timeout(
     args: &[&str],
     timeout: Duration,
 ) -> redis::RedisResult<Value> {
+    call_auth_timeout(addr, None, args, timeout)
+}
+
+/// [`call`] to a server with a password (`requirepass`): `AUTH password` first when given.
+pub fn call_auth(
+    addr: SocketAddr,
+    password: Option<&str>,
+    args: &[&str],
+) -> redis::RedisResult<Value> {
+    call_auth_timeout(addr, password, args, CALL_TIMEOUT)
+}
+
+/// [`call_auth`] with its own bound for connecting and for each read and write.
+pub fn call_auth_timeout(
+    addr: SocketAddr,
+    password: Option<&str>,
+    args: &[&str],
+    timeout: Duration,
+) -> redis::RedisResult<Value> {
+    use redis::IntoConnectionInfo as _;
     let (name, rest) = args.split_first().expect("a command");
-    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let mut info = format!("redis://{addr}/").into_connection_info()?;
+    if let Some(password) = password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info)?;
     let mut con = client.get_connection_with_timeout(timeout)?;
     con.set_read_timeout(Some(timeout))?;
     con.set_write_timeout(Some(timeout))?;
@@ -182,11 +208,35 @@ pub(crate) fn addr_reply(value: &Value) -> Option<SocketAddr> {
     }
 }
 
+/// A `[host, port]` reply (`SENTINEL get-master-addr-by-name`) as `HOST:PORT` text, the host
+/// as the sentinel names it (an IP address, or a hostname with `announce-hostnames yes`).
+pub(crate) fn host_port_reply(value: &Value) -> Option<String> {
+    match value {
+        Value::Array(items) if items.len() == 2 => {
+            let host = value_to_string(&items[0]);
+            let port: u16 = value_to_string(&items[1]).parse().ok()?;
+            Some(host_port(&host, port))
+        }
+        _ => None,
+    }
+}
+
+/// `HOST:PORT`, with an IPv6 address in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// The process, port, temp dir and log of one server or sentinel.
 struct Instance {
     proc: Proc,
     ip: IpAddr,
     port: u16,
+    /// What the harness's own client sends with `AUTH` (the instance's `requirepass`).
+    password: Option<String>,
     dir: TempDir,
     log: PathBuf,
     /// stdout and stderr, where a server writes what happens before its log file is open
@@ -198,18 +248,36 @@ impl Instance {
     /// Starts `what` with the command `make(port, dir)` builds, on a fresh port, and waits
     /// until it answers PING at `ip`. Retries on another port if the one picked was taken
     /// meanwhile.
-    fn start(what: &str, ip: IpAddr, mut make: impl FnMut(u16, &Path) -> Command) -> Instance {
+    ///
+    /// `make` gives the program and its arguments only: the caller's `hosts` (if any) wraps it
+    /// (see [`PrivateHosts::wrap`]), and the working directory and stdio are set here. The
+    /// PINGs authenticate with `password`.
+    fn start(
+        what: &str,
+        ip: IpAddr,
+        password: Option<&str>,
+        hosts: Option<&PrivateHosts>,
+        mut make: impl FnMut(u16, &Path) -> Command,
+    ) -> Instance {
         let dir = tempfile::Builder::new()
             .prefix("rolecall-test-")
             .tempdir()
             .expect("create a temp dir");
         let log = dir.path().join("redis.log");
         let stdio = dir.path().join("stdio.log");
+        let what = match hosts {
+            Some(_) => format!("{what} (private hosts)"),
+            None => what.to_owned(),
+        };
         for attempt in 1..=PORT_ATTEMPTS {
-            let port = free_port();
+            let port = free_port_on(ip);
             let _ = std::fs::remove_file(&log);
             let out = std::fs::File::create(&stdio).expect("create stdio.log");
-            let mut cmd = make(port, dir.path());
+            let made = make(port, dir.path());
+            let mut cmd = match hosts {
+                Some(h) => h.wrap(&made),
+                None => made,
+            };
             cmd.current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup stdio.log"))
@@ -229,11 +297,12 @@ impl Instance {
                         tail(&stdio, LOG_TAIL_LINES)
                     );
                 }
-                if call_timeout(addr, &["PING"], Duration::from_secs(1)).is_ok() {
+                if call_auth_timeout(addr, password, &["PING"], Duration::from_secs(1)).is_ok() {
                     return Instance {
                         proc,
                         ip,
                         port,
+                        password: password.map(str::to_owned),
                         dir,
                         log,
                         stdio,
@@ -266,8 +335,13 @@ impl Instance {
         out
     }
 
+    /// One command through the harness's client, with `AUTH` if the instance has a password.
+    fn call(&self, args: &[&str]) -> redis::RedisResult<Value> {
+        call_auth(self.addr(), self.password.as_deref(), args)
+    }
+
     fn cli(&self, args: &[&str]) -> Value {
-        call(self.addr(), args).unwrap_or_else(|e| {
+        self.call(args).unwrap_or_else(|e| {
             panic!("{args:?} on {}: {e}", self.addr());
         })
     }
@@ -308,6 +382,103 @@ fn redis_sentinel_bin() -> PathBuf {
     )
 }
 
+/// Builds a [`RedisServer`]; see [`RedisServer::builder`]. Defaults: a standalone master on
+/// 127.0.0.1, no password, the machine's `/etc/hosts`.
+pub struct RedisServerBuilder {
+    ip: IpAddr,
+    also_bind: Vec<IpAddr>,
+    args: Vec<String>,
+    password: Option<String>,
+    hosts: Option<PrivateHosts>,
+}
+
+impl RedisServerBuilder {
+    /// The address it listens on and the harness talks to (its first `bind` address, which is
+    /// also the source address of its own connections, to a master say).
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// One more address to listen on (the same port): e.g. where a pod's hostname can be
+    /// re-pointed while the server keeps answering on its first address.
+    pub fn also_bind(mut self, ip: IpAddr) -> Self {
+        self.also_bind.push(ip);
+        self
+    }
+
+    /// More command-line options, e.g. `&["--replica-announce-ip", "node-0.example"]`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// `--requirepass PASSWORD`; the harness's own client ([`RedisServer::cli`] and the rest)
+    /// then sends `AUTH PASSWORD`.
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// `--masterauth PASSWORD`: what it sends to its master as a replica.
+    pub fn masterauth(self, password: &str) -> Self {
+        self.args(&["--masterauth", password])
+    }
+
+    /// `--replicaof HOST PORT` (`host` may be a hostname, resolved by the server itself).
+    pub fn replica_of(self, host: &str, port: u16) -> Self {
+        self.args(&["--replicaof", host, &port.to_string()])
+    }
+
+    /// Runs it with `hosts` as its `/etc/hosts` (see [`PrivateHosts`]).
+    pub fn hosts(mut self, hosts: &PrivateHosts) -> Self {
+        self.hosts = Some(hosts.clone());
+        self
+    }
+
+    /// Starts it on a free port and waits until it answers PING (see
+    /// [`RedisServer::wait_link_up`] for a replica's sync).
+    pub fn start(self) -> RedisServer {
+        let bin = redis_server_bin();
+        let debug = supports_enable_debug_command(&bin);
+        let ip = self.ip;
+        // One argument each: redis-server quotes an argument with a space as one word.
+        let mut bind = vec![ip.to_string()];
+        bind.extend(self.also_bind.iter().map(IpAddr::to_string));
+        let inner = Instance::start(
+            "redis-server",
+            ip,
+            self.password.as_deref(),
+            self.hosts.as_ref(),
+            |port, dir| {
+                let mut cmd = Command::new(&bin);
+                cmd.args(["--port", &port.to_string(), "--bind"])
+                    .args(&bind)
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .arg("--dir")
+                    .arg(dir)
+                    .arg("--logfile")
+                    .arg(dir.join("redis.log"));
+                // Redis 7 waits 5 s for more replicas before a diskless full sync; with one
+                // replica at a time that only slows every sync (and every demotion) down.
+                cmd.args(["--repl-diskless-sync-delay", "0"]);
+                if debug {
+                    cmd.args(["--enable-debug-command", "yes"]);
+                }
+                if !ip.is_loopback() {
+                    cmd.args(["--protected-mode", "no"]);
+                }
+                if let Some(password) = &self.password {
+                    cmd.args(["--requirepass", password]);
+                }
+                cmd.args(&self.args);
+                cmd
+            },
+        );
+        RedisServer { inner }
+    }
+}
+
 /// One `redis-server` on a free loopback port: no persistence, its own temp dir and log,
 /// `repl-diskless-sync-delay 0`, `DEBUG` enabled where supported. SIGKILLed on drop.
 pub struct RedisServer {
@@ -330,30 +501,19 @@ impl RedisServer {
     /// [`PodNetns`](super::PodNetns)'s veth pair, started from inside the cluster namespace).
     /// Protected mode is off there, since nothing on it has a password.
     pub fn start_on(ip: IpAddr, extra: &[&str]) -> RedisServer {
-        let bin = redis_server_bin();
-        let debug = supports_enable_debug_command(&bin);
-        let bind = ip.to_string();
-        let inner = Instance::start("redis-server", ip, |port, dir| {
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--port", &port.to_string(), "--bind", &bind])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(dir)
-                .arg("--logfile")
-                .arg(dir.join("redis.log"));
-            // Redis 7 waits 5 s for more replicas before a diskless full sync; with one
-            // replica at a time that only slows every sync (and every demotion) down.
-            cmd.args(["--repl-diskless-sync-delay", "0"]);
-            if debug {
-                cmd.args(["--enable-debug-command", "yes"]);
-            }
-            if !ip.is_loopback() {
-                cmd.args(["--protected-mode", "no"]);
-            }
-            cmd.args(extra);
-            cmd
-        });
-        RedisServer { inner }
+        RedisServer::builder().ip(ip).args(extra).start()
+    }
+
+    /// A server with more to choose than the `start*` functions offer: a password, a second
+    /// listening address, a private hosts file. See [`RedisServerBuilder`].
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder {
+            ip: LOOPBACK,
+            also_bind: Vec::new(),
+            args: Vec::new(),
+            password: None,
+            hosts: None,
+        }
     }
 
     /// A replica of `master` (started answering PING; see [`RedisServer::wait_link_up`]).
@@ -396,7 +556,12 @@ impl RedisServer {
     }
 
     pub fn try_cli(&self, args: &[&str]) -> redis::RedisResult<Value> {
-        call(self.addr(), args)
+        self.inner.call(args)
+    }
+
+    /// The password its `requirepass` asks for (the harness's own client sends it).
+    pub fn password(&self) -> Option<&str> {
+        self.inner.password.as_deref()
     }
 
     /// [`RedisServer::cli`] as text (see [`value_to_string`]).
@@ -411,7 +576,7 @@ impl RedisServer {
 
     /// The first word of `ROLE` (`master`, `slave`), or `None` if the server did not answer.
     pub fn role(&self) -> Option<String> {
-        match call(self.addr(), &["ROLE"]) {
+        match self.inner.call(&["ROLE"]) {
             Ok(Value::Array(items)) => items.first().map(value_to_string),
             _ => None,
         }
@@ -437,7 +602,7 @@ impl RedisServer {
             &format!("replica {} to report master_link_status:up", self.addr()),
             || {
                 let info = parse_info(&value_to_string(
-                    &call(self.addr(), &["INFO", "replication"]).ok()?,
+                    &self.inner.call(&["INFO", "replication"]).ok()?,
                 ));
                 (info.get("master_link_status").map(String::as_str) == Some("up")).then_some(())
             },
@@ -471,6 +636,144 @@ pub(crate) const DOWN_AFTER_MS: u64 = 1000;
 /// Default `failover-timeout`: also how long a sentinel waits before retrying a failover of the
 /// same master (twice this), so keep it short for tests that fail over more than once.
 pub(crate) const FAILOVER_TIMEOUT_MS: u64 = 5000;
+
+/// Builds a [`Sentinel`]; see [`Sentinel::builder`]. Defaults: on 127.0.0.1, no password, the
+/// machine's `/etc/hosts`, `down-after-milliseconds 1000`, `failover-timeout 5000`,
+/// `parallel-syncs 1`.
+pub struct SentinelBuilder {
+    ip: IpAddr,
+    master_host: String,
+    master_port: u16,
+    master_name: String,
+    quorum: usize,
+    conf: Vec<String>,
+    password: Option<String>,
+    hosts: Option<PrivateHosts>,
+}
+
+impl SentinelBuilder {
+    /// The address it listens on (`bind`) and the harness talks to.
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// One more `sentinel.conf` line, after the generated ones: `{name}` stands for the master
+    /// name, `{port}` for the sentinel's own port (e.g. `sentinel announce-port {port}`).
+    pub fn conf(mut self, line: &str) -> Self {
+        self.conf.push(line.to_owned());
+        self
+    }
+
+    /// `requirepass PASSWORD` in `sentinel.conf`: clients must `AUTH`, and (with no `sentinel
+    /// sentinel-pass`) the sentinel sends it to the other sentinels too, so they must all have
+    /// the same. The harness's own client ([`Sentinel::cli`] and the rest) sends `AUTH`.
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// `sentinel auth-pass NAME PASSWORD`: what it sends to the master and its replicas.
+    pub fn auth_pass(self, password: &str) -> Self {
+        let line = format!("sentinel auth-pass {{name}} {password}");
+        self.conf(&line)
+    }
+
+    /// Runs it with `hosts` as its `/etc/hosts` (see [`PrivateHosts`]).
+    pub fn hosts(mut self, hosts: &PrivateHosts) -> Self {
+        self.hosts = Some(hosts.clone());
+        self
+    }
+
+    /// Writes `sentinel.conf` (mode 0600: it may hold passwords), starts the sentinel on a free
+    /// port and waits until it answers PING.
+    pub fn start(self) -> Sentinel {
+        let bin = redis_sentinel_bin();
+        let ip = self.ip;
+        let name = &self.master_name;
+        let inner = Instance::start(
+            "redis-sentinel",
+            ip,
+            self.password.as_deref(),
+            self.hosts.as_ref(),
+            |port, dir| {
+                let mut conf = format!(
+                    "port {port}\n\
+                     bind {ip}\n\
+                     daemonize no\n\
+                     dir {dir}\n\
+                     logfile {log}\n",
+                    dir = dir.display(),
+                    log = dir.join("redis.log").display(),
+                );
+                if let Some(password) = &self.password {
+                    conf.push_str(&format!("requirepass {password}\n"));
+                }
+                // A hostname in `sentinel monitor` needs `resolve-hostnames yes` before it.
+                for line in self.conf.iter().filter(|l| is_hostname_option(l)) {
+                    conf.push_str(line);
+                    conf.push('\n');
+                }
+                conf.push_str(&format!(
+                    "sentinel monitor {name} {mhost} {mport} {quorum}\n\
+                     sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}\n\
+                     sentinel failover-timeout {name} {FAILOVER_TIMEOUT_MS}\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    mhost = self.master_host,
+                    mport = self.master_port,
+                    quorum = self.quorum,
+                ));
+                if !ip.is_loopback() {
+                    conf.push_str("protected-mode no\n");
+                }
+                for line in self.conf.iter().filter(|l| !is_hostname_option(l)) {
+                    conf.push_str(
+                        &line
+                            .replace("{name}", name)
+                            .replace("{port}", &port.to_string()),
+                    );
+                    conf.push('\n');
+                }
+                // Sentinel rewrites its config file (it must be writable), so it lives in the
+                // dir.
+                let path = dir.join("sentinel.conf");
+                write_private(&path, &conf);
+                let mut cmd = Command::new(&bin);
+                cmd.arg(path);
+                cmd
+            },
+        );
+        Sentinel {
+            inner,
+            master_name: self.master_name,
+        }
+    }
+}
+
+/// `sentinel resolve-hostnames` / `sentinel announce-hostnames`: global options that must come
+/// before a `sentinel monitor` naming a host.
+fn is_hostname_option(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    matches!(
+        words.as_slice(),
+        ["sentinel", "resolve-hostnames" | "announce-hostnames", ..]
+    )
+}
+
+/// Writes `text` to a new file at `path` readable by its owner only.
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
 
 /// One `redis-sentinel` monitoring one master, with a generated `sentinel.conf` in its temp dir.
 /// SIGKILLed on drop.
@@ -506,41 +809,31 @@ impl Sentinel {
         quorum: usize,
         extra_conf: &[String],
     ) -> Sentinel {
-        let bin = redis_sentinel_bin();
-        let inner = Instance::start("redis-sentinel", ip, |port, dir| {
-            let name = master_name;
-            let mut conf = format!(
-                "port {port}\n\
-                 bind {ip}\n\
-                 daemonize no\n\
-                 dir {dir}\n\
-                 logfile {log}\n\
-                 sentinel monitor {name} {mip} {mport} {quorum}\n\
-                 sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}\n\
-                 sentinel failover-timeout {name} {FAILOVER_TIMEOUT_MS}\n\
-                 sentinel parallel-syncs {name} 1\n",
-                dir = dir.display(),
-                log = dir.join("redis.log").display(),
-                mip = master.ip(),
-                mport = master.port(),
-            );
-            if !ip.is_loopback() {
-                conf.push_str("protected-mode no\n");
-            }
-            for line in extra_conf {
-                conf.push_str(&line.replace("{name}", name));
-                conf.push('\n');
-            }
-            // Sentinel rewrites its config file (it must be writable), so it lives in the dir.
-            let path = dir.join("sentinel.conf");
-            std::fs::write(&path, conf).expect("write sentinel.conf");
-            let mut cmd = Command::new(&bin);
-            cmd.arg(path);
-            cmd
-        });
-        Sentinel {
-            inner,
+        let mut builder =
+            Sentinel::builder(&master.ip().to_string(), master.port(), master_name, quorum).ip(ip);
+        for line in extra_conf {
+            builder = builder.conf(line);
+        }
+        builder.start()
+    }
+
+    /// A sentinel with more to choose than the `start*` functions offer: a master named by a
+    /// hostname, a password, a private hosts file. See [`SentinelBuilder`].
+    pub fn builder(
+        master_host: &str,
+        master_port: u16,
+        master_name: &str,
+        quorum: usize,
+    ) -> SentinelBuilder {
+        SentinelBuilder {
+            ip: LOOPBACK,
+            master_host: master_host.to_owned(),
+            master_port,
             master_name: master_name.to_owned(),
+            quorum,
+            conf: Vec::new(),
+            password: None,
+            hosts: None,
         }
     }
 
@@ -573,7 +866,12 @@ impl Sentinel {
     }
 
     pub fn try_cli(&self, args: &[&str]) -> redis::RedisResult<Value> {
-        call(self.addr(), args)
+        self.inner.call(args)
+    }
+
+    /// The password its `requirepass` asks for (the harness's own client sends it).
+    pub fn password(&self) -> Option<&str> {
+        self.inner.password.as_deref()
     }
 
     pub fn cli_str(&self, args: &[&str]) -> String {
@@ -583,31 +881,52 @@ impl Sentinel {
     /// This sentinel's answer to `SENTINEL get-master-addr-by-name`, or `None` when it does not
     /// answer (stopped, killed) or does not know the name.
     pub fn master_addr(&self) -> Option<SocketAddr> {
-        let reply = call(
-            self.addr(),
-            &["SENTINEL", "get-master-addr-by-name", &self.master_name],
-        )
-        .ok()?;
+        let reply = self
+            .inner
+            .call(&["SENTINEL", "get-master-addr-by-name", &self.master_name])
+            .ok()?;
         addr_reply(&reply)
+    }
+
+    /// This sentinel's answer to `SENTINEL get-master-addr-by-name` as `HOST:PORT` text, the
+    /// host as it names it (a hostname with `announce-hostnames yes`), or `None` when it does
+    /// not answer or does not know the name.
+    pub fn master_host_port(&self) -> Option<String> {
+        let reply = self
+            .inner
+            .call(&["SENTINEL", "get-master-addr-by-name", &self.master_name])
+            .ok()?;
+        host_port_reply(&reply)
+    }
+
+    /// `SENTINEL MYID`, or `None` when it does not answer.
+    pub fn myid(&self) -> Option<String> {
+        self.inner
+            .call(&["SENTINEL", "MYID"])
+            .ok()
+            .map(|v| value_to_string(&v))
     }
 
     /// `SENTINEL replicas NAME`: one map per replica (`ip`, `port`, `flags`, ...).
     pub fn replicas(&self) -> Vec<BTreeMap<String, String>> {
-        call(self.addr(), &["SENTINEL", "replicas", &self.master_name])
+        self.inner
+            .call(&["SENTINEL", "replicas", &self.master_name])
             .map(|v| instances(&v))
             .unwrap_or_default()
     }
 
     /// `SENTINEL sentinels NAME`: the *other* sentinels this one knows.
     pub fn sentinels(&self) -> Vec<BTreeMap<String, String>> {
-        call(self.addr(), &["SENTINEL", "sentinels", &self.master_name])
+        self.inner
+            .call(&["SENTINEL", "sentinels", &self.master_name])
             .map(|v| instances(&v))
             .unwrap_or_default()
     }
 
     /// `SENTINEL MASTER NAME` as a map (empty if it does not answer).
     pub fn master_info(&self) -> BTreeMap<String, String> {
-        call(self.addr(), &["SENTINEL", "MASTER", &self.master_name])
+        self.inner
+            .call(&["SENTINEL", "MASTER", &self.master_name])
             .map(|v| flat_pairs(&v))
             .unwrap_or_default()
     }

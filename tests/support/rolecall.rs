@@ -6,11 +6,14 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{ExitStatus, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::chart::Chart;
+use super::hosts::{PrivateHosts, command_for};
 use super::netns::Netns;
 use super::process::{Proc, free_port, tail};
 use super::topology::{Topology, dump_state};
@@ -40,16 +43,59 @@ pub struct RolecallConfig {
     env: Vec<(String, String)>,
     dump: Option<DumpTargets>,
     dump_netns: Option<Netns>,
+    hosts: Option<PrivateHosts>,
 }
+
+/// A function that describes the state of the Redis side for a timeout message (see
+/// [`Chart::dumper`]).
+pub type Dumper = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// What to dump about Redis when a wait on rolecall times out, and the network namespace to ask
 /// from (the caller's when `None`).
 #[derive(Clone)]
 struct DumpTargets {
-    master_name: String,
-    sentinels: Vec<SocketAddr>,
-    servers: Vec<SocketAddr>,
+    what: DumpWhat,
     netns: Option<Netns>,
+}
+
+#[derive(Clone)]
+enum DumpWhat {
+    /// A [`Topology`]'s servers and sentinels (no passwords).
+    Topology {
+        master_name: String,
+        sentinels: Vec<SocketAddr>,
+        servers: Vec<SocketAddr>,
+    },
+    /// Whatever this says (a [`Chart`]'s dump).
+    Custom(Dumper),
+}
+
+impl DumpTargets {
+    fn topology(topology: &Topology) -> DumpTargets {
+        DumpTargets {
+            what: DumpWhat::Topology {
+                master_name: topology.master_name().to_owned(),
+                sentinels: topology.sentinel_addrs(),
+                servers: topology.server_addrs(),
+            },
+            netns: None,
+        }
+    }
+
+    fn dump(&self) -> String {
+        let dump = || match &self.what {
+            DumpWhat::Topology {
+                master_name,
+                sentinels,
+                servers,
+            } => dump_state(master_name, sentinels, servers),
+            DumpWhat::Custom(f) => f(),
+        };
+        match &self.netns {
+            Some(netns) => netns.run(dump),
+            None => dump(),
+        }
+    }
 }
 
 impl Default for RolecallConfig {
@@ -74,6 +120,7 @@ impl RolecallConfig {
             env: Vec::new(),
             dump: None,
             dump_netns: None,
+            hosts: None,
         }
     }
 
@@ -104,12 +151,7 @@ impl RolecallConfig {
     /// [`RolecallConfig::topology`] with more keys in its `[[redis]]` group, given as TOML
     /// lines (`replica_reads = true`, say).
     pub fn topology_with(mut self, topology: &Topology, extra: &str) -> Self {
-        self.dump = Some(DumpTargets {
-            master_name: topology.master_name().to_owned(),
-            sentinels: topology.sentinel_addrs(),
-            servers: topology.server_addrs(),
-            netns: None,
-        });
+        self.dump = Some(DumpTargets::topology(topology));
         self.redis_group_with(
             topology.master_name(),
             topology.master_name(),
@@ -122,6 +164,53 @@ impl RolecallConfig {
     /// runs, when the test's own namespace cannot reach it), whichever thread dumps.
     pub fn dump_from(mut self, netns: &Netns) -> Self {
         self.dump_netns = Some(netns.clone());
+        self
+    }
+
+    /// A `[[redis]]` group for a [`Chart`] (named after its master name): its sentinels by
+    /// their pod hostnames, its password files (`password_file`, `sentinel_password_file`).
+    /// Also runs rolecall under the chart's [`PrivateHosts`] (see [`RolecallConfig::hosts`])
+    /// and adds the chart's state to timeout dumps.
+    pub fn chart(self, chart: &Chart) -> Self {
+        self.chart_with(chart, &chart.sentinel_host_ports(), "")
+    }
+
+    /// [`RolecallConfig::chart`] asking the sentinels through the chart's sentinel Service
+    /// (one `HOST:PORT` in front of all of them, round-robin), as a Kubernetes client would.
+    pub fn chart_service(self, chart: &Chart) -> Self {
+        self.chart_with(chart, &[chart.service_host_port()], "")
+    }
+
+    /// [`RolecallConfig::chart`] with the `sentinels` entries given (`HOST:PORT` each) and more
+    /// keys for the group as TOML lines.
+    pub fn chart_with(self, chart: &Chart, sentinels: &[String], extra: &str) -> Self {
+        let list: Vec<String> = sentinels.iter().map(|s| toml_string(s)).collect();
+        let body = format!(
+            "name = {name}\nmaster_name = {name}\nsentinels = [{list}]\n\
+             password_file = {password}\nsentinel_password_file = {sentinel_password}\n{extra}",
+            name = toml_string(chart.master_name()),
+            list = list.join(", "),
+            password = toml_string(&chart.password_file().display().to_string()),
+            sentinel_password = toml_string(&chart.sentinel_password_file().display().to_string()),
+        );
+        self.hosts(chart.hosts())
+            .dump_with(chart.dumper())
+            .redis_group_toml(&body)
+    }
+
+    /// Runs rolecall (and its restarts, and [`Rolecall::command`]) with `hosts` as its
+    /// `/etc/hosts` (see [`PrivateHosts`]).
+    pub fn hosts(mut self, hosts: &PrivateHosts) -> Self {
+        self.hosts = Some(hosts.clone());
+        self
+    }
+
+    /// Adds what `dumper` says to timeout dumps (replacing a topology's).
+    pub fn dump_with(mut self, dumper: Dumper) -> Self {
+        self.dump = Some(DumpTargets {
+            what: DumpWhat::Custom(dumper),
+            netns: None,
+        });
         self
     }
 
@@ -234,7 +323,7 @@ impl RolecallConfig {
             netns: self.dump_netns,
             ..d
         });
-        Rolecall::spawn_with(&text, &self.env, dump)
+        Rolecall::spawn_with(&text, &self.env, dump, self.hosts)
     }
 }
 
@@ -288,6 +377,7 @@ pub struct Rolecall {
     agent: SocketAddr,
     http: SocketAddr,
     dump: Option<DumpTargets>,
+    hosts: Option<PrivateHosts>,
 }
 
 impl Rolecall {
@@ -301,18 +391,23 @@ impl Rolecall {
 
     /// Starts rolecall without waiting for anything.
     pub fn spawn(config_toml: &str) -> Rolecall {
-        Rolecall::spawn_with(config_toml, &[], None)
+        Rolecall::spawn_with(config_toml, &[], None, None)
+    }
+
+    /// [`Rolecall::spawn`] with `hosts` as its `/etc/hosts` (see [`PrivateHosts`]).
+    pub fn spawn_under(hosts: &PrivateHosts, config_toml: &str) -> Rolecall {
+        Rolecall::spawn_with(config_toml, &[], None, Some(hosts.clone()))
     }
 
     /// Adds the topology's `SENTINEL MASTERS` / `ROLE` to timeout dumps (for a raw config).
     pub fn dump_topology(mut self, topology: &Topology) -> Self {
-        self.dump = Some(DumpTargets {
-            master_name: topology.master_name().to_owned(),
-            sentinels: topology.sentinel_addrs(),
-            servers: topology.server_addrs(),
-            netns: None,
-        });
+        self.dump = Some(DumpTargets::topology(topology));
         self
+    }
+
+    /// The private hosts file it runs with, if any.
+    pub fn private_hosts(&self) -> Option<&PrivateHosts> {
+        self.hosts.as_ref()
     }
 
     /// Starts rolecall again after [`Rolecall::kill`] (or a SIGTERM and [`Rolecall::wait_exit`]):
@@ -331,7 +426,7 @@ impl Rolecall {
                 .open(self.dir.path().join(name))
                 .unwrap_or_else(|e| panic!("open {name}: {e}"))
         };
-        let mut cmd = Command::new(ROLECALL);
+        let mut cmd = command_for(self.hosts.as_ref(), ROLECALL);
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -347,6 +442,7 @@ impl Rolecall {
         config_toml: &str,
         env: &[(String, String)],
         dump: Option<DumpTargets>,
+        hosts: Option<PrivateHosts>,
     ) -> Rolecall {
         let dir = tempfile::Builder::new()
             .prefix("rolecall-test-daemon-")
@@ -364,7 +460,7 @@ impl Rolecall {
         let config = dir.path().join("rolecall.toml");
         std::fs::write(&config, text).expect("write rolecall.toml");
         let stderr = dir.path().join("stderr.log");
-        let mut cmd = Command::new(ROLECALL);
+        let mut cmd = command_for(hosts.as_ref(), ROLECALL);
         cmd.arg("run")
             .arg("--config")
             .arg(&config)
@@ -386,6 +482,7 @@ impl Rolecall {
             agent,
             http,
             dump,
+            hosts,
         }
     }
 
@@ -563,11 +660,7 @@ impl Rolecall {
             self.stderr_tail(STDERR_TAIL_LINES)
         );
         if let Some(d) = &self.dump {
-            let dump = || dump_state(&d.master_name, &d.sentinels, &d.servers);
-            out.push_str(&match &d.netns {
-                Some(netns) => netns.run(dump),
-                None => dump(),
-            });
+            out.push_str(&d.dump());
         }
         out
     }
@@ -578,7 +671,7 @@ impl Rolecall {
         let mut all: Vec<&str> = args.to_vec();
         let config = self.config.display().to_string();
         all.extend(["--config", &config]);
-        run_rolecall(&all, timeout)
+        run_rolecall_under(self.hosts.as_ref(), &all, timeout)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -616,10 +709,19 @@ impl Rolecall {
 
 /// Runs the rolecall binary with `args` to completion, killing it after `timeout` (then panics).
 pub fn run_rolecall(args: &[&str], timeout: Duration) -> Output {
+    run_rolecall_under(None, args, timeout)
+}
+
+/// [`run_rolecall`] with `hosts` (if any) as its `/etc/hosts`.
+pub fn run_rolecall_under(
+    hosts: Option<&PrivateHosts>,
+    args: &[&str],
+    timeout: Duration,
+) -> Output {
     let dir = tempfile::tempdir().expect("create a temp dir");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
-    let mut cmd = Command::new(ROLECALL);
+    let mut cmd = command_for(hosts, ROLECALL);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("create stdout file"))

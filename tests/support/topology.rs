@@ -15,18 +15,18 @@ use super::redis::{
 use super::{poll_for, timed_out, wait_for_or_dump};
 
 /// Replicas syncing with a fresh master (a few ms on loopback; generous for a loaded machine).
-const LINK_UP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const LINK_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sentinels finding the replicas (from the master's INFO, at once) and each other (hello
 /// messages on `__sentinel__:hello`, every 2 s): typically 2–4 s.
-const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A requested failover: typically 1–3 s until every sentinel reports the new master.
-const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The old master turned into a replica: Sentinel waits 4 publish periods (8 s) after first
 /// seeing it claim `master`, and sees that on its INFO refresh (every 10 s for a replica), so
 /// 10–20 s after the failover.
-const DEMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Per-command bound while dumping state after a timeout, so frozen servers do not stall it.
-const DUMP_CALL_TIMEOUT: Duration = Duration::from_millis(1000);
+pub(crate) const DUMP_CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Builds a [`Topology`]; see [`Topology::builder`].
 pub struct TopologyBuilder {
@@ -385,7 +385,7 @@ impl Topology {
     }
 }
 
-fn flags(instance: &BTreeMap<String, String>) -> &str {
+pub(crate) fn flags(instance: &BTreeMap<String, String>) -> &str {
     instance.get("flags").map_or("", String::as_str)
 }
 
@@ -398,16 +398,16 @@ fn role(addr: SocketAddr) -> Option<String> {
 }
 
 /// The one address all views name, if they all answered and agree.
-fn agreed(mut views: impl Iterator<Item = Option<SocketAddr>>) -> Option<SocketAddr> {
+pub(crate) fn agreed<T: PartialEq>(mut views: impl Iterator<Item = Option<T>>) -> Option<T> {
     let first = views.next()??;
-    views.all(|v| v == Some(first)).then_some(first)
+    views.all(|v| v.as_ref() == Some(&first)).then_some(first)
 }
 
 /// The address more than half of `total` sentinels name.
-fn majority(views: &[Option<SocketAddr>], total: usize) -> Option<SocketAddr> {
-    let mut counts: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+pub(crate) fn majority<T: Ord + Clone>(views: &[Option<T>], total: usize) -> Option<T> {
+    let mut counts: BTreeMap<T, usize> = BTreeMap::new();
     for addr in views.iter().flatten() {
-        *counts.entry(*addr).or_default() += 1;
+        *counts.entry(addr.clone()).or_default() += 1;
     }
     counts
         .into_iter()
@@ -483,14 +483,14 @@ pub(crate) fn dump_state(
     out
 }
 
-fn one_line(m: &BTreeMap<String, String>) -> String {
+pub(crate) fn one_line(m: &BTreeMap<String, String>) -> String {
     m.iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn pick(m: &BTreeMap<String, String>, keys: &[&str]) -> String {
+pub(crate) fn pick(m: &BTreeMap<String, String>, keys: &[&str]) -> String {
     keys.iter()
         .filter_map(|k| m.get(*k).map(|v| format!("{k}={v}")))
         .collect::<Vec<_>>()
