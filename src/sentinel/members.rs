@@ -192,7 +192,7 @@ impl Members {
     }
 
     /// Who answered at `target`: the id it gave, else the one sentinel that answered there
-    /// before or that announces that address. `Err(true)`: an address several sentinels
+    /// before or that announces that address (or the name it was resolved from). `Err(true)`: an address several sentinels
     /// answered at (a load-balanced Service), which is not a sentinel of its own;
     /// `Err(false)`: an address rolecall cannot tell from any sentinel it knows.
     fn identify(&self, target: &Target, answer: &SentinelAnswer) -> Result<String, bool> {
@@ -207,9 +207,12 @@ impl Members {
                 _ => Err(true),
             };
         }
+        // The address a sentinel announces, or what its announced name resolved to (a pod
+        // name configured for its sentinel: that sentinel, wherever the name points now).
+        let names = |a: &ServerAddr| a == &target.addr || target.via.as_ref() == Some(a);
         self.ids
             .iter()
-            .find(|(_, (a, _))| a.as_ref() == Some(&target.addr))
+            .find(|(_, (a, _))| a.as_ref().is_some_and(names))
             .map(|(id, _)| id.clone())
             .ok_or(false)
     }

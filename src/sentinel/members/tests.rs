@@ -198,6 +198,34 @@ fn a_configured_name_is_each_address_it_resolves_to_and_an_unknown_address_count
 }
 
 #[test]
+fn a_sentinels_own_name_resolving_elsewhere_is_still_that_sentinel() {
+    let mut members = Members::default();
+    let t0 = Instant::now();
+    let healthy = [
+        sentinel(0, P[0], Found::Announced, M),
+        sentinel(1, P[1], Found::Announced, M),
+        sentinel(2, P[2], Found::Announced, M),
+    ];
+    check(&mut members, &healthy, t0);
+    // Sentinel 0 configured by its pod name, which now points where nothing answers.
+    let moved = Target {
+        addr: a("127.0.2.9:26379"),
+        found: Found::Resolved,
+        via: Some(a(P[0])),
+    };
+    let (_, refused) = silent("127.0.2.9:26379", Found::Resolved);
+    let round = [
+        (moved, refused),
+        sentinel(1, P[1], Found::Announced, M),
+        sentinel(2, P[2], Found::Announced, M),
+    ];
+    let count = check(&mut members, &round, t0);
+    assert_eq!(count.sentinels, 3, "not a fourth sentinel");
+    let view = decide("mymaster", count.sentinels, &count.answers, &[]);
+    assert_eq!((view.master, view.votes), (Some(a(M)), 2));
+}
+
+#[test]
 fn a_sentinel_that_stops_answering_is_still_the_one_that_answered_there() {
     let mut members = Members::default();
     let t0 = Instant::now();
