@@ -6,15 +6,18 @@
 //!
 //! The layout is the sidecar test's ([`PodNetns`]): the node and rolecall in a pod namespace,
 //! the topology in a cluster namespace; the ClusterIPs are nftables DNAT rules there
-//! ([`cluster_ips`]). A TCP proxy (HAProxy) cannot stand in for a ClusterIP here, since the
-//! server would see the proxy's address instead of the node's. Needs root, `ip`, `nft`,
-//! `redis-server` and `redis-sentinel`.
+//! ([`cluster_ips`]). A TCP proxy (HAProxy) cannot stand in for a ClusterIP there, since the
+//! server sees the proxy's address instead of the node's: a node behind per-server TCP proxies
+//! (the last test, on loopback) is placed by the `run_id` rolecall reads through the proxy.
+//! Needs root, `ip`, `nft`, `redis-server`, `redis-sentinel` and `haproxy`.
 
 mod support;
 
 use std::time::Duration;
 
-use support::{DemoNode, PodNetns, RedisServer, Rolecall, RolecallConfig, Topology, cluster_ips};
+use support::{
+    DemoNode, Haproxy, PodNetns, RedisServer, Rolecall, RolecallConfig, Topology, cluster_ips,
+};
 
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
 /// After a failover, until Sentinel demotes the old master (10–20 s) and rolecall confirms.
@@ -127,6 +130,88 @@ fn a_connection_nothing_can_place_is_reported_and_never_takes_the_node_out() {
     assert_eq!(
         (s["verdict"].as_str(), s["in_rotation"].as_bool()),
         (Some("unknown"), Some(true)),
+        "{s:#}"
+    );
+}
+
+/// One TCP proxy per server (HAProxy frontends on 127.0.0.2, each on its server's port): the
+/// servers see HAProxy's address, not the node's, so `CLIENT LIST` cannot place the node's
+/// connections; `INFO` through each proxy names its one server's `run_id`.
+const PER_SERVER_PROXIES: &str = r#"
+global
+    stats socket "${RUNTIME_API}" mode 600 level admin
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 1h
+    timeout server 1h
+
+frontend unused
+    bind "${FRONTEND}"
+    default_backend master
+
+frontend to_master
+    bind "${MASTER_PROXY}"
+    default_backend master
+
+frontend to_replica
+    bind "${REPLICA_PROXY}"
+    default_backend replica
+
+backend master
+    server master "${MASTER}"
+
+backend replica
+    server replica "${REPLICA}"
+"#;
+
+#[test]
+fn a_node_reaching_servers_through_per_server_tcp_proxies_is_placed_by_run_id_and_drained_after_a_failover()
+ {
+    let topology = Topology::start(1, 3);
+    let (master, replica) = (topology.master_addr(), topology.replicas()[0].addr());
+    let proxy_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let proxied = |a: std::net::SocketAddr| std::net::SocketAddr::new(proxy_ip, a.port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("proxies.cfg");
+    std::fs::write(&config, PER_SERVER_PROXIES).expect("write the HAProxy config");
+    let _proxies = Haproxy::config(&config)
+        .env("MASTER_PROXY", &proxied(master).to_string())
+        .env("REPLICA_PROXY", &proxied(replica).to_string())
+        .env("MASTER", &master.to_string())
+        .env("REPLICA", &replica.to_string())
+        .start();
+    let node = DemoNode::pin(proxied(master));
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+
+    let s = rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let conns = group(&s)["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!conns.is_empty(), "{s:#}");
+    for c in &conns {
+        assert_eq!(c["remote"], proxied(master).to_string(), "{s:#}");
+        assert_eq!(c["server"], master.to_string(), "{s:#}");
+        assert_eq!(c["placed_by"], "run_id", "{s:#}");
+    }
+
+    let (old, _) = topology.failover();
+    assert_eq!(old, master);
+    let s = rolecall.wait_for_verdict("stuck_on_replica", DEMOTED_VERDICT_TIMEOUT);
+    assert_eq!(s["in_rotation"], false, "{s:#}");
+    let conns = group(&s)["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        conns
+            .iter()
+            .any(|c| c["server"] == old.to_string() && c["placed_by"] == "run_id"),
         "{s:#}"
     );
 }
