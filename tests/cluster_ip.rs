@@ -75,12 +75,26 @@ fn a_node_reaching_servers_through_cluster_ips_is_placed_by_client_list_and_drai
         .as_array()
         .cloned()
         .unwrap_or_default();
+    // The node's new connection: placed on the old master by its CLIENT LIST, or, while the
+    // server has not accepted it yet, by the run_id through the ClusterIP (one backend here).
     assert!(
         conns.iter().any(|c| c["server"] == old.to_string()
             && c["remote"] == vips[0].to_string()
-            && c["placed_by"] == "client_list"),
+            && (c["placed_by"] == "client_list" || c["placed_by"] == "run_id")),
         "{s:#}"
     );
+    // Once the server lists it, CLIENT LIST places it (the pinned node redials after every
+    // READONLY, so its connections come and go).
+    let old_s = old.to_string();
+    let s = pod.run(|| {
+        rolecall.wait_for_status("a connection placed by CLIENT LIST", VERDICT_TIMEOUT, |t| {
+            group(t)["connections"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["placed_by"] == "client_list" && c["server"] == old_s)
+            })
+        })
+    });
+    assert_eq!(s["verdict"], "stuck_on_replica", "{s:#}");
     let (code, body) = pod.run(|| rolecall.http_get("/readyz"));
     assert_eq!(code, 503, "/readyz: {body}\n{}", rolecall.report(None));
 }

@@ -14,9 +14,11 @@
 //!    `CLIENT LIST` comes first.
 //!
 //! A connection the last two placed keeps its server for its lifetime (a TCP connection cannot
-//! move to another backend), so they are asked once per new connection, not every check (a
-//! connection to a Redis outside the topology is asked again each check: a replica Sentinel
-//! has not listed yet must not be written off). Only
+//! move to another backend), so they are asked about a new connection, not every check: once
+//! when `CLIENT LIST` places it; when only `run_id` does, on two checks in a row, since a server
+//! lists a client only once it has accepted it, a moment after the node's socket is
+//! established. A connection to a Redis outside the topology is asked again each check: a
+//! replica Sentinel has not listed yet must not be written off. Only
 //! addresses on a port of the topology are asked anything, so rolecall never sends Redis
 //! commands to the node's other services. A connection nothing places is reported with why,
 //! and is never evidence against the node; one whose `run_id` is another server's (a Redis the
@@ -56,8 +58,14 @@ impl Routes {
     }
 }
 
-/// The server of each live node connection that `CLIENT LIST` or `run_id` placed, and how.
-pub(super) type Memo = HashMap<Connection, (ServerAddr, Placement)>;
+/// What rolecall keeps of the node's connections that `CLIENT LIST` or `run_id` placed.
+#[derive(Debug, Default)]
+pub(super) struct Memo {
+    /// The server of each live connection, and how it was placed, for the connection's life.
+    placed: HashMap<Connection, (ServerAddr, Placement)>,
+    /// Connections only `run_id` placed, once: kept when the next check agrees.
+    by_run_id: HashMap<Connection, ServerAddr>,
+}
 
 /// Places the node's connections on `view`'s servers (module docs). The pool's names must have
 /// been refreshed for this check.
@@ -71,13 +79,16 @@ pub(super) async fn route(
     let servers: Vec<ServerAddr> = view.servers().cloned().collect();
     let (by_socket, unresolved) = by_address(pool, &servers);
     let ports: BTreeSet<u16> = servers.iter().map(|s| s.port).collect();
-    memo.retain(|c, (s, _)| sockets.connections.contains(c) && servers.contains(s));
+    let live =
+        |c: &Connection, s: &ServerAddr| sockets.connections.contains(c) && servers.contains(s);
+    memo.placed.retain(|c, (s, _)| live(c, s));
+    memo.by_run_id.retain(|c, s| live(c, s));
     let mut placed = Vec::new();
     let mut rest = Vec::new();
     for c in &sockets.connections {
         if let Some(s) = by_socket.get(&c.remote) {
             placed.push(place(*c, s.clone(), Placement::Address));
-        } else if let Some((s, by)) = memo.get(c) {
+        } else if let Some((s, by)) = memo.placed.get(c) {
             placed.push(place(*c, s.clone(), *by));
         } else if ports.contains(&c.remote.port()) {
             rest.push(*c);
@@ -89,13 +100,19 @@ pub(super) async fn route(
         let (listed, unlisted) = by_client_list(&rest, &lists);
         let ids = by_run_id(pool, view, &unlisted, timeout).await;
         for (c, server) in listed {
-            memo.insert(c, (server.clone(), Placement::ClientList));
+            memo.by_run_id.remove(&c);
+            memo.placed
+                .insert(c, (server.clone(), Placement::ClientList));
             placed.push(place(c, server, Placement::ClientList));
         }
         for (c, why) in unlisted {
             match ids.get(&c.remote) {
                 Some(Ok(Some(server))) => {
-                    memo.insert(c, (server.clone(), Placement::RunId));
+                    if memo.by_run_id.get(&c) == Some(server) {
+                        memo.placed.insert(c, (server.clone(), Placement::RunId));
+                    } else {
+                        memo.by_run_id.insert(c, server.clone());
+                    }
                     placed.push(place(c, server.clone(), Placement::RunId));
                 }
                 Some(Ok(None)) => {}
