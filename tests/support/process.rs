@@ -113,12 +113,16 @@ pub(crate) fn find_binary(env_var: &str, name: &str, install_hint: &str) -> Path
         );
         return path;
     }
+    on_path(name).unwrap_or_else(|| panic!("{name} not found: install it with `{install_hint}`"))
+}
+
+/// `name` on `PATH` or in the usual system directories, if it is there.
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path_var)
         .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: install it with `{install_hint}`"))
 }
 
 /// A loopback port that was free a moment ago (bind to port 0, read it, close). Another

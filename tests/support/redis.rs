@@ -7,14 +7,15 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::Value;
 use tempfile::TempDir;
 
 use super::hosts::{PrivateHosts, command_for};
-use super::process::{Proc, find_binary, free_port_on, tail};
+use super::peer::{Peer, Software};
+use super::process::{Proc, free_port_on, tail};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// How long a server may take to answer its first PING (a loaded CI machine can be slow to
@@ -149,6 +150,17 @@ pub fn value_to_line(value: &Value) -> String {
     }
 }
 
+/// A role word in the harness's spelling: `master` or `slave` (as Redis and Valkey 8 say in
+/// `ROLE`, `INFO replication` and Sentinel's flags) also where a server says `primary` or
+/// `replica`; any other word as it is.
+pub fn role_word(word: &str) -> &str {
+    match word {
+        "primary" => "master",
+        "replica" => "slave",
+        other => other,
+    }
+}
+
 /// `INFO` text as a map of `field -> value` (section headers and blank lines dropped).
 pub fn parse_info(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -233,6 +245,8 @@ pub fn host_port(host: &str, port: u16) -> String {
 /// The process, port, temp dir and log of one server or sentinel.
 struct Instance {
     proc: Proc,
+    /// `redis-server`, `valkey-server --sentinel`, ... (for messages).
+    what: String,
     ip: IpAddr,
     port: u16,
     /// What the harness's own client sends with `AUTH` (the instance's `requirepass`).
@@ -300,6 +314,7 @@ impl Instance {
                 if call_auth_timeout(addr, password, &["PING"], Duration::from_secs(1)).is_ok() {
                     return Instance {
                         proc,
+                        what,
                         ip,
                         port,
                         password: password.map(str::to_owned),
@@ -335,6 +350,25 @@ impl Instance {
         out
     }
 
+    /// What it says it is (`INFO server`); panics if it does not answer or names no version.
+    fn software(&self) -> Software {
+        let info = parse_info(&value_to_string(&self.cli(&["INFO", "server"])));
+        Software::from_info(&info)
+            .unwrap_or_else(|| panic!("INFO server on {} names no version: {info:?}", self.addr()))
+    }
+
+    /// Panics (killing it) unless it says it is `peer` in `mode`: the harness never runs one
+    /// peer where the test asked for the other.
+    fn check_peer(&self, peer: Peer, mode: &str) {
+        let info = parse_info(&value_to_string(&self.cli(&["INFO", "server"])));
+        Software::check(
+            &info,
+            peer,
+            mode,
+            &format!("{} ({})", self.what, self.addr()),
+        );
+    }
+
     /// One command through the harness's client, with `AUTH` if the instance has a password.
     fn call(&self, args: &[&str]) -> redis::RedisResult<Value> {
         call_auth(self.addr(), self.password.as_deref(), args)
@@ -347,39 +381,27 @@ impl Instance {
     }
 }
 
-/// Whether this `redis-server` takes `--enable-debug-command` (Redis 7 and Valkey do; older
-/// Redis refuses to start with an unknown option).
+/// Whether this server binary takes `--enable-debug-command` (Redis 7 and Valkey do; older
+/// Redis refuses to start with an unknown option). Asked once per binary.
 fn supports_enable_debug_command(bin: &Path) -> bool {
-    static CACHE: OnceLock<bool> = OnceLock::new();
-    *CACHE.get_or_init(|| {
+    static CACHE: Mutex<BTreeMap<PathBuf, bool>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    *cache.entry(bin.to_owned()).or_insert_with(|| {
         let out = Command::new(bin)
             .arg("--version")
             .output()
             .unwrap_or_else(|e| panic!("{} --version: {e}", bin.display()));
-        // "Redis server v=7.0.15 sha=..." / "Valkey server v=8.0.2 ..."
+        // "Redis server v=7.0.15 sha=..." / "Valkey server v=8.1.8 ..."
         let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
+        let valkey = text.starts_with("Valkey ");
+        let major = text
+            .split_whitespace()
             .find_map(|w| w.strip_prefix("v="))
             .and_then(|v| v.split('.').next())
-            .and_then(|major| major.parse::<u32>().ok())
-            .is_some_and(|major| major >= 7)
+            .and_then(|major| major.parse::<u32>().ok());
+        // Every Valkey (7.2 on) has it.
+        valkey || major.is_some_and(|major| major >= 7)
     })
-}
-
-fn redis_server_bin() -> PathBuf {
-    find_binary(
-        "REDIS_SERVER_BIN",
-        "redis-server",
-        "apt-get install -y redis-server",
-    )
-}
-
-fn redis_sentinel_bin() -> PathBuf {
-    find_binary(
-        "REDIS_SENTINEL_BIN",
-        "redis-sentinel",
-        "apt-get install -y redis-sentinel",
-    )
 }
 
 /// Builds a [`RedisServer`]; see [`RedisServer::builder`]. Defaults: a standalone master on
@@ -439,14 +461,15 @@ impl RedisServerBuilder {
     /// Starts it on a free port and waits until it answers PING (see
     /// [`RedisServer::wait_link_up`] for a replica's sync).
     pub fn start(self) -> RedisServer {
-        let bin = redis_server_bin();
+        let peer = Peer::current();
+        let bin = peer.server_bin();
         let debug = supports_enable_debug_command(&bin);
         let ip = self.ip;
         // One argument each: redis-server quotes an argument with a space as one word.
         let mut bind = vec![ip.to_string()];
         bind.extend(self.also_bind.iter().map(IpAddr::to_string));
         let inner = Instance::start(
-            "redis-server",
+            peer.server_label(),
             ip,
             self.password.as_deref(),
             self.hosts.as_ref(),
@@ -475,6 +498,7 @@ impl RedisServerBuilder {
                 cmd
             },
         );
+        inner.check_peer(peer, "standalone");
         RedisServer { inner }
     }
 }
@@ -569,15 +593,23 @@ impl RedisServer {
         value_to_string(&self.cli(args))
     }
 
+    /// What it says it is (`INFO server`): Redis or Valkey, which version.
+    pub fn software(&self) -> Software {
+        self.inner.software()
+    }
+
     /// `INFO section` as a map.
     pub fn info(&self, section: &str) -> BTreeMap<String, String> {
         parse_info(&self.cli_str(&["INFO", section]))
     }
 
-    /// The first word of `ROLE` (`master`, `slave`), or `None` if the server did not answer.
+    /// The first word of `ROLE` (`master`, `slave`; see [`role_word`]), or `None` if the
+    /// server did not answer.
     pub fn role(&self) -> Option<String> {
         match self.inner.call(&["ROLE"]) {
-            Ok(Value::Array(items)) => items.first().map(value_to_string),
+            Ok(Value::Array(items)) => items
+                .first()
+                .map(|w| role_word(&value_to_string(w)).to_owned()),
             _ => None,
         }
     }
@@ -688,11 +720,11 @@ impl SentinelBuilder {
     /// Writes `sentinel.conf` (mode 0600: it may hold passwords), starts the sentinel on a free
     /// port and waits until it answers PING.
     pub fn start(self) -> Sentinel {
-        let bin = redis_sentinel_bin();
+        let peer = Peer::current();
         let ip = self.ip;
         let name = &self.master_name;
         let inner = Instance::start(
-            "redis-sentinel",
+            peer.sentinel_label(),
             ip,
             self.password.as_deref(),
             self.hosts.as_ref(),
@@ -738,11 +770,10 @@ impl SentinelBuilder {
                 // dir.
                 let path = dir.join("sentinel.conf");
                 write_private(&path, &conf);
-                let mut cmd = Command::new(&bin);
-                cmd.arg(path);
-                cmd
+                peer.sentinel_command(&path)
             },
         );
+        inner.check_peer(peer, "sentinel");
         Sentinel {
             inner,
             master_name: self.master_name,
@@ -897,6 +928,11 @@ impl Sentinel {
             .call(&["SENTINEL", "get-master-addr-by-name", &self.master_name])
             .ok()?;
         host_port_reply(&reply)
+    }
+
+    /// What it says it is (`INFO server`): Redis or Valkey, which version.
+    pub fn software(&self) -> Software {
+        self.inner.software()
     }
 
     /// `SENTINEL MYID`, or `None` when it does not answer.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use super::redis::{
-    RedisServer, Sentinel, call_timeout, instances, value_to_line, value_to_string,
+    RedisServer, Sentinel, call_timeout, instances, role_word, value_to_line, value_to_string,
 };
 use super::{poll_for, timed_out, wait_for_or_dump};
 
@@ -316,7 +316,7 @@ impl Topology {
                 };
                 let words: Vec<String> = items.iter().map(value_to_string).collect();
                 let following = words.len() >= 4
-                    && words[0] == "slave"
+                    && role_word(&words[0]) == "slave"
                     && format!("{}:{}", words[1], words[2]) == master.to_string()
                     && words[3] == "connected";
                 following.then_some(())
@@ -385,14 +385,20 @@ impl Topology {
     }
 }
 
-pub(crate) fn flags(instance: &BTreeMap<String, String>) -> &str {
-    instance.get("flags").map_or("", String::as_str)
+/// An instance's Sentinel `flags` (`slave`, `sentinel`, `slave,s_down`, ...), each flag in the
+/// harness's spelling (see [`role_word`]).
+pub(crate) fn flags(instance: &BTreeMap<String, String>) -> String {
+    instance.get("flags").map_or(String::new(), |f| {
+        f.split(',').map(role_word).collect::<Vec<_>>().join(",")
+    })
 }
 
 /// `ROLE`'s first word at `addr`, `None` if it does not answer.
 fn role(addr: SocketAddr) -> Option<String> {
     match call_timeout(addr, &["ROLE"], DUMP_CALL_TIMEOUT).ok()? {
-        Value::Array(items) => items.first().map(value_to_string),
+        Value::Array(items) => items
+            .first()
+            .map(|w| role_word(&value_to_string(w)).to_owned()),
         _ => None,
     }
 }
