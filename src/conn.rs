@@ -139,6 +139,9 @@ impl Serialize for ServerAddr {
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     Readonly,
+    /// Valkey's answer to a write on a replica for a client that enabled
+    /// `CLIENT CAPA redirect`: `-REDIRECT host:port` instead of `READONLY`.
+    Redirect,
     NoReplicas,
     Misconf,
     Oom,
@@ -192,6 +195,7 @@ impl ServerError {
 pub fn classify_code(code: &str) -> ErrorClass {
     match code {
         "READONLY" => ErrorClass::Readonly,
+        "REDIRECT" => ErrorClass::Redirect,
         "NOREPLICAS" => ErrorClass::NoReplicas,
         "MISCONF" => ErrorClass::Misconf,
         "OOM" => ErrorClass::Oom,
@@ -254,6 +258,46 @@ pub(crate) fn text(v: &Value) -> Option<String> {
         Value::Int(i) => Some(i.to_string()),
         _ => None,
     }
+}
+
+/// What a server or sentinel runs, from its `INFO server`: `redis` or `valkey`, and the
+/// version. Valkey keeps `redis_version` (7.2.4, for clients that test it) and adds
+/// `server_name:valkey` and `valkey_version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Software {
+    pub name: String,
+    pub version: String,
+}
+
+/// Reads the [`Software`] from the text of `INFO server`.
+pub fn parse_software(info: &str) -> Option<Software> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
+            .filter(|v| !v.is_empty() && v.len() <= 64)
+    };
+    let (name, version) = match (field("valkey_version"), field("server_name")) {
+        (Some(v), _) => ("valkey", v),
+        (None, Some("valkey")) => ("valkey", field("redis_version")?),
+        _ => ("redis", field("redis_version")?),
+    };
+    Some(Software {
+        name: name.to_string(),
+        version: version.to_string(),
+    })
+}
+
+/// `INFO server` on `conn`, read as [`Software`]; `None` when it fails or says neither.
+pub async fn software(
+    conn: &mut MultiplexedConnection,
+    addr: &ServerAddr,
+    what: &str,
+    timeout: Duration,
+) -> Option<Software> {
+    let mut info = redis::cmd("INFO");
+    info.arg("server");
+    let reply = command(conn, addr, what, timeout, &info).await.ok()?;
+    parse_software(&text(&reply)?)
 }
 
 /// Credentials for a kind of server (data servers or sentinels).
@@ -454,6 +498,7 @@ mod tests {
     fn error_codes_are_classified() {
         let cases = [
             ("READONLY", ErrorClass::Readonly),
+            ("REDIRECT", ErrorClass::Redirect),
             ("NOREPLICAS", ErrorClass::NoReplicas),
             ("MISCONF", ErrorClass::Misconf),
             ("OOM", ErrorClass::Oom),
@@ -472,6 +517,28 @@ mod tests {
 
     fn a(s: &str) -> ServerAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_software_is_read_from_info_server() {
+        let redis = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        let valkey =
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.8\r\n";
+        let sw = |name: &str, version: &str| Software {
+            name: name.into(),
+            version: version.into(),
+        };
+        assert_eq!(parse_software(redis), Some(sw("redis", "7.0.15")));
+        assert_eq!(parse_software(valkey), Some(sw("valkey", "8.1.8")));
+        assert_eq!(
+            parse_software("redis_version:7.2.4\r\nserver_name:valkey\r\n"),
+            Some(sw("valkey", "7.2.4"))
+        );
+        assert_eq!(parse_software("# Server\r\nrun_id:abc\r\n"), None);
+        assert_eq!(
+            parse_software(&format!("redis_version:{}", "9".repeat(100))),
+            None
+        );
     }
 
     #[test]

@@ -97,6 +97,7 @@ impl Checker {
                 verified_master: None,
                 placements: Default::default(),
                 members: Members::default(),
+                software: Default::default(),
                 config: g.clone(),
             })
             .collect();

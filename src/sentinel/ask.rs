@@ -11,7 +11,9 @@ use redis::Value;
 
 use super::members::{Asked, Found, Members, Target};
 use super::{Peer, ReplicaInfo, SentinelAnswer, SentinelReport, valid_id};
-use crate::conn::{ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, resolve, text};
+use crate::conn::{
+    ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, resolve, software, text,
+};
 
 /// Parses `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil for an unknown name.
 fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, ReplyError> {
@@ -122,8 +124,8 @@ async fn ask(
     epochs: bool,
 ) -> (SentinelAnswer, Option<redis::aio::MultiplexedConnection>) {
     let started = Instant::now();
-    let mut c = match conn {
-        Ok((c, _)) => c,
+    let (mut c, fresh) = match conn {
+        Ok(c) => c,
         Err(e) => {
             return (
                 SentinelAnswer {
@@ -141,17 +143,26 @@ async fn ask(
     reps.arg("replicas").arg(&master_name);
     let mut info = redis::cmd("INFO");
     info.arg("sentinel");
-    let (mut c1, mut c2, c3) = (c.clone(), c.clone(), c.clone());
-    let (m, r, i, (id, peers, config_epoch)) = tokio::join!(
+    let (mut c1, mut c2, c3, mut c4) = (c.clone(), c.clone(), c.clone(), c.clone());
+    let sw = async {
+        if fresh {
+            software(&mut c4, &addr, "sentinel", timeout).await
+        } else {
+            None
+        }
+    };
+    let (m, r, i, (id, peers, config_epoch), software) = tokio::join!(
         command(&mut c, &addr, "sentinel", timeout, &get),
         command(&mut c1, &addr, "sentinel", timeout, &reps),
         command(&mut c2, &addr, "sentinel", timeout, &info),
         identity(c3, &addr, &master_name, timeout, epochs),
+        sw,
     );
     let result = read_report(&addr, m, r, i).map(|report| SentinelReport {
         id,
         peers,
         config_epoch,
+        software,
         ..report
     });
     let keep = keeps_connection(&result);
@@ -509,7 +520,8 @@ mod tests {
             );
         }
         for class in [
-            Readonly, NoReplicas, Misconf, Oom, Loading, Busy, MasterDown, Auth, NoPerm, Other,
+            Readonly, Redirect, NoReplicas, Misconf, Oom, Loading, Busy, MasterDown, Auth, NoPerm,
+            Other,
         ] {
             assert!(
                 keeps_connection(&Err(ServerError::new(class, "x"))),

@@ -791,8 +791,9 @@ mod tests {
     /// A server's answer to `ROLE`, `None` when it was not asked.
     type RoleAnswer = Option<Result<Role, ServerError>>;
 
-    const CLASSES: [ErrorClass; 14] = [
+    const CLASSES: [ErrorClass; 15] = [
         ErrorClass::Readonly,
+        ErrorClass::Redirect,
         ErrorClass::NoReplicas,
         ErrorClass::Misconf,
         ErrorClass::Oom,
