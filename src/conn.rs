@@ -22,6 +22,7 @@ use redis::{
 use serde::{Serialize, Serializer};
 
 use crate::secret::Secret;
+use crate::tls::Tls;
 
 /// A server address as Sentinel announces it: an IP or a host name, and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,6 +156,9 @@ pub enum ErrorClass {
     /// A host name that does not resolve (or not within the timeout): rolecall cannot reach the
     /// server, which says nothing about the node.
     Resolve,
+    /// The TLS handshake failed (a certificate rustls refused, a name that does not match, a
+    /// server that wants a client certificate): rolecall's own blindness.
+    Tls,
     Protocol,
     Other,
 }
@@ -211,6 +215,9 @@ pub fn classify_code(code: &str) -> ErrorClass {
 /// Turns a redis crate error into a [`ServerError`], naming the server.
 pub fn from_redis(addr: &ServerAddr, e: &redis::RedisError) -> ServerError {
     use redis::ErrorKind;
+    if crate::tls::is_tls_error(e) {
+        return ServerError::new(ErrorClass::Tls, format!("{addr}: TLS: {e}"));
+    }
     let class = if let Some(code) = e.code() {
         match classify_code(code) {
             ErrorClass::Other if e.kind() == ErrorKind::AuthenticationFailed => ErrorClass::Auth,
@@ -331,6 +338,60 @@ pub fn connection_info(
         .set_redis_settings(redis))
 }
 
+/// A redis client for `addr` at `ip` (its host, or what its name resolved to) with `auth`;
+/// with `tls`, over TLS, verifying `addr`'s host name (or the override) while dialling `ip`.
+pub fn client(
+    addr: &ServerAddr,
+    ip: Option<IpAddr>,
+    auth: &Auth,
+    tls: Option<&Tls>,
+) -> Result<redis::Client, ServerError> {
+    let Some(tls) = tls else {
+        let info = connection_info(addr, ip, auth)?;
+        return redis::Client::open(info).map_err(|e| from_redis(addr, &e));
+    };
+    let plain = connection_info(addr, None, auth)?;
+    let info = redis::ConnectionAddr::TcpTls {
+        host: tls.name_for(&addr.host).to_string(),
+        port: addr.port,
+        insecure: false,
+        tls_params: None,
+    }
+    .into_connection_info()
+    .map_err(|e| from_redis(addr, &e))?
+    .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+    .set_redis_settings(plain.redis_settings().clone());
+    redis::Client::build_with_tls(info, tls.certificates()).map_err(|e| from_redis(addr, &e))
+}
+
+/// How to dial a client from [`client`]: the timeouts, and with `ip` the address to dial
+/// whatever name the client verifies.
+pub fn async_config(timeout: Duration, ip: Option<(IpAddr, u16)>) -> AsyncConnectionConfig {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    match ip {
+        Some((ip, port)) => config.set_dns_resolver(Dialled(std::net::SocketAddr::new(ip, port))),
+        None => config,
+    }
+}
+
+/// The address a connection dials, whatever host name it names (and verifies, with TLS).
+struct Dialled(std::net::SocketAddr);
+
+impl redis::io::AsyncDNSResolver for Dialled {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        _host: &'b str,
+        _port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        let at = self.0;
+        Box::pin(
+            async move { Ok(Box::new(std::iter::once(at)) as Box<dyn Iterator<Item = _> + Send>) },
+        )
+    }
+}
+
 /// A kept connection and the IP it was dialled at (`None`: not known to be current).
 struct Kept {
     conn: MultiplexedConnection,
@@ -349,17 +410,24 @@ pub struct Pool {
     conns: HashMap<ServerAddr, Kept>,
     /// What each host name asked about this check resolved to.
     names: HashMap<ServerAddr, Resolved>,
+    tls: Option<std::sync::Arc<Tls>>,
 }
 
 impl Pool {
     /// `what` names the kind of server in messages ("server", "sentinel").
-    pub fn new(what: &'static str, auth: Auth, timeout: Duration) -> Pool {
+    pub fn new(
+        what: &'static str,
+        auth: Auth,
+        timeout: Duration,
+        tls: Option<std::sync::Arc<Tls>>,
+    ) -> Pool {
         Pool {
             what,
             auth,
             timeout,
             conns: HashMap::new(),
             names: HashMap::new(),
+            tls,
         }
     }
 
@@ -407,6 +475,7 @@ impl Pool {
         let addr = addr.clone();
         let timeout = self.timeout;
         let what = self.what;
+        let tls = self.tls.clone();
         async move {
             if let Some(c) = cached {
                 return Ok((c, false));
@@ -417,11 +486,8 @@ impl Pool {
             }
             .first()
             .copied();
-            let info = connection_info(&addr, ip, &auth)?;
-            let client = redis::Client::open(info).map_err(|e| from_redis(&addr, &e))?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
+            let client = client(&addr, ip, &auth, tls.as_deref())?;
+            let config = async_config(timeout, ip.map(|ip| (ip, addr.port)));
             let connect = async {
                 let mut c = client
                     .get_multiplexed_async_connection_with_config(&config)

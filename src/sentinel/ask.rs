@@ -249,6 +249,7 @@ fn keeps_connection(result: &Result<SentinelReport, ServerError>) -> bool {
             class: ErrorClass::Timeout
                 | ErrorClass::Connect
                 | ErrorClass::Resolve
+                | ErrorClass::Tls
                 | ErrorClass::Protocol,
             ..
         })
@@ -513,7 +514,7 @@ mod tests {
     fn a_sentinel_connection_is_dropped_after_a_timeout_a_refused_connect_or_an_unreadable_reply() {
         use ErrorClass::*;
         assert!(keeps_connection(&Ok(SentinelReport::default())));
-        for class in [Timeout, Connect, Resolve, Protocol] {
+        for class in [Timeout, Connect, Resolve, Tls, Protocol] {
             assert!(
                 !keeps_connection(&Err(ServerError::new(class, "x"))),
                 "{class:?}"
