@@ -346,13 +346,25 @@ pub fn client(
     auth: &Auth,
     tls: Option<&Tls>,
 ) -> Result<redis::Client, ServerError> {
+    client_verifying(addr, &addr.host, ip, auth, tls)
+}
+
+/// [`client`], verifying the name `verify` (a configured name `addr`, an IP, was resolved
+/// from) instead of `addr`'s host.
+fn client_verifying(
+    addr: &ServerAddr,
+    verify: &str,
+    ip: Option<IpAddr>,
+    auth: &Auth,
+    tls: Option<&Tls>,
+) -> Result<redis::Client, ServerError> {
     let Some(tls) = tls else {
         let info = connection_info(addr, ip, auth)?;
         return redis::Client::open(info).map_err(|e| from_redis(addr, &e));
     };
     let plain = connection_info(addr, None, auth)?;
     let info = redis::ConnectionAddr::TcpTls {
-        host: tls.name_for(&addr.host).to_string(),
+        host: tls.name_for(verify).to_string(),
         port: addr.port,
         insecure: false,
         tls_params: None,
@@ -411,6 +423,8 @@ pub struct Pool {
     /// What each host name asked about this check resolved to.
     names: HashMap<ServerAddr, Resolved>,
     tls: Option<std::sync::Arc<Tls>>,
+    /// The name TLS verifies for an address that a configured name resolved to.
+    verify_as: HashMap<ServerAddr, String>,
 }
 
 impl Pool {
@@ -428,6 +442,7 @@ impl Pool {
             conns: HashMap::new(),
             names: HashMap::new(),
             tls,
+            verify_as: HashMap::new(),
         }
     }
 
@@ -453,6 +468,12 @@ impl Pool {
         });
     }
 
+    /// The names TLS verifies for addresses that configured names resolved to (replacing the
+    /// last ones).
+    pub fn set_verify_as(&mut self, names: impl IntoIterator<Item = (ServerAddr, String)>) {
+        self.verify_as = names.into_iter().collect();
+    }
+
     /// What `addr`'s host resolved to at the last refresh (an IP: itself); `None` for a name
     /// not refreshed.
     pub fn resolved(&self, addr: &ServerAddr) -> Option<Resolved> {
@@ -476,6 +497,11 @@ impl Pool {
         let timeout = self.timeout;
         let what = self.what;
         let tls = self.tls.clone();
+        let verify = self
+            .verify_as
+            .get(&addr)
+            .cloned()
+            .unwrap_or_else(|| addr.host.clone());
         async move {
             if let Some(c) = cached {
                 return Ok((c, false));
@@ -486,7 +512,7 @@ impl Pool {
             }
             .first()
             .copied();
-            let client = client(&addr, ip, &auth, tls.as_deref())?;
+            let client = client_verifying(&addr, &verify, ip, &auth, tls.as_deref())?;
             let config = async_config(timeout, ip.map(|ip| (ip, addr.port)));
             let connect = async {
                 let mut c = client

@@ -201,9 +201,15 @@ pub fn install_crypto() {
 /// Whether `e`, or an error it wraps, is a TLS error (a certificate rustls refused, an alert
 /// from the peer): rolecall's own blindness, whatever the server is.
 pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     for _ in 0..16 {
-        let Some(e) = next else { return false };
+        let Some(mut e) = next else { return false };
+        // The redis crate keeps the error it wraps in an `Arc`, and an `Arc`'s `source` skips
+        // what it holds: look inside.
+        if let Some(shared) = e.downcast_ref::<Shared>() {
+            e = shared.as_ref();
+        }
         if e.is::<rustls::Error>() {
             return true;
         }
@@ -274,6 +280,16 @@ mod tests {
             ..TlsSettings::default()
         });
         assert!(matches!(bad_name, Err(TlsError::ServerName(_))));
+    }
+
+    #[test]
+    fn tls_errors_are_told_from_other_errors_through_the_redis_crates_wrapping() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, refused.clone());
+        assert!(is_tls_error(&redis::RedisError::from(io)));
+        assert!(is_tls_error(&redis::RedisError::from(refused)));
+        let refused_connect = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_tls_error(&redis::RedisError::from(refused_connect)));
     }
 
     #[test]

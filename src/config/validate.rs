@@ -439,6 +439,61 @@ mod tests {
     }
 
     #[test]
+    fn tls_tables_are_read_checked_and_the_sentinels_follow_the_servers_unless_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["redis.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p.display().to_string()
+        };
+        let ca = write("ca.pem", &cert.pem(), 0o644);
+        let crt = write("tls.crt", &cert.pem(), 0o644);
+        let good = write("tls.key", &key.serialize_pem(), 0o600);
+        let open = write("open.key", &key.serialize_pem(), 0o644);
+        let with = |tables: &str| Config::from_toml_str(&format!("{DESIGN_EXAMPLE}\n{tables}"));
+        let both = format!(
+            "[redis.tls]\nca_file = \"{ca}\"\ncert_file = \"{crt}\"\nkey_file = \"{good}\"\n"
+        );
+        let c = with(&both).unwrap();
+        let g = &c.groups[0];
+        assert!(g.tls.is_some() && g.sentinel_tls.is_some());
+        let plain_sentinels = format!("{both}[redis.sentinel_tls]\nenabled = false\n");
+        let c = with(&plain_sentinels).unwrap();
+        assert!(c.groups[0].tls.is_some() && c.groups[0].sentinel_tls.is_none());
+        assert!(with("").unwrap().groups[0].tls.is_none());
+        let refused = [
+            (
+                format!("[redis.tls]\ncert_file = \"{crt}\"\n"),
+                "cert_file and key_file go together",
+            ),
+            (
+                format!("[redis.tls]\ncert_file = \"{crt}\"\nkey_file = \"{open}\"\n"),
+                "readable by every user",
+            ),
+            (
+                format!("[redis.tls]\nenabled = false\nca_file = \"{ca}\"\n"),
+                "enabled = false takes no other key",
+            ),
+            (
+                "[redis.tls]\nserver_name = \"not a name\"\n".to_string(),
+                "is not a DNS name",
+            ),
+            ("[redis.tls]\nverify = false\n".to_string(), "unknown field"),
+        ];
+        for (tables, want) in refused {
+            let err = with(&tables).expect_err(&tables).to_string();
+            assert!(err.contains(want), "{tables:?}: {err}");
+        }
+    }
+
+    #[test]
     fn invalid_configurations_are_refused_with_a_reason() {
         let cases: &[(&str, &str, &str)] = &[
             (

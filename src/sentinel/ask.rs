@@ -327,6 +327,12 @@ pub async fn ask_group(
         entries.push((entry.clone(), resolved));
     }
     let targets = same_once(pool, members.targets(&entries));
+    // An address a configured name resolved to is that name for TLS.
+    pool.set_verify_as(
+        targets
+            .iter()
+            .filter_map(|t| Some((t.addr.clone(), t.via.as_ref()?.host.clone()))),
+    );
     let mut asked = ask_targets(pool, targets, master_name, epochs).await;
     members.learn(&asked, Instant::now());
     let asked_targets: Vec<Target> = asked.iter().map(|(t, _)| t.clone()).collect();
