@@ -3,7 +3,8 @@
 //! certificates made at test time that name the pods' host names and no IP).
 //!
 //! - Mutual TLS through a real failover: the pinned node goes out, the Sentinel-following node
-//!   stays in, and the kill repair's `CLIENT KILL` works over TLS.
+//!   stays in, and the kill repair's `CLIENT KILL` works over TLS; with passwords on every
+//!   server and sentinel, a canary password shows in no output at debug level.
 //! - A wrong CA, an expired server certificate, a name that does not match, a missing client
 //!   certificate: each `unknown` naming the TLS error, never out; rotated files are picked up
 //!   without a restart.
@@ -27,7 +28,38 @@ fn node(cluster: &TlsCluster, kind: &str, args: &[&str]) -> DemoNode {
     let tls = cluster.node_tls_args();
     let mut all: Vec<&str> = args.to_vec();
     all.extend(tls.iter().map(String::as_str));
-    NodeOptions::new().hosts(cluster.hosts()).start(kind, &all)
+    let mut options = NodeOptions::new().hosts(cluster.hosts());
+    if let Some(pw) = cluster.password() {
+        options = options.password(pw).sentinel_password(pw);
+    }
+    options.start(kind, &all)
+}
+
+/// The canary: it must never show in anything rolecall writes.
+const PASSWORD: &str = "canary-7e21b4-tls";
+
+/// `password_file` and `sentinel_password_file` lines for the cluster's password.
+fn password_lines(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let pw = dir.join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "password_file = \"{p}\"\nsentinel_password_file = \"{p}\"\n",
+        p = pw.display()
+    )
+}
+
+/// Asserts the canary shows nowhere rolecall writes: its log (at debug level), `/status`,
+/// `/metrics`.
+fn assert_no_canary(rolecall: &Rolecall) {
+    for (what, text) in [
+        ("log", rolecall.stderr()),
+        ("/status", rolecall.http_get("/status").1),
+        ("/metrics", rolecall.http_get("/metrics").1),
+    ] {
+        assert!(!text.contains(PASSWORD), "the password shows in the {what}");
+    }
 }
 
 fn pinned(cluster: &TlsCluster, addr: &str) -> DemoNode {
@@ -89,11 +121,17 @@ fn reported(status: &serde_json::Value) -> String {
 #[test]
 fn over_mutual_tls_a_failover_drains_the_pinned_node_keeps_the_follower_and_the_kill_repair_works()
 {
-    let cluster = TlsCluster::start();
+    let cluster = TlsCluster::start_with(Some(PASSWORD));
     let master = cluster.master();
     let pin = pinned(&cluster, &master);
     let follow = follower(&cluster);
-    let tls = tls_table(&cluster.pki.ca, client(&cluster), None);
+    let dir = tempfile::tempdir().unwrap();
+    // The password lines go in the group, before its [redis.tls] table.
+    let tls = format!(
+        "{}{}",
+        password_lines(dir.path()),
+        tls_table(&cluster.pki.ca, client(&cluster), None)
+    );
     let mut out = rolecall(
         &cluster,
         &pin,
@@ -101,10 +139,12 @@ fn over_mutual_tls_a_failover_drains_the_pinned_node_keeps_the_follower_and_the_
         "[repair]\nkill_stale_connections = true\npause_writes_on_failover = false\nkill_interval = \"200ms\"\nkill_attempts = 5\n",
     )
     .node_name("pinned")
+    .env("ROLECALL_LOG", "debug")
     .start();
     let mut stays = rolecall(&cluster, &follow, &tls, "")
         .node_name("follower")
         .check("stale_master_grace", "\"15s\"")
+        .env("ROLECALL_LOG", "debug")
         .start();
     let s = out.wait_for_verdict("ok", VERDICT_TIMEOUT);
     assert_eq!(group(&s)["master"], master, "{s:#}");
@@ -152,6 +192,8 @@ fn over_mutual_tls_a_failover_drains_the_pinned_node_keeps_the_follower_and_the_
             at.saturating_duration_since(log.ready_at.unwrap())
         );
     }
+    assert_no_canary(&out);
+    assert_no_canary(&stays);
 }
 
 /// Copies `from` over `to` (the file rolecall's configuration names), as a rotated Secret does.
@@ -208,40 +250,23 @@ fn tls_failures_are_unknown_with_the_error_named_and_rotated_files_are_picked_up
     rc.wait_for_verdict("ok", VERDICT_TIMEOUT);
     assert_eq!(rc.pid(), pid, "no restart");
 
-    // The master presents an expired certificate to new connections.
-    let p = |p: &Path| p.display().to_string();
-    let (expired_cert, expired_key) = &cluster.pki.expired;
-    cluster.cli(
-        &master,
-        &[
-            "CONFIG",
-            "SET",
-            "tls-cert-file",
-            &p(expired_cert),
-            "tls-key-file",
-            &p(expired_key),
-        ],
-    );
-    cluster.kill_clients_named(&master, "rolecall");
-    assert_unknown_naming(&mut rc, "certificate expired");
-    let (cert, key) = &cluster.pki.server;
-    let restored = cluster.try_cli_insecure(
-        &master,
-        &[
-            "CONFIG",
-            "SET",
-            "tls-cert-file",
-            &p(cert),
-            "tls-key-file",
-            &p(key),
-        ],
-    );
-    assert_eq!(restored.as_deref(), Some("OK"));
-    cluster.kill_clients_named(&master, "rolecall");
-    rc.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    // The master presents an expired certificate to new connections, then one for another
+    // name; then its own again.
+    for (pair, error) in [
+        (&cluster.pki.expired, "certificate expired"),
+        (&cluster.pki.wrong_name, "certificate not valid for name"),
+    ] {
+        cluster.present(&master, pair);
+        cluster.kill_clients_named(&master, "rolecall");
+        assert_unknown_naming(&mut rc, error);
+        cluster.present(&master, &cluster.pki.server);
+        cluster.kill_clients_named(&master, "rolecall");
+        rc.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    }
 
-    // A name the certificates do not carry, and no client certificate: fresh rolecalls, which
-    // hold (their starting state) and then fail open; never out on their own blindness.
+    // A name override the certificates do not carry, and no client certificate (settings,
+    // not files): fresh rolecalls, which hold their starting state and then fail open; never
+    // out on their own blindness.
     for (tls, error) in [
         (
             tls_table(&cluster.pki.ca, client(&cluster), Some("wrong.tls.test")),

@@ -37,6 +37,8 @@ pub struct Pki {
     pub server: (PathBuf, PathBuf),
     /// The same names, expired.
     pub expired: (PathBuf, PathBuf),
+    /// From the cluster's CA, but for a name no pod has.
+    pub wrong_name: (PathBuf, PathBuf),
     /// rolecall's and the nodes' client certificate and key.
     pub client: (PathBuf, PathBuf),
     /// A client certificate from `other_ca`, which the servers refuse.
@@ -97,6 +99,10 @@ impl Pki {
             other_ca: write(dir, "other-ca.pem", &other_pem, 0o644),
             server: pair("server", leaf(names, &issuer, false)),
             expired: pair("expired", leaf(names, &issuer, true)),
+            wrong_name: pair(
+                "wrong-name",
+                leaf(&["elsewhere.tls.test".to_string()], &issuer, false),
+            ),
             client: pair("client", leaf(&client_names, &issuer, false)),
             foreign_client: pair("foreign-client", leaf(&client_names, &other, false)),
         }
@@ -135,6 +141,8 @@ impl TlsPod {
 pub struct TlsCluster {
     pub pods: Vec<TlsPod>,
     pub pki: Pki,
+    /// The password of data servers and sentinels (`requirepass`), if any.
+    password: Option<String>,
     hosts: PrivateHosts,
     dir: tempfile::TempDir,
 }
@@ -150,6 +158,11 @@ fn next_block() -> (u8, u8) {
 impl TlsCluster {
     /// Three pods, pod 0 the master, the others its replicas, three sentinels (quorum 2).
     pub fn start() -> TlsCluster {
+        TlsCluster::start_with(None)
+    }
+
+    /// [`TlsCluster::start`] with `password` on every data server and sentinel.
+    pub fn start_with(password: Option<&str>) -> TlsCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let hosts = PrivateHosts::new();
         let block = next_block();
@@ -168,20 +181,20 @@ impl TlsCluster {
                 &hosts,
                 &pki,
                 &pod_dir,
-                hostname,
-                ip,
-                server_port,
+                (hostname, ip, server_port),
                 primary.as_deref(),
+                password,
             );
             let sentinel = start_sentinel(
                 &hosts,
                 &pki,
                 &pod_dir,
-                hostname,
-                ip,
-                sentinel_port,
-                &names[0],
-                pods.first().map_or(server_port, |p: &TlsPod| p.server_port),
+                (hostname, ip, sentinel_port),
+                (
+                    &names[0],
+                    pods.first().map_or(server_port, |p: &TlsPod| p.server_port),
+                ),
+                password,
             );
             pods.push(TlsPod {
                 hostname: hostname.clone(),
@@ -195,6 +208,7 @@ impl TlsCluster {
         let cluster = TlsCluster {
             pods,
             pki,
+            password: password.map(str::to_owned),
             hosts,
             dir,
         };
@@ -216,6 +230,10 @@ impl TlsCluster {
 
     pub fn master_name(&self) -> &str {
         MASTER_NAME
+    }
+
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     pub fn sentinel_host_ports(&self) -> Vec<String> {
@@ -251,6 +269,9 @@ impl TlsCluster {
             .args(["-h", host, "-p", port]);
         if insecure {
             cmd.arg("--insecure");
+        }
+        if let Some(pw) = &self.password {
+            cmd.arg("--no-auth-warning").env("REDISCLI_AUTH", pw);
         }
         cmd.args(args);
         let out = cmd.output().ok()?;
@@ -351,6 +372,25 @@ impl TlsCluster {
         });
     }
 
+    /// Makes the server at `host_port` present `pair` (certificate, key) to new connections
+    /// (`CONFIG SET tls-cert-file … tls-key-file …`, reached without verifying its current one).
+    pub fn present(&self, host_port: &str, pair: &(PathBuf, PathBuf)) {
+        let (cert, key) = (pair.0.display().to_string(), pair.1.display().to_string());
+        let set = [
+            "CONFIG",
+            "SET",
+            "tls-cert-file",
+            &cert,
+            "tls-key-file",
+            &key,
+        ];
+        assert_eq!(
+            self.try_cli_insecure(host_port, &set).as_deref(),
+            Some("OK"),
+            "{host_port}: CONFIG SET tls-cert-file"
+        );
+    }
+
     /// Closes the connections named `name` on `host_port` (`CLIENT KILL ID` of each), without
     /// verifying its certificate (the test may have given it a bad one).
     pub fn kill_clients_named(&self, host_port: &str, name: &str) {
@@ -413,10 +453,9 @@ fn start_server(
     hosts: &PrivateHosts,
     pki: &Pki,
     dir: &Path,
-    hostname: &str,
-    ip: IpAddr,
-    port: u16,
+    (hostname, ip, port): (&str, IpAddr, u16),
     primary: Option<&str>,
+    password: Option<&str>,
 ) -> Proc {
     let bin = find_binary(
         "REDIS_SERVER_BIN",
@@ -438,19 +477,19 @@ fn start_server(
         let (host, port) = primary.rsplit_once(':').expect("HOST:PORT");
         cmd.args(["--replicaof", host, port]);
     }
+    if let Some(pw) = password {
+        cmd.args(["--requirepass", pw, "--masterauth", pw]);
+    }
     Proc::spawn(cmd, format!("TLS redis-server {hostname}:{port}"))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn start_sentinel(
     hosts: &PrivateHosts,
     pki: &Pki,
     dir: &Path,
-    hostname: &str,
-    ip: IpAddr,
-    port: u16,
-    master_host: &str,
-    master_port: u16,
+    (hostname, ip, port): (&str, IpAddr, u16),
+    (master_host, master_port): (&str, u16),
+    password: Option<&str>,
 ) -> Proc {
     let bin = find_binary(
         "REDIS_SENTINEL_BIN",
@@ -483,6 +522,12 @@ fn start_sentinel(
         key = p(&pki.server.1),
         ca = p(&pki.ca),
     );
+    let mut conf = conf;
+    if let Some(pw) = password {
+        conf.push_str(&format!(
+            "requirepass {pw}\nsentinel auth-pass {MASTER_NAME} {pw}\n"
+        ));
+    }
     let path = dir.join("sentinel.conf");
     std::fs::write(&path, conf).expect("write sentinel.conf");
     let mut cmd = hosts.command(bin);
