@@ -22,6 +22,7 @@ use redis::{
 use serde::{Serialize, Serializer};
 
 use crate::secret::Secret;
+use crate::tls::Tls;
 
 /// A server address as Sentinel announces it: an IP or a host name, and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,6 +140,9 @@ impl Serialize for ServerAddr {
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     Readonly,
+    /// Valkey's answer to a write on a replica for a client that enabled
+    /// `CLIENT CAPA redirect`: `-REDIRECT host:port` instead of `READONLY`.
+    Redirect,
     NoReplicas,
     Misconf,
     Oom,
@@ -152,6 +156,9 @@ pub enum ErrorClass {
     /// A host name that does not resolve (or not within the timeout): rolecall cannot reach the
     /// server, which says nothing about the node.
     Resolve,
+    /// The TLS handshake failed (a certificate rustls refused, a name that does not match, a
+    /// server that wants a client certificate): rolecall's own blindness.
+    Tls,
     Protocol,
     Other,
 }
@@ -192,6 +199,7 @@ impl ServerError {
 pub fn classify_code(code: &str) -> ErrorClass {
     match code {
         "READONLY" => ErrorClass::Readonly,
+        "REDIRECT" => ErrorClass::Redirect,
         "NOREPLICAS" => ErrorClass::NoReplicas,
         "MISCONF" => ErrorClass::Misconf,
         "OOM" => ErrorClass::Oom,
@@ -207,6 +215,9 @@ pub fn classify_code(code: &str) -> ErrorClass {
 /// Turns a redis crate error into a [`ServerError`], naming the server.
 pub fn from_redis(addr: &ServerAddr, e: &redis::RedisError) -> ServerError {
     use redis::ErrorKind;
+    if crate::tls::is_tls_error(e) {
+        return ServerError::new(ErrorClass::Tls, format!("{addr}: TLS: {e}"));
+    }
     let class = if let Some(code) = e.code() {
         match classify_code(code) {
             ErrorClass::Other if e.kind() == ErrorKind::AuthenticationFailed => ErrorClass::Auth,
@@ -256,6 +267,46 @@ pub(crate) fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// What a server or sentinel runs, from its `INFO server`: `redis` or `valkey`, and the
+/// version. Valkey keeps `redis_version` (7.2.4, for clients that test it) and adds
+/// `server_name:valkey` and `valkey_version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Software {
+    pub name: String,
+    pub version: String,
+}
+
+/// Reads the [`Software`] from the text of `INFO server`.
+pub fn parse_software(info: &str) -> Option<Software> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
+            .filter(|v| !v.is_empty() && v.len() <= 64)
+    };
+    let (name, version) = match (field("valkey_version"), field("server_name")) {
+        (Some(v), _) => ("valkey", v),
+        (None, Some("valkey")) => ("valkey", field("redis_version")?),
+        _ => ("redis", field("redis_version")?),
+    };
+    Some(Software {
+        name: name.to_string(),
+        version: version.to_string(),
+    })
+}
+
+/// `INFO server` on `conn`, read as [`Software`]; `None` when it fails or says neither.
+pub async fn software(
+    conn: &mut MultiplexedConnection,
+    addr: &ServerAddr,
+    what: &str,
+    timeout: Duration,
+) -> Option<Software> {
+    let mut info = redis::cmd("INFO");
+    info.arg("server");
+    let reply = command(conn, addr, what, timeout, &info).await.ok()?;
+    parse_software(&text(&reply)?)
+}
+
 /// Credentials for a kind of server (data servers or sentinels).
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
@@ -287,6 +338,72 @@ pub fn connection_info(
         .set_redis_settings(redis))
 }
 
+/// A redis client for `addr` at `ip` (its host, or what its name resolved to) with `auth`;
+/// with `tls`, over TLS, verifying `addr`'s host name (or the override) while dialling `ip`.
+pub fn client(
+    addr: &ServerAddr,
+    ip: Option<IpAddr>,
+    auth: &Auth,
+    tls: Option<&Tls>,
+) -> Result<redis::Client, ServerError> {
+    client_verifying(addr, &addr.host, ip, auth, tls)
+}
+
+/// [`client`], verifying the name `verify` (a configured name `addr`, an IP, was resolved
+/// from) instead of `addr`'s host.
+fn client_verifying(
+    addr: &ServerAddr,
+    verify: &str,
+    ip: Option<IpAddr>,
+    auth: &Auth,
+    tls: Option<&Tls>,
+) -> Result<redis::Client, ServerError> {
+    let Some(tls) = tls else {
+        let info = connection_info(addr, ip, auth)?;
+        return redis::Client::open(info).map_err(|e| from_redis(addr, &e));
+    };
+    let plain = connection_info(addr, None, auth)?;
+    let info = redis::ConnectionAddr::TcpTls {
+        host: tls.name_for(verify).to_string(),
+        port: addr.port,
+        insecure: false,
+        tls_params: None,
+    }
+    .into_connection_info()
+    .map_err(|e| from_redis(addr, &e))?
+    .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+    .set_redis_settings(plain.redis_settings().clone());
+    redis::Client::build_with_tls(info, tls.certificates()).map_err(|e| from_redis(addr, &e))
+}
+
+/// How to dial a client from [`client`]: the timeouts, and with `ip` the address to dial
+/// whatever name the client verifies.
+pub fn async_config(timeout: Duration, ip: Option<(IpAddr, u16)>) -> AsyncConnectionConfig {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    match ip {
+        Some((ip, port)) => config.set_dns_resolver(Dialled(std::net::SocketAddr::new(ip, port))),
+        None => config,
+    }
+}
+
+/// The address a connection dials, whatever host name it names (and verifies, with TLS).
+struct Dialled(std::net::SocketAddr);
+
+impl redis::io::AsyncDNSResolver for Dialled {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        _host: &'b str,
+        _port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        let at = self.0;
+        Box::pin(
+            async move { Ok(Box::new(std::iter::once(at)) as Box<dyn Iterator<Item = _> + Send>) },
+        )
+    }
+}
+
 /// A kept connection and the IP it was dialled at (`None`: not known to be current).
 struct Kept {
     conn: MultiplexedConnection,
@@ -305,17 +422,27 @@ pub struct Pool {
     conns: HashMap<ServerAddr, Kept>,
     /// What each host name asked about this check resolved to.
     names: HashMap<ServerAddr, Resolved>,
+    tls: Option<std::sync::Arc<Tls>>,
+    /// The name TLS verifies for an address that a configured name resolved to.
+    verify_as: HashMap<ServerAddr, String>,
 }
 
 impl Pool {
     /// `what` names the kind of server in messages ("server", "sentinel").
-    pub fn new(what: &'static str, auth: Auth, timeout: Duration) -> Pool {
+    pub fn new(
+        what: &'static str,
+        auth: Auth,
+        timeout: Duration,
+        tls: Option<std::sync::Arc<Tls>>,
+    ) -> Pool {
         Pool {
             what,
             auth,
             timeout,
             conns: HashMap::new(),
             names: HashMap::new(),
+            tls,
+            verify_as: HashMap::new(),
         }
     }
 
@@ -341,6 +468,12 @@ impl Pool {
         });
     }
 
+    /// The names TLS verifies for addresses that configured names resolved to (replacing the
+    /// last ones).
+    pub fn set_verify_as(&mut self, names: impl IntoIterator<Item = (ServerAddr, String)>) {
+        self.verify_as = names.into_iter().collect();
+    }
+
     /// What `addr`'s host resolved to at the last refresh (an IP: itself); `None` for a name
     /// not refreshed.
     pub fn resolved(&self, addr: &ServerAddr) -> Option<Resolved> {
@@ -363,6 +496,12 @@ impl Pool {
         let addr = addr.clone();
         let timeout = self.timeout;
         let what = self.what;
+        let tls = self.tls.clone();
+        let verify = self
+            .verify_as
+            .get(&addr)
+            .cloned()
+            .unwrap_or_else(|| addr.host.clone());
         async move {
             if let Some(c) = cached {
                 return Ok((c, false));
@@ -373,11 +512,8 @@ impl Pool {
             }
             .first()
             .copied();
-            let info = connection_info(&addr, ip, &auth)?;
-            let client = redis::Client::open(info).map_err(|e| from_redis(&addr, &e))?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
+            let client = client_verifying(&addr, &verify, ip, &auth, tls.as_deref())?;
+            let config = async_config(timeout, ip.map(|ip| (ip, addr.port)));
             let connect = async {
                 let mut c = client
                     .get_multiplexed_async_connection_with_config(&config)
@@ -454,6 +590,7 @@ mod tests {
     fn error_codes_are_classified() {
         let cases = [
             ("READONLY", ErrorClass::Readonly),
+            ("REDIRECT", ErrorClass::Redirect),
             ("NOREPLICAS", ErrorClass::NoReplicas),
             ("MISCONF", ErrorClass::Misconf),
             ("OOM", ErrorClass::Oom),
@@ -472,6 +609,28 @@ mod tests {
 
     fn a(s: &str) -> ServerAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_software_is_read_from_info_server() {
+        let redis = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        let valkey =
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.8\r\n";
+        let sw = |name: &str, version: &str| Software {
+            name: name.into(),
+            version: version.into(),
+        };
+        assert_eq!(parse_software(redis), Some(sw("redis", "7.0.15")));
+        assert_eq!(parse_software(valkey), Some(sw("valkey", "8.1.8")));
+        assert_eq!(
+            parse_software("redis_version:7.2.4\r\nserver_name:valkey\r\n"),
+            Some(sw("valkey", "7.2.4"))
+        );
+        assert_eq!(parse_software("# Server\r\nrun_id:abc\r\n"), None);
+        assert_eq!(
+            parse_software(&format!("redis_version:{}", "9".repeat(100))),
+            None
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Auth, ServerAddr, ServerError, connection_info};
+use crate::conn::{Auth, ServerAddr, ServerError, client};
 use crate::sentinel::{Vote, parse_vote};
 
 /// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
@@ -198,6 +198,8 @@ impl VoteLog {
 pub struct Source {
     pub sentinel: ServerAddr,
     pub auth: Auth,
+    /// TLS to the sentinel, as the checks use it.
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
     pub master_name: String,
     pub timeout: Duration,
     pub trigger: Trigger,
@@ -323,9 +325,8 @@ enum SubscribeError {
 /// Connects to the source's sentinel and subscribes to [`CHANNELS`], each step under the timeout.
 async fn subscribe(source: &Source) -> Result<redis::aio::PubSub, SubscribeError> {
     let timeout = source.timeout;
-    let info =
-        connection_info(&source.sentinel, None, &source.auth).map_err(SubscribeError::Address)?;
-    let client = redis::Client::open(info).map_err(SubscribeError::Redis)?;
+    let client = client(&source.sentinel, None, &source.auth, source.tls.as_deref())
+        .map_err(SubscribeError::Address)?;
     let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
         .map_err(|_| SubscribeError::ConnectTimeout(timeout))?

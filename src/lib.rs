@@ -24,7 +24,8 @@
 //! The modules, in layers, in the order of their imports: each module imports only from the
 //! modules listed before it.
 //!
-//! 1. Leaves. `secret`: passwords that never print. `runclock`: the policy clock, which
+//! 1. Leaves. `secret`: passwords that never print. `tls`: the TLS settings and their files,
+//!    read again when they change. `runclock`: the policy clock, which
 //!    leaves out the time rolecall itself was frozen. `listen`: the bounded accept of the
 //!    servers. [`sockets`]: the node's established TCP connections (socket inodes from
 //!    /proc/PID/fd, matched against a NETLINK_SOCK_DIAG dump; the /proc/net/tcp tables as
@@ -70,6 +71,7 @@ pub(crate) mod sentinel;
 pub mod snapshot;
 pub mod sockets;
 pub(crate) mod systemd;
+pub(crate) mod tls;
 pub(crate) mod verdict;
 
 use std::sync::Arc;
@@ -180,6 +182,7 @@ fn follow_events(
                 events::Source {
                     sentinel,
                     auth: group.auth.clone(),
+                    tls: group.tls.clone(),
                     master_name: group.master_name.clone(),
                     timeout: config.check.timeout,
                     trigger: trigger.clone(),

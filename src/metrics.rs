@@ -32,8 +32,10 @@ pub struct Metrics {
     repair_kills: Counter,
     master_by_election: Family<Labels, Gauge>,
     frozen: Gauge<f64, std::sync::atomic::AtomicU64>,
+    software: Family<Labels, Gauge>,
     /// Label sets written by the previous check, so vanished ones are removed.
     last_servers: Mutex<Vec<Labels>>,
+    last_software: Mutex<Vec<Labels>>,
 }
 
 /// Registers `metric` and returns the handle the check loop updates.
@@ -129,8 +131,15 @@ impl Metrics {
                 "Time rolecall itself was not running (stopped, frozen VM or container), left out of grace periods, holds and snapshot ages",
                 Gauge::default(),
             ),
+            software: register(
+                r,
+                "software_info",
+                "1 for each server and sentinel, labelled with what it runs (redis or valkey) and its version, from INFO server",
+                Family::default(),
+            ),
             registry,
             last_servers: Mutex::new(Vec::new()),
+            last_software: Mutex::new(Vec::new()),
         }
     }
 
@@ -183,14 +192,28 @@ impl Metrics {
                 }
             }
         }
-        // A poisoned lock only means a panic elsewhere; the list is still usable.
-        let mut last = self.last_servers.lock().unwrap_or_else(|e| e.into_inner());
-        for old in last.iter() {
-            if !servers.contains(old) {
-                self.server_latency.remove(old);
+        forget_vanished(&self.server_latency, &self.last_servers, servers);
+        let mut software = Vec::new();
+        for g in &s.groups {
+            let servers = g.servers.iter().map(|x| ("server", &x.addr, &x.software));
+            let sentinels = g
+                .sentinels
+                .iter()
+                .map(|x| ("sentinel", &x.addr, &x.software));
+            for (kind, addr, sw) in servers.chain(sentinels) {
+                let Some(sw) = sw else { continue };
+                let labels = vec![
+                    ("group".to_string(), g.name.clone()),
+                    ("kind".to_string(), kind.to_string()),
+                    ("addr".to_string(), addr.to_string()),
+                    ("software".to_string(), sw.name.clone()),
+                    ("version".to_string(), sw.version.clone()),
+                ];
+                self.software.get_or_create(&labels).set(1);
+                software.push(labels);
             }
         }
-        *last = servers;
+        forget_vanished(&self.software, &self.last_software, software);
     }
 
     /// The Prometheus text exposition.
@@ -203,6 +226,23 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Removes from `family` the label sets of the previous check (`last`) that this check did not
+/// write (`now`), and remembers `now`.
+fn forget_vanished<M: Default>(
+    family: &Family<Labels, M>,
+    last: &Mutex<Vec<Labels>>,
+    now: Vec<Labels>,
+) {
+    // A poisoned lock only means a panic elsewhere; the list is still usable.
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    for old in last.iter() {
+        if !now.contains(old) {
+            family.remove(old);
+        }
+    }
+    *last = now;
 }
 
 #[cfg(test)]

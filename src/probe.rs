@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use crate::conn::{ErrorClass, ReplyError, ServerAddr, ServerError, command, text};
+use crate::conn::{
+    ErrorClass, ReplyError, ServerAddr, ServerError, Software, command, software, text,
+};
 
 /// A server's answer to `ROLE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,10 +96,13 @@ pub struct ServerFacts {
     pub latency: Option<Duration>,
     /// Whether the write probe ran here and what it gave.
     pub probe: Option<Result<(), ServerError>>,
+    /// What the server runs, asked on each new connection (`None` on a kept one).
+    pub software: Option<Software>,
 }
 
-/// Asks `addr` its `ROLE` and, if `probe` is given (key, value, ttl), makes the probe write.
-/// Returns the facts and whether the connection should be kept.
+/// Asks `addr` its `ROLE` and, if `probe` is given (key, value, ttl), makes the probe write;
+/// on a new connection, also what it runs (`INFO server`). Returns the facts and whether the
+/// connection should be kept.
 pub async fn server_facts(
     conn: Result<(MultiplexedConnection, bool), ServerError>,
     addr: ServerAddr,
@@ -105,8 +110,8 @@ pub async fn server_facts(
     probe: Option<(String, String, Duration)>,
 ) -> (ServerAddr, ServerFacts, Option<MultiplexedConnection>) {
     let started = Instant::now();
-    let mut conn = match conn {
-        Ok((c, _)) => c,
+    let (mut conn, fresh) = match conn {
+        Ok(c) => c,
         Err(e) => {
             let probe = probe.map(|_| Err(e.clone()));
             return (
@@ -115,17 +120,29 @@ pub async fn server_facts(
                     role: Err(e),
                     latency: None,
                     probe,
+                    software: None,
                 },
                 None,
             );
         }
     };
-    let role = command(&mut conn, &addr, "server", timeout, &redis::cmd("ROLE"))
-        .await
-        .and_then(|v| {
-            parse_role(&v)
-                .map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}")))
-        });
+    let mut info_conn = conn.clone();
+    let sw = async {
+        if fresh {
+            software(&mut info_conn, &addr, "server", timeout).await
+        } else {
+            None
+        }
+    };
+    let role = async {
+        command(&mut conn, &addr, "server", timeout, &redis::cmd("ROLE"))
+            .await
+            .and_then(|v| {
+                parse_role(&v)
+                    .map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}")))
+            })
+    };
+    let (role, software) = tokio::join!(role, sw);
     let latency = role.is_ok().then(|| started.elapsed());
     let probe = match (&role, probe) {
         (_, None) => None,
@@ -161,6 +178,7 @@ pub async fn server_facts(
             role,
             latency,
             probe,
+            software,
         },
         keep.then_some(conn),
     )

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::conn::ServerAddr;
+use crate::conn::{ServerAddr, Software};
 use crate::sentinel::Found;
 use crate::verdict::{Placement, Verdict};
 
@@ -113,6 +113,8 @@ pub struct SentinelStatus {
     /// Whether this answer is its sentinel's vote (a sentinel reached at two addresses, say
     /// directly and through a Service, votes once).
     pub counted: bool,
+    /// What it runs (`INFO server`), as it said on rolecall's last new connection to it.
+    pub software: Option<Software>,
     pub master: Option<ServerAddr>,
     pub tilt: bool,
     pub error: Option<String>,
@@ -145,6 +147,8 @@ pub struct ServerStatus {
     pub role: Option<String>,
     pub error: Option<String>,
     pub latency_ms: Option<f64>,
+    /// What it runs (`INFO server`), as it said on rolecall's last new connection to it.
+    pub software: Option<Software>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::{
-    DemoNode, ReadyWatch, Rolecall, RolecallConfig, Topology, call, free_port, run_rolecall,
-    value_to_string,
+    DemoNode, ReadyWatch, Rolecall, RolecallConfig, Topology, call, free_port, parse_info,
+    run_rolecall, value_to_string,
 };
 
 /// From start (or from a change of the node's connections) to a confirmed verdict: a few checks
@@ -889,4 +889,54 @@ fn a_server_announced_under_another_address_is_recognised_by_its_run_id() {
         .as_str()
         .unwrap();
     assert_eq!(remote, replica.to_string(), "{status:#}");
+}
+
+/// What `INFO server` says a process runs, as rolecall should name it: `valkey` and
+/// `valkey_version` on Valkey, else `redis` and `redis_version`.
+fn runs(info: &std::collections::BTreeMap<String, String>) -> (String, String) {
+    match info.get("valkey_version") {
+        Some(v) => ("valkey".to_string(), v.clone()),
+        None => ("redis".to_string(), info["redis_version"].clone()),
+    }
+}
+
+#[test]
+fn status_and_metrics_say_what_each_server_and_sentinel_runs() {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::follow(&topology);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    let s = rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let g = &s["groups"][0];
+    let metrics = rolecall.http_get("/metrics").1;
+    let mut seen = 0;
+    for (kind, list) in [("server", &g["servers"]), ("sentinel", &g["sentinels"])] {
+        for entry in list.as_array().cloned().unwrap_or_default() {
+            let addr: SocketAddr = entry["addr"].as_str().unwrap().parse().unwrap();
+            let info = if kind == "server" {
+                topology.server(addr).info("server")
+            } else {
+                let i = topology
+                    .sentinel_addrs()
+                    .iter()
+                    .position(|a| *a == addr)
+                    .expect("a sentinel of the topology");
+                parse_info(&topology.sentinel(i).cli_str(&["INFO", "server"]))
+            };
+            let (name, version) = runs(&info);
+            assert_eq!(entry["software"]["name"], name, "{kind} {addr}: {s:#}");
+            assert_eq!(
+                entry["software"]["version"], version,
+                "{kind} {addr}: {s:#}"
+            );
+            let line = format!(
+                "rolecall_software_info{{group=\"mymaster\",kind=\"{kind}\",addr=\"{addr}\",software=\"{name}\",version=\"{version}\"}} 1"
+            );
+            assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 4, "the master and three sentinels: {s:#}");
 }

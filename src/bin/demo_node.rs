@@ -17,6 +17,9 @@
 //!   `+switch-master` on a sentinel (as Jedis does) and moves at once; that is one more socket,
 //!   to a sentinel.
 //!
+//! With `--tls-ca` (and `--tls-cert`/`--tls-key` for mutual TLS) every connection speaks TLS
+//! (rustls), verifying the host name it dialled.
+//!
 //! Protocol is hand-written RESP2 over `std::net::TcpStream`, with no client library between
 //! the node and its sockets: one command socket (plus the subscriber socket), no pool, no hidden
 //! reconnects. After an error *reply* (`READONLY`, ...) the old socket stays open until the new
@@ -47,7 +50,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -125,6 +128,16 @@ struct Common {
     /// a sentinel).
     #[arg(long, value_name = "VAR")]
     sentinel_password_env: Option<String>,
+    /// Speak TLS to every server and sentinel, trusting this CA (PEM) and verifying the host
+    /// name dialled.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The client certificate (PEM) for mutual TLS, with `--tls-key`.
+    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "tls_ca")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// The password in the environment variable `var` (if one is named); an error when it is
@@ -179,6 +192,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(ca) = &common.tls_ca {
+        let client = common.tls_cert.as_deref().zip(common.tls_key.as_deref());
+        match tls_config(ca, client) {
+            Ok(config) => {
+                let _ = TLS.set(Arc::new(config));
+            }
+            Err(e) => {
+                eprintln!("error: TLS: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let acked = Arc::new(AtomicU64::new(0));
     if let Err(e) = spawn_signal_thread(Arc::clone(&acked)) {
         eprintln!("error: cannot install signal handlers: {e}");
@@ -596,9 +621,75 @@ enum Reply {
 
 /// One RESP2 connection with bounded connect, read and write times.
 struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    /// Reads are buffered; writes go straight to the stream (`get_mut`).
+    reader: BufReader<Stream>,
     peer: SocketAddr,
+}
+
+/// The TLS settings every connection uses (`--tls-ca`, `--tls-cert`, `--tls-key`), set once
+/// at start; none: plaintext.
+static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// A connection's byte stream: plain TCP, or TLS over it (verifying the dialled host name).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The client TLS configuration from PEM files: the CA to trust, and the client certificate
+/// and key when both are given.
+fn tls_config(
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())
+        }
+    }
 }
 
 impl Conn {
@@ -622,8 +713,7 @@ impl Conn {
                     stream.set_write_timeout(Some(IO_TIMEOUT))?;
                     stream.set_nodelay(true)?;
                     return Ok(Conn {
-                        writer: stream.try_clone()?,
-                        reader: BufReader::new(stream),
+                        reader: BufReader::new(Conn::secure(addr, stream)?),
                         peer: candidate,
                     });
                 }
@@ -633,6 +723,25 @@ impl Conn {
         Err(last)
     }
 
+    /// With TLS configured, the TLS stream over `stream`, verifying `addr`'s host name.
+    fn secure(addr: &str, stream: TcpStream) -> io::Result<Stream> {
+        let Some(config) = TLS.get() else {
+            return Ok(Stream::Plain(stream));
+        };
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn =
+            rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        // Complete the handshake now, so a refused certificate fails the connect.
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+
     fn send(&mut self, args: &[&str]) -> io::Result<()> {
         let mut buf = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
@@ -640,7 +749,7 @@ impl Conn {
             buf.extend_from_slice(arg.as_bytes());
             buf.extend_from_slice(b"\r\n");
         }
-        self.writer.write_all(&buf)
+        self.reader.get_mut().write_all(&buf)
     }
 
     fn call(&mut self, args: &[&str]) -> io::Result<Reply> {

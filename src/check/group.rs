@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::config::{GroupConfig, RepairConfig};
-use crate::conn::{ErrorClass, Pool, ServerAddr, ServerError};
+use crate::conn::{ErrorClass, Pool, ServerAddr, ServerError, Software};
 use crate::events::{EventLog, VoteLog};
 use crate::probe::{LastCommands, Role, ServerFacts, last_commands, server_facts};
 use crate::repair::{GroupRepair, note};
@@ -47,6 +47,8 @@ pub(super) struct Group {
     pub placements: route::Memo,
     /// The group's real sentinels, as their answers made them known.
     pub members: Members,
+    /// What each server and sentinel runs, as it said on rolecall's last new connection to it.
+    pub software: BTreeMap<ServerAddr, Software>,
 }
 
 /// The write probe a check makes on Sentinel's master: key and time to live.
@@ -102,6 +104,7 @@ impl Group {
             .and_then(|f| f.probe.clone());
         self.seen_on_topology |= !routed.is_empty();
         self.remember_roles(&facts, &routes.known);
+        self.remember_software(&facts, &asked, &routes.known);
         let last = self.replica_clients(&view, &routed, &facts, timeout).await;
         let mut obs = self.observe(
             &view,
@@ -285,6 +288,28 @@ impl Group {
         join_all(asks).await.into_iter().collect()
     }
 
+    /// Remembers what each server and sentinel said it runs (asked on each new connection),
+    /// for the servers still `known` and the sentinels still asked.
+    fn remember_software(
+        &mut self,
+        facts: &BTreeMap<ServerAddr, ServerFacts>,
+        asked: &[Asked],
+        known: &BTreeSet<ServerAddr>,
+    ) {
+        let said = facts
+            .iter()
+            .filter_map(|(a, f)| Some((a, f.software.as_ref()?)))
+            .chain(asked.iter().filter_map(|a| {
+                let r = a.answer.result.as_ref().ok()?;
+                Some((&a.target.addr, r.software.as_ref()?))
+            }));
+        for (addr, sw) in said {
+            self.software.insert(addr.clone(), sw.clone());
+        }
+        self.software
+            .retain(|a, _| known.contains(a) || asked.iter().any(|x| &x.target.addr == a));
+    }
+
     /// Remembers which servers last said replica (a replica that stops answering is still the
     /// replica it last said it was), for the servers still `known`.
     fn remember_roles(
@@ -344,7 +369,10 @@ impl Group {
             sentinels_asked: asked.len(),
             majority,
             dissent,
-            sentinels: asked.iter().map(sentinel_status).collect(),
+            sentinels: asked
+                .iter()
+                .map(|a| sentinel_status(a, self.software.get(&a.target.addr)))
+                .collect(),
             connections: placed
                 .iter()
                 .map(|p| ConnectionStatus {
@@ -370,6 +398,7 @@ impl Group {
                     role: f.role.as_ref().ok().map(|r| r.name().to_string()),
                     error: f.role.as_ref().err().map(|e| e.to_string()),
                     latency_ms: f.latency.map(ms),
+                    software: self.software.get(addr).cloned(),
                 })
                 .collect(),
             probe: probe.as_ref().map(|r| ProbeStatus {
@@ -409,6 +438,7 @@ fn timed_out(
 ) {
     let e = ServerError::timeout("server", &addr, deadline);
     let facts = ServerFacts {
+        software: None,
         role: Err(e.clone()),
         latency: None,
         probe: probed.then_some(Err(e)),
@@ -416,9 +446,10 @@ fn timed_out(
     (addr, facts, None)
 }
 
-fn sentinel_status(asked: &Asked) -> SentinelStatus {
+fn sentinel_status(asked: &Asked, software: Option<&Software>) -> SentinelStatus {
     let a = &asked.answer;
     SentinelStatus {
+        software: software.cloned(),
         addr: a.addr.clone(),
         id: asked.id.clone(),
         found: asked.target.found,

@@ -57,6 +57,7 @@ pub struct Checker {
 pub struct EventSource {
     pub sentinels: Vec<ServerAddr>,
     pub auth: Auth,
+    pub tls: Option<Arc<crate::tls::Tls>>,
     pub master_name: String,
     pub log: EventLog,
     pub votes: VoteLog,
@@ -68,6 +69,7 @@ fn ms(d: Duration) -> f64 {
 
 impl Checker {
     pub fn new(config: Arc<Config>) -> Checker {
+        crate::tls::install_crypto();
         let now = crate::runclock::now();
         let timeout = config.check.timeout;
         let groups = config
@@ -79,7 +81,12 @@ impl Checker {
                     .iter()
                     .map(|s| s.parse().expect("validated sentinel address"))
                     .collect(),
-                sentinel_pool: Pool::new("sentinel", sentinel_auth(g), timeout),
+                sentinel_pool: Pool::new(
+                    "sentinel",
+                    sentinel_auth(g),
+                    timeout,
+                    g.sentinel_tls.clone(),
+                ),
                 server_pool: Pool::new(
                     "server",
                     Auth {
@@ -87,6 +94,7 @@ impl Checker {
                         password: g.password.clone(),
                     },
                     timeout,
+                    g.tls.clone(),
                 ),
                 tracker: Tracker::new(config.check.policy.clone(), now),
                 repair: GroupRepair::default(),
@@ -97,6 +105,7 @@ impl Checker {
                 verified_master: None,
                 placements: Default::default(),
                 members: Members::default(),
+                software: Default::default(),
                 config: g.clone(),
             })
             .collect();
@@ -118,6 +127,7 @@ impl Checker {
             .map(|g| EventSource {
                 sentinels: g.sentinels.clone(),
                 auth: sentinel_auth(&g.config),
+                tls: g.config.sentinel_tls.clone(),
                 master_name: g.config.master_name.clone(),
                 log: g.events.clone(),
                 votes: g.votes.clone(),

@@ -24,10 +24,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::secret::Secret;
 use crate::sockets::NodeSelector;
+use crate::tls::Tls;
 use crate::verdict::{Policy, Verdict};
 
 use raw::RawConfig;
@@ -136,6 +138,10 @@ pub struct GroupConfig {
     /// node is, when it has none to Sentinel's master or sends a write on a replica (see the
     /// README's Verdicts).
     pub replica_reads: bool,
+    /// TLS to the data servers; `None`: plaintext.
+    pub tls: Option<Arc<Tls>>,
+    /// TLS to the sentinels; `None`: plaintext.
+    pub sentinel_tls: Option<Arc<Tls>>,
 }
 
 #[derive(Debug, Clone)]

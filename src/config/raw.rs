@@ -52,6 +52,21 @@ pub(super) struct RawRedis {
     pub(super) sentinel_password_file: Option<PathBuf>,
     pub(super) sentinel_password_env: Option<String>,
     pub(super) replica_reads: Option<bool>,
+    /// `[redis.tls]`: TLS to the data servers (and to the sentinels, unless `sentinel_tls`).
+    pub(super) tls: Option<RawTls>,
+    /// `[redis.sentinel_tls]`: TLS to the sentinels, where it differs.
+    pub(super) sentinel_tls: Option<RawTls>,
+}
+
+/// `[redis.tls]` / `[redis.sentinel_tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) enabled: Option<bool>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) server_name: Option<String>,
 }
 
 /// `[check]`: timing, the verdict policy and the write probe.

@@ -10,15 +10,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::secret::Secret;
 use crate::sockets::{NodeSelector, check_unit_name};
+use crate::tls::{Tls, TlsSettings};
 use crate::verdict::{Policy, Verdict};
 
 use super::defaults;
 use super::opt_in::{validate_haproxy, validate_maintenance, validate_repair};
-use super::raw::{RawAgent, RawCheck, RawConfig, RawHttp, RawNode, RawRedis};
+use super::raw::{RawAgent, RawCheck, RawConfig, RawHttp, RawNode, RawRedis, RawTls};
 use super::reply::out_word;
 use super::{
     AgentConfig, CheckConfig, Config, ConfigError, GroupConfig, HttpConfig, NodeConfig, OutWord,
@@ -140,7 +142,15 @@ fn validate_group(r: RawRedis, earlier: &[GroupConfig]) -> Result<GroupConfig, C
             "{what}: two [[redis]] groups share this name"
         )));
     }
+    let tls = validate_tls(&format!("{what} tls"), r.tls.clone())?;
+    // The sentinels speak as the data servers do unless told otherwise.
+    let sentinel_tls = match r.sentinel_tls {
+        Some(t) => validate_tls(&format!("{what} sentinel_tls"), Some(t))?,
+        None => tls.clone(),
+    };
     Ok(GroupConfig {
+        tls,
+        sentinel_tls,
         password: read_secret(&format!("{what} password"), r.password_file, r.password_env)?,
         sentinel_password: read_secret(
             &format!("{what} sentinel password"),
@@ -154,6 +164,41 @@ fn validate_group(r: RawRedis, earlier: &[GroupConfig]) -> Result<GroupConfig, C
         sentinel_username: r.sentinel_username,
         replica_reads: r.replica_reads.unwrap_or(defaults::REDIS_REPLICA_READS),
     })
+}
+
+/// `[redis.tls]` or `[redis.sentinel_tls]`: on when the table is there (unless
+/// `enabled = false`, which takes no other key); the files read and checked now.
+fn validate_tls(what: &str, t: Option<RawTls>) -> Result<Option<Arc<Tls>>, ConfigError> {
+    let Some(t) = t else { return Ok(None) };
+    let others = t.ca_file.is_some()
+        || t.cert_file.is_some()
+        || t.key_file.is_some()
+        || t.server_name.is_some();
+    if t.enabled == Some(false) {
+        if others {
+            return Err(ConfigError::invalid(format!(
+                "{what}: enabled = false takes no other key"
+            )));
+        }
+        return Ok(None);
+    }
+    let client = match (t.cert_file, t.key_file) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::invalid(format!(
+                "{what}: cert_file and key_file go together (a client certificate and its key)"
+            )));
+        }
+    };
+    let settings = TlsSettings {
+        ca_file: t.ca_file,
+        client,
+        server_name: t.server_name,
+    };
+    Tls::load(settings)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|e| ConfigError::invalid(format!("{what}: {e}")))
 }
 
 /// A group's sentinels: at least one, each `host:port`, none twice (it would vote twice).
@@ -390,6 +435,61 @@ mod tests {
                 .expect_err(line)
                 .to_string();
             assert!(err.contains(want), "{line:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_tables_are_read_checked_and_the_sentinels_follow_the_servers_unless_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["redis.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p.display().to_string()
+        };
+        let ca = write("ca.pem", &cert.pem(), 0o644);
+        let crt = write("tls.crt", &cert.pem(), 0o644);
+        let good = write("tls.key", &key.serialize_pem(), 0o600);
+        let open = write("open.key", &key.serialize_pem(), 0o644);
+        let with = |tables: &str| Config::from_toml_str(&format!("{DESIGN_EXAMPLE}\n{tables}"));
+        let both = format!(
+            "[redis.tls]\nca_file = \"{ca}\"\ncert_file = \"{crt}\"\nkey_file = \"{good}\"\n"
+        );
+        let c = with(&both).unwrap();
+        let g = &c.groups[0];
+        assert!(g.tls.is_some() && g.sentinel_tls.is_some());
+        let plain_sentinels = format!("{both}[redis.sentinel_tls]\nenabled = false\n");
+        let c = with(&plain_sentinels).unwrap();
+        assert!(c.groups[0].tls.is_some() && c.groups[0].sentinel_tls.is_none());
+        assert!(with("").unwrap().groups[0].tls.is_none());
+        let refused = [
+            (
+                format!("[redis.tls]\ncert_file = \"{crt}\"\n"),
+                "cert_file and key_file go together",
+            ),
+            (
+                format!("[redis.tls]\ncert_file = \"{crt}\"\nkey_file = \"{open}\"\n"),
+                "readable by every user",
+            ),
+            (
+                format!("[redis.tls]\nenabled = false\nca_file = \"{ca}\"\n"),
+                "enabled = false takes no other key",
+            ),
+            (
+                "[redis.tls]\nserver_name = \"not a name\"\n".to_string(),
+                "is not a DNS name",
+            ),
+            ("[redis.tls]\nverify = false\n".to_string(), "unknown field"),
+        ];
+        for (tables, want) in refused {
+            let err = with(&tables).expect_err(&tables).to_string();
+            assert!(err.contains(want), "{tables:?}: {err}");
         }
     }
 

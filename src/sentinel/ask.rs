@@ -11,7 +11,9 @@ use redis::Value;
 
 use super::members::{Asked, Found, Members, Target};
 use super::{Peer, ReplicaInfo, SentinelAnswer, SentinelReport, valid_id};
-use crate::conn::{ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, resolve, text};
+use crate::conn::{
+    ErrorClass, Pool, ReplyError, ServerAddr, ServerError, command, resolve, software, text,
+};
 
 /// Parses `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil for an unknown name.
 fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, ReplyError> {
@@ -122,8 +124,8 @@ async fn ask(
     epochs: bool,
 ) -> (SentinelAnswer, Option<redis::aio::MultiplexedConnection>) {
     let started = Instant::now();
-    let mut c = match conn {
-        Ok((c, _)) => c,
+    let (mut c, fresh) = match conn {
+        Ok(c) => c,
         Err(e) => {
             return (
                 SentinelAnswer {
@@ -141,17 +143,26 @@ async fn ask(
     reps.arg("replicas").arg(&master_name);
     let mut info = redis::cmd("INFO");
     info.arg("sentinel");
-    let (mut c1, mut c2, c3) = (c.clone(), c.clone(), c.clone());
-    let (m, r, i, (id, peers, config_epoch)) = tokio::join!(
+    let (mut c1, mut c2, c3, mut c4) = (c.clone(), c.clone(), c.clone(), c.clone());
+    let sw = async {
+        if fresh {
+            software(&mut c4, &addr, "sentinel", timeout).await
+        } else {
+            None
+        }
+    };
+    let (m, r, i, (id, peers, config_epoch), software) = tokio::join!(
         command(&mut c, &addr, "sentinel", timeout, &get),
         command(&mut c1, &addr, "sentinel", timeout, &reps),
         command(&mut c2, &addr, "sentinel", timeout, &info),
         identity(c3, &addr, &master_name, timeout, epochs),
+        sw,
     );
     let result = read_report(&addr, m, r, i).map(|report| SentinelReport {
         id,
         peers,
         config_epoch,
+        software,
         ..report
     });
     let keep = keeps_connection(&result);
@@ -238,6 +249,7 @@ fn keeps_connection(result: &Result<SentinelReport, ServerError>) -> bool {
             class: ErrorClass::Timeout
                 | ErrorClass::Connect
                 | ErrorClass::Resolve
+                | ErrorClass::Tls
                 | ErrorClass::Protocol,
             ..
         })
@@ -315,6 +327,12 @@ pub async fn ask_group(
         entries.push((entry.clone(), resolved));
     }
     let targets = same_once(pool, members.targets(&entries));
+    // An address a configured name resolved to is that name for TLS.
+    pool.set_verify_as(
+        targets
+            .iter()
+            .filter_map(|t| Some((t.addr.clone(), t.via.as_ref()?.host.clone()))),
+    );
     let mut asked = ask_targets(pool, targets, master_name, epochs).await;
     members.learn(&asked, Instant::now());
     let asked_targets: Vec<Target> = asked.iter().map(|(t, _)| t.clone()).collect();
@@ -502,14 +520,15 @@ mod tests {
     fn a_sentinel_connection_is_dropped_after_a_timeout_a_refused_connect_or_an_unreadable_reply() {
         use ErrorClass::*;
         assert!(keeps_connection(&Ok(SentinelReport::default())));
-        for class in [Timeout, Connect, Resolve, Protocol] {
+        for class in [Timeout, Connect, Resolve, Tls, Protocol] {
             assert!(
                 !keeps_connection(&Err(ServerError::new(class, "x"))),
                 "{class:?}"
             );
         }
         for class in [
-            Readonly, NoReplicas, Misconf, Oom, Loading, Busy, MasterDown, Auth, NoPerm, Other,
+            Readonly, Redirect, NoReplicas, Misconf, Oom, Loading, Busy, MasterDown, Auth, NoPerm,
+            Other,
         ] {
             assert!(
                 keeps_connection(&Err(ServerError::new(class, "x"))),

@@ -137,7 +137,12 @@ impl Tally<'_> {
     fn no_master(&self, name: &str, configured: usize) -> String {
         let majority = configured / 2 + 1;
         if self.answered == 0 {
-            format!("no sentinel answered (0 of {configured})")
+            // The first refusal says why (a password, a certificate, a name): often the same
+            // for every sentinel.
+            match self.dissent.first() {
+                Some(why) => format!("no sentinel answered (0 of {configured}); {why}"),
+                None => format!("no sentinel answered (0 of {configured})"),
+            }
         } else if self.unknown_name == self.answered {
             format!("master name {name:?} unknown to every sentinel that answered")
         } else {
@@ -519,7 +524,7 @@ mod tests {
             (
                 "none answers",
                 vec![silent(S1), silent(S2), silent(S3)],
-                "no sentinel answered (0 of 3)",
+                "no sentinel answered (0 of 3); sentinel 127.0.0.1:26379: connection refused",
             ),
             (
                 "the name is unknown to those that answer",

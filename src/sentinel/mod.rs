@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::conn::{ServerAddr, ServerError};
+use crate::conn::{ServerAddr, ServerError, Software};
 
 pub use ask::ask_group;
 pub use decide::decide;
@@ -63,6 +63,8 @@ pub struct SentinelReport {
     /// The master's `config-epoch` as it knows it; asked only while a leader vote is on record
     /// (see [`Vote`]).
     pub config_epoch: Option<u64>,
+    /// What it runs (`INFO server`), asked on each new connection.
+    pub software: Option<Software>,
 }
 
 /// Another sentinel of the group, as one sentinel lists it: its id and announced address.

@@ -302,14 +302,16 @@ fn judge_by_role(
                 c.local, rc.server
             ),
         ),
-        // rolecall's own credentials or permissions, a reply it cannot read, or a name it cannot
-        // resolve: that is rolecall being blind, never evidence against the node.
+        // rolecall's own credentials or permissions, a reply it cannot read, a name it cannot
+        // resolve, a TLS handshake that failed: that is rolecall being blind, never evidence
+        // against the node.
         Some(Err(e))
             if matches!(
                 e.class,
                 ErrorClass::Auth
                     | ErrorClass::NoPerm
                     | ErrorClass::Resolve
+                    | ErrorClass::Tls
                     | ErrorClass::Protocol
                     | ErrorClass::Other
             ) =>
@@ -791,8 +793,9 @@ mod tests {
     /// A server's answer to `ROLE`, `None` when it was not asked.
     type RoleAnswer = Option<Result<Role, ServerError>>;
 
-    const CLASSES: [ErrorClass; 14] = [
+    const CLASSES: [ErrorClass; 16] = [
         ErrorClass::Readonly,
+        ErrorClass::Redirect,
         ErrorClass::NoReplicas,
         ErrorClass::Misconf,
         ErrorClass::Oom,
@@ -804,6 +807,7 @@ mod tests {
         ErrorClass::Timeout,
         ErrorClass::Connect,
         ErrorClass::Resolve,
+        ErrorClass::Tls,
         ErrorClass::Protocol,
         ErrorClass::Other,
     ];
@@ -985,6 +989,7 @@ mod tests {
                 ErrorClass::Auth
                     | ErrorClass::NoPerm
                     | ErrorClass::Resolve
+                    | ErrorClass::Tls
                     | ErrorClass::Protocol
                     | ErrorClass::Other
             );

@@ -27,6 +27,8 @@
 //! - `netns`: [`PodNetns`], a network namespace like a Kubernetes pod's and one standing for the
 //!   rest of its cluster, linked by a veth pair; [`Netns`], a way to run code (and spawn
 //!   processes) inside either.
+//! - `tls`: [`TlsCluster`], a TLS-only Sentinel cluster (`port 0`, client certificates
+//!   required) with certificates made at test time ([`Pki`]) that name host names only.
 //! - `vip`: [`cluster_ips`], Kubernetes ClusterIPs (nftables DNAT) in a [`PodNetns`].
 //! - `hosts`: [`PrivateHosts`], a hosts file of the test's own that children see as
 //!   `/etc/hosts` in a private mount namespace each (the machine's is never touched); every
@@ -52,6 +54,7 @@ mod process;
 mod redis;
 mod rolecall;
 mod switch;
+mod tls;
 mod topology;
 mod vip;
 mod watch;
@@ -76,6 +79,7 @@ pub use rolecall::{
     Dumper, HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall, run_rolecall_under,
 };
 pub use switch::{Heard, SwitchWatcher};
+pub use tls::{Pki, TlsCluster, TlsPod};
 pub use topology::{Topology, TopologyBuilder};
 pub use vip::cluster_ips;
 pub use watch::{ReadyWatch, WatchLog};
