@@ -338,6 +338,12 @@ mod tests {
         // `laddr=` is the server's side: never taken for the client's.
         assert_eq!(last.of("127.0.0.1:6380"), None);
         assert_eq!(parse_client_list("").unwrap(), LastCommands::default());
+        // Valkey 8 and Redis 7.2 add fields (`lib-name=`, `capa=`, `tot-net-in=`, …): read alike.
+        let valkey = "id=7 addr=10.0.0.5:40100 laddr=10.0.0.1:6379 fd=11 name=app age=3 idle=0 flags=N capa=redirect db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1800 events=r cmd=set user=default redir=-1 resp=2 lib-name=ioredis lib-ver=5.4.1 tot-net-in=120 tot-net-out=40 tot-cmds=3\n";
+        assert_eq!(
+            parse_client_list(valkey).unwrap().of("10.0.0.5:40100"),
+            Some("set")
+        );
         let huge = "x".repeat(CLIENT_LIST_MAX_BYTES + 1);
         assert!(parse_client_list(&huge).is_err());
     }

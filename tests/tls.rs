@@ -167,6 +167,11 @@ fn over_mutual_tls_a_failover_drains_the_pinned_node_keeps_the_follower_and_the_
     let s = out.wait_for_verdict("stuck_on_replica", DEMOTED_VERDICT_TIMEOUT);
     assert_eq!(s["in_rotation"], false, "{s:#}");
     assert_eq!(group(&s)["master"], new, "{s:#}");
+    // The event subscriptions speak TLS too: the failover's events were heard.
+    assert!(
+        group(&s)["last_event"]["channel"].is_string(),
+        "a Sentinel event heard over TLS: {s:#}"
+    );
 
     let s = stays.wait_for_status(
         "the follower ok on the new master",
