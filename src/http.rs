@@ -402,6 +402,7 @@ mod tests {
         let m = Maintenance::new(MaintenanceConfig {
             file: None,
             token: Some(crate::secret::Secret::new("t0ken".into())),
+            state_file: None,
         });
         let r = maintenance_endpoint(&Method::POST, None, &m);
         assert_eq!(r.status(), 401);

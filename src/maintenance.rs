@@ -8,8 +8,8 @@
 //! - `POST /maintenance` / `DELETE /maintenance` on the HTTP port, with
 //!   `Authorization: Bearer <token>` where the token is read from `[maintenance] token_file`
 //!   (a file every user can read is refused, as password files are). Without a token file the
-//!   endpoint does not exist (404). The HTTP switch lives in memory: a restart forgets it, the
-//!   flag file does not.
+//!   endpoint does not exist (404). The HTTP switch is kept in a state file in
+//!   `[node] state_dir` (written atomically), so a restart does not end a maintenance.
 //!
 //! The file is watched by a small task ([`watch_file`]) that looks every [`FILE_POLL`], not by
 //! each probe: probes never touch the filesystem (a hung NFS mount cannot stall them), and the
@@ -96,6 +96,13 @@ impl Maintenance {
         {
             m.set_file(exists);
         }
+        if let Some(path) = &m.config.state_file
+            && std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "on")
+        {
+            tracing::warn!(file = %path.display(), "maintenance switched on through POST /maintenance before this start: still on");
+            m.by_api.store(true, Ordering::SeqCst);
+            m.publish();
+        }
         Arc::new(m)
     }
 
@@ -128,8 +135,14 @@ impl Maintenance {
     }
 
     /// Turns the HTTP switch on or off; returns the resulting state.
+    /// The switch is kept in the state file before it is published, so a restart keeps it.
     pub fn set_api(&self, on: bool) -> MaintenanceState {
         if self.by_api.swap(on, Ordering::SeqCst) != on {
+            if let Some(path) = &self.config.state_file
+                && let Err(e) = keep(path, on)
+            {
+                tracing::warn!(file = %path.display(), error = %e, "cannot keep the maintenance switch: a restart will forget it");
+            }
             if on {
                 tracing::warn!(source = "http", "maintenance switched on");
             } else {
@@ -180,6 +193,22 @@ impl Maintenance {
         });
         self.state()
     }
+}
+
+/// Writes the HTTP switch to `path` atomically (a temp file renamed over it): `on`, or no file.
+fn keep(path: &Path, on: bool) -> std::io::Result<()> {
+    if !on {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, "on\n")?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Equal slices, compared without an early exit (the token's length is not a secret).
@@ -236,7 +265,28 @@ mod tests {
         Maintenance::new(MaintenanceConfig {
             file: None,
             token: Some(Secret::new(token.to_string())),
+            state_file: None,
         })
+    }
+
+    #[test]
+    fn the_http_switch_survives_a_restart_through_its_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state").join("maintenance-n.state");
+        let config = MaintenanceConfig {
+            file: None,
+            token: Some(crate::secret::Secret::new("t".into())),
+            state_file: Some(file.clone()),
+        };
+        let m = Maintenance::new(config.clone());
+        assert!(!m.state().on);
+        assert!(m.set_api(true).by_api);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "on\n");
+        let restarted = Maintenance::new(config.clone());
+        assert!(restarted.state().on && restarted.state().by_api);
+        assert!(!restarted.set_api(false).on);
+        assert!(!file.exists());
+        assert!(!Maintenance::new(config).state().on);
     }
 
     #[test]
@@ -262,6 +312,7 @@ mod tests {
         let m = Maintenance::new(MaintenanceConfig {
             file: Some(flag.clone()),
             token: None,
+            state_file: None,
         });
         assert!(!m.state().on);
         m.set_api(true);
@@ -280,6 +331,7 @@ mod tests {
         let m = Maintenance::new(MaintenanceConfig {
             file: Some(flag),
             token: None,
+            state_file: None,
         });
         assert!(m.state().on && m.state().by_file);
     }

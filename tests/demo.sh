@@ -96,7 +96,8 @@ listen = "127.0.0.1:$3"
 listen = "127.0.0.1:$4"
 EOF
   $BIN/rolecall config check --config "$WORK/$1.toml"
-  ROLECALL_LOG=info $BIN/rolecall run --config "$WORK/$1.toml" 2>"$WORK/$1.log" & PIDS+=($!)
+  # What systemd's StateDirectory= would give each instance: its own place for what it keeps.
+  STATE_DIRECTORY="$WORK/$1.state" ROLECALL_LOG=info $BIN/rolecall run --config "$WORK/$1.toml" 2>"$WORK/$1.log" & PIDS+=($!)
 }
 start_rolecall pinned $PINNED 17070 17071
 start_rolecall follower $FOLLOWER 17072 17073

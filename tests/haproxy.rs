@@ -816,3 +816,137 @@ fn agent_send_names_the_group_haproxy_asks_about() {
         ServerState::is_up,
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The shipped example configuration: what survives a start and a restart
+
+/// `rolecall.example.toml` as shipped, pointed at `topology`, the node's pid file, the test's
+/// ports and a maintenance token: nothing else changed (its state is kept where the service's
+/// `StateDirectory` would put it, which the harness gives each daemon).
+fn example_config(topology: &Topology, pid_file: &Path, token: &Path) -> String {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rolecall.example.toml"
+    ))
+    .expect("read rolecall.example.toml");
+    let sentinels: Vec<String> = topology
+        .sentinel_addrs()
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    shipped
+        .lines()
+        .map(|line| {
+            let key = |k: &str| line.starts_with(k);
+            if key("pid_file = ") {
+                format!("pid_file = \"{}\"", pid_file.display())
+            } else if key("master_name = ") {
+                format!("master_name = \"{}\"", topology.master_name())
+            } else if key("sentinels = ") {
+                format!("sentinels = [{}]", sentinels.join(", "))
+            } else if key("listen = \"0.0.0.0:7070\"") {
+                "listen = \"{agent}\"".to_string()
+            } else if key("listen = \"0.0.0.0:7071\"") {
+                "listen = \"{http}\"".to_string()
+            } else if key("# [maintenance]") {
+                "[maintenance]".to_string()
+            } else if key("# token_file = ") {
+                format!("token_file = \"{}\"", token.display())
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn with_the_example_configuration_restarts_keep_an_operators_drain_and_maintenance_and_lift_only_rolecalls_own_drain()
+ {
+    let topology = small_topology();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("node.pid");
+    let token = dir.path().join("maintenance.token");
+    write_private(&token, "t0ken-example\n");
+    let node = DemoNode::pin(topology.master_addr());
+    std::fs::write(&pid_file, node.pid().to_string()).unwrap();
+    let config = example_config(&topology, &pid_file, &token);
+    assert!(config.contains("[maintenance]"));
+    assert!(
+        !config.lines().any(|l| l.starts_with("state_")),
+        "no state file configured"
+    );
+    let started = Instant::now();
+    let mut rolecall = Rolecall::start(&config);
+    let (b1, b2) = (Backend::start(), Backend::start());
+    let mut env = agent_env(b1.addr(), rolecall.agent_addr(), b2.addr(), nowhere());
+    env.push(("AGENT_INTER", "200ms".into()));
+    let h = Haproxy::start("agent-check.cfg", &env);
+    h.wait_for(BACKEND, "node1", "UP", HAPROXY_TIMEOUT, ServerState::is_up);
+
+    // 1. An operator drains the node 2 s after rolecall started: it stays drained, and across
+    //    a restart of rolecall.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
+    h.cli(&format!("set server {BACKEND}/node1 state drain"));
+    let five = Duration::from_secs(5);
+    assert_holds(&h, "node1", "DRAIN", five, ServerState::is_drain);
+    rolecall.kill();
+    rolecall.restart();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    assert_holds(&h, "node1", "DRAIN", five, ServerState::is_drain);
+    h.cli(&format!("set server {BACKEND}/node1 state ready"));
+    h.wait_for(BACKEND, "node1", "UP", HAPROXY_TIMEOUT, ServerState::is_up);
+
+    // 2. The HTTP maintenance switch survives a restart.
+    let (code, body) = http_auth(
+        rolecall.http_addr(),
+        "POST",
+        "/maintenance",
+        Some("t0ken-example"),
+    );
+    assert_eq!(code, 200, "{body}");
+    h.wait_for(
+        BACKEND,
+        "node1",
+        "MAINT",
+        HAPROXY_TIMEOUT,
+        ServerState::is_maint,
+    );
+    rolecall.kill();
+    rolecall.restart();
+    let s = rolecall.status();
+    assert_eq!(s["maintenance"]["by_api"], true, "{s:#}");
+    assert_holds(
+        &h,
+        "node1",
+        "MAINT",
+        Duration::from_secs(2),
+        ServerState::is_maint,
+    );
+    let (code, body) = http_auth(
+        rolecall.http_addr(),
+        "DELETE",
+        "/maintenance",
+        Some("t0ken-example"),
+    );
+    assert_eq!(code, 200, "{body}");
+    h.wait_for(BACKEND, "node1", "UP", HAPROXY_TIMEOUT, ServerState::is_up);
+
+    // 3. rolecall's own drain (the node died), rolecall killed, the node back: a restarted
+    //    rolecall lifts its own drain once the node is healthy.
+    drop(node);
+    rolecall.wait_for_verdict("node_missing", VERDICT_TIMEOUT);
+    h.wait_for(
+        BACKEND,
+        "node1",
+        "DRAIN",
+        HAPROXY_TIMEOUT,
+        ServerState::is_drain,
+    );
+    rolecall.kill();
+    let node = DemoNode::pin(topology.master_addr());
+    std::fs::write(&pid_file, node.pid().to_string()).unwrap();
+    rolecall.restart();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    h.wait_for(BACKEND, "node1", "UP", HAPROXY_TIMEOUT, ServerState::is_up);
+}

@@ -16,11 +16,11 @@ use super::{READY_WINDOW, Stance};
 /// What rolecall last told HAProxy, to decide when `ready` is due: only to undo an
 /// administrative state (`drain`, `maint`) that rolecall itself set, never an operator's.
 ///
-/// With a state file (`[agent] state_file`), "rolecall holds drain/maint" survives a restart:
-/// a restarted rolecall that finds the file releases its own drain once the node is healthy,
-/// and one that does not find it leaves any drain alone. Without a state file, a restarted
-/// rolecall cannot know whose drain HAProxy holds and releases it: `ready` for the first
-/// [`READY_WINDOW`] after the start.
+/// With a state file (by default in `[node] state_dir`), "rolecall holds drain/maint" survives
+/// a restart: a restarted rolecall that finds the file releases its own drain once the node is
+/// healthy, and one that does not find it leaves any drain alone. Without one (`state_dir =
+/// ""`, or a directory rolecall cannot write), a restarted rolecall cannot prove a drain is
+/// its own and leaves every drain alone: the safe side; it says at start how to lift one.
 #[derive(Debug)]
 pub struct Memory {
     held: Mutex<Held>,
@@ -38,20 +38,30 @@ struct Held {
 }
 
 impl Memory {
-    /// Loads the memory at start (`now`): from `state_file`, or, without one, assuming the
-    /// worst (rolecall may have left a drain behind).
+    /// Loads the memory at start (`now`): from `state_file`. Without one, or with one rolecall
+    /// cannot write, it holds nothing it could prove (module docs), and says so.
     pub fn new(state_file: Option<PathBuf>, now: Instant) -> Memory {
+        const LIFT: &str = "a drain or maint HAProxy holds from before this start is left alone; lift one by hand with `set server <backend>/<server> state ready` on HAProxy's runtime API";
         let held = match &state_file {
-            None => Held {
-                last_out: Some(now),
-                word: None,
-            },
+            None => {
+                tracing::warn!("no state file (node.state_dir = \"\"): {LIFT}");
+                Held::default()
+            }
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => Held {
                     last_out: Some(now),
                     word: OutWord::parse(text.trim()).filter(|w| w.is_admin()),
                 },
-                Err(_) => Held::default(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Err(e) = writable_dir(path) {
+                        tracing::warn!(file = %path.display(), error = %e, "the state file cannot be written: {LIFT}");
+                    }
+                    Held::default()
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "the state file cannot be read: {LIFT}");
+                    Held::default()
+                }
             },
         };
         let initial = held.word;
@@ -93,12 +103,25 @@ impl Memory {
         due
     }
 
-    /// The administrative word rolecall may have left in HAProxy: `Some(None)` when it cannot
-    /// know which (a start without a state file), `None` when it holds none.
+    /// The administrative word rolecall left in HAProxy, as far as it can prove: `Some(word)`
+    /// (`word` is `None` for a state file that names no word it knows), `None` when none.
     pub fn held(&self) -> Option<Option<OutWord>> {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.last_out.map(|_| held.word)
     }
+}
+
+/// Makes sure the state file's directory exists (creating it, mode 0700) and takes a file.
+fn writable_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let probe = path.with_extension("probe");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 fn replace_if_different(slot: &mut Option<OutWord>, value: Option<OutWord>) -> bool {
@@ -215,11 +238,14 @@ mod tests {
         let m = Memory::new(Some(path.clone()), t0);
         assert_eq!(m.held(), Some(Some(OutWord::Drain)));
         assert!(m.tell(&Stance::In, t0 + Duration::from_secs(1)));
-        // Without a state file rolecall cannot tell, and releases whatever HAProxy holds.
+        // Without a state file rolecall cannot prove a drain is its own, and lifts none.
         let m = Memory::new(None, t0);
-        assert_eq!(m.held(), Some(None));
-        assert!(m.tell(&Stance::In, t0 + Duration::from_secs(1)));
-        assert!(!m.tell(&Stance::In, t0 + READY_WINDOW));
+        assert!(m.held().is_none());
+        assert!(!m.tell(&Stance::In, t0 + Duration::from_secs(1)));
+        // Nor with one in a directory it cannot create.
+        let m = Memory::new(Some("/proc/rolecall-no/agent.state".into()), t0);
+        assert!(m.held().is_none());
+        assert!(!m.tell(&Stance::In, t0 + Duration::from_secs(1)));
     }
 
     #[tokio::test]

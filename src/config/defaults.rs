@@ -67,3 +67,6 @@ pub(crate) const REPAIR_DRY_RUN: bool = false;
 
 /// `haproxy.timeout`: connect, send and read, per HAProxy and change.
 pub(crate) const HAPROXY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `node.state_dir` when systemd gives no `$STATE_DIRECTORY`.
+pub(crate) const NODE_STATE_DIR: &str = "/var/lib/rolecall";

@@ -121,6 +121,9 @@ pub struct RepairCommand {
 pub struct NodeConfig {
     pub name: String,
     pub selector: NodeSelector,
+    /// Where rolecall keeps what must survive a restart (whose drain HAProxy holds, the HTTP
+    /// maintenance switch); `None`: nowhere (`state_dir = ""`).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One Sentinel-managed master.
@@ -193,6 +196,8 @@ pub struct MaintenanceConfig {
     pub file: Option<PathBuf>,
     /// The bearer token of `POST`/`DELETE /maintenance`; `None` disables the endpoint.
     pub token: Option<Secret>,
+    /// Where the HTTP switch is kept across restarts (in `[node] state_dir`).
+    pub state_file: Option<PathBuf>,
 }
 
 /// `[haproxy]`, validated.

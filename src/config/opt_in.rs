@@ -135,6 +135,7 @@ pub(super) fn validate_maintenance(
     Ok(MaintenanceConfig {
         file: m.file,
         token,
+        state_file: None,
     })
 }
 

@@ -36,6 +36,7 @@ pub(super) struct RawNode {
     pub(super) process: Option<String>,
     pub(super) systemd_unit: Option<String>,
     pub(super) namespace: Option<bool>,
+    pub(super) state_dir: Option<PathBuf>,
 }
 
 /// One `[[redis]]` table: a Sentinel-managed master.

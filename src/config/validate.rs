@@ -31,10 +31,21 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let node = validate_node(raw.node)?;
     let groups = validate_groups(raw.redis)?;
     let check = validate_check(raw.check)?;
-    let agent = raw.agent.map(validate_agent).transpose()?;
+    let state = |kind: &str| {
+        let file = format!("{kind}-{}.state", file_safe(&node.name));
+        node.state_dir.as_ref().map(|d| d.join(file))
+    };
+    let agent = raw
+        .agent
+        .map(|a| validate_agent(a, state("agent")))
+        .transpose()?;
     let http = raw.http.map(validate_http).transpose()?;
     let repair = validate_repair(raw.repair.unwrap_or_default())?;
-    let maintenance = validate_maintenance(raw.maintenance.unwrap_or_default(), http.is_some())?;
+    let mut maintenance =
+        validate_maintenance(raw.maintenance.unwrap_or_default(), http.is_some())?;
+    if maintenance.token.is_some() {
+        maintenance.state_file = state("maintenance");
+    }
     let haproxy = raw
         .haproxy
         .map(|h| validate_haproxy(h, agent.is_some()))
@@ -54,9 +65,20 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 /// `[node]`: exactly one way to find the node's process, and its name.
 fn validate_node(n: RawNode) -> Result<NodeConfig, ConfigError> {
     let selector = node_selector(&n)?;
+    let state_dir = match n.state_dir {
+        Some(d) if d.as_os_str().is_empty() => None,
+        Some(d) if !d.is_absolute() => {
+            return Err(ConfigError::invalid(
+                "node.state_dir: give an absolute path, e.g. \"/var/lib/rolecall\" (or \"\" for none)",
+            ));
+        }
+        Some(d) => Some(d),
+        None => Some(default_state_dir()),
+    };
     let node = NodeConfig {
         name: n.name.unwrap_or_else(host_name),
         selector,
+        state_dir,
     };
     if node.name.is_empty() {
         return Err(ConfigError::invalid("node.name: empty"));
@@ -103,6 +125,29 @@ fn node_selector(n: &RawNode) -> Result<NodeSelector, ConfigError> {
              exactly one",
         )),
     }
+}
+
+/// The default `[node] state_dir`: the service's state directory when systemd gives one
+/// (`StateDirectory=rolecall` sets `$STATE_DIRECTORY`), else `/var/lib/rolecall`.
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .filter(|d| d.is_absolute())
+        .unwrap_or_else(|| PathBuf::from(defaults::NODE_STATE_DIR))
+}
+
+/// `name` with every character but ASCII letters, digits, `.`, `_` and `-` replaced by `_`,
+/// for a file name.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The default node name.
@@ -336,7 +381,7 @@ fn validate_policy(c: &RawCheck) -> Result<Policy, ConfigError> {
 
 /// `[agent]`: the address, and a word for every verdict that takes the node out: its
 /// `reply.<verdict>` if set, `out_reply` otherwise.
-fn validate_agent(a: RawAgent) -> Result<AgentConfig, ConfigError> {
+fn validate_agent(a: RawAgent, default_state: Option<PathBuf>) -> Result<AgentConfig, ConfigError> {
     let listen = parse_listen("agent", &a.listen)?;
     let default = match &a.out_reply {
         None => defaults::AGENT_OUT_REPLY,
@@ -354,7 +399,12 @@ fn validate_agent(a: RawAgent) -> Result<AgentConfig, ConfigError> {
     Ok(AgentConfig {
         listen,
         out_reply,
-        state_file: a.state_file,
+        // An explicit file wins; `state_file = ""` keeps none.
+        state_file: match a.state_file {
+            Some(f) if f.as_os_str().is_empty() => None,
+            Some(f) => Some(f),
+            None => default_state,
+        },
     })
 }
 

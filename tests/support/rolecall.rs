@@ -411,8 +411,9 @@ impl Rolecall {
     }
 
     /// Starts rolecall again after [`Rolecall::kill`] (or a SIGTERM and [`Rolecall::wait_exit`]):
-    /// the same config file, directory and ports, so HAProxy finds the agent where it was. The
-    /// environment given with [`RolecallConfig::env`] is not kept. Appends to the same stderr
+    /// the same config file, directory, ports and state directory, so HAProxy finds the agent
+    /// where it was and rolecall what it kept. The environment given with
+    /// [`RolecallConfig::env`] is not kept. Appends to the same stderr
     /// log; waits until `/livez` answers.
     pub fn restart(&mut self) {
         assert!(
@@ -433,7 +434,8 @@ impl Rolecall {
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log("stdout.log"))
-            .stderr(log("stderr.log"));
+            .stderr(log("stderr.log"))
+            .env("STATE_DIRECTORY", self.dir.path().join("state"));
         self.proc = Proc::spawn(cmd, "rolecall run (restarted)");
         self.wait_live();
     }
@@ -469,7 +471,10 @@ impl Rolecall {
             .stdout(
                 std::fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log"),
             )
-            .stderr(std::fs::File::create(&stderr).expect("create stderr.log"));
+            .stderr(std::fs::File::create(&stderr).expect("create stderr.log"))
+            // What systemd's `StateDirectory=` gives: the default `[node] state_dir`, here the
+            // daemon's own, kept across restart() (a test may set another).
+            .env("STATE_DIRECTORY", dir.path().join("state"));
         for (k, v) in env {
             cmd.env(k, v);
         }
