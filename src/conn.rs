@@ -10,15 +10,19 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use futures_util::future::join_all;
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Value,
-};
+use redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
 use serde::{Serialize, Serializer};
 
 use crate::secret::Secret;
@@ -314,13 +318,78 @@ pub struct Auth {
     pub password: Option<Secret>,
 }
 
-/// How to reach `addr` at `ip` (its host, or what its name resolved to) with `auth`: no
-/// `CLIENT SETINFO` (Redis 7.0 and Sentinel refuse it).
-pub fn connection_info(
-    addr: &ServerAddr,
-    ip: Option<IpAddr>,
-    auth: &Auth,
-) -> Result<ConnectionInfo, ServerError> {
+/// At most this many bytes are read from one connection between two checks (for an event
+/// subscription: per message): above the largest reply rolecall reads (`CLIENT LIST`, 8 MiB),
+/// and small enough that no peer — a sentinel or server that announces a 1 GB bulk string and
+/// streams it, say — can make rolecall hold more than a few times this. Past it the
+/// connection fails (the peer is unknown for this check) and is dropped.
+pub const MAX_READ_PER_CHECK: u64 = 9 << 20;
+
+/// The bytes one connection may still read: reset each check (by [`Pool::refresh`]).
+#[derive(Debug, Default)]
+pub struct Budget(AtomicU64);
+
+impl Budget {
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Any byte stream a connection runs over: TCP, or TLS over TCP.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// A stream that fails once it has read its [`Budget`] ([`MAX_READ_PER_CHECK`]).
+pub struct Bounded {
+    inner: Box<dyn Transport>,
+    budget: Arc<Budget>,
+}
+
+impl AsyncRead for Bounded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let used = this.budget.0.load(Ordering::Relaxed);
+        if used >= MAX_READ_PER_CHECK {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the peer sent more than {MAX_READ_PER_CHECK} bytes in one check"),
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            let read = (buf.filled().len() - before) as u64;
+            this.budget.0.fetch_add(read, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Bounded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The redis settings of a connection with `auth`: no `CLIENT SETINFO` (Redis 7.0 and
+/// Sentinel refuse it).
+fn redis_settings(auth: &Auth) -> RedisConnectionInfo {
     let mut redis = RedisConnectionInfo::default().set_skip_set_lib_name();
     if let Some(u) = &auth.username {
         redis = redis.set_username(u);
@@ -328,79 +397,96 @@ pub fn connection_info(
     if let Some(p) = &auth.password {
         redis = redis.set_password(p.expose());
     }
-    let host = ip.map_or_else(|| addr.host.clone(), |ip| ip.to_string());
-    // TCP_NODELAY: rolecall sends a few small commands at once on one connection; with Nagle's
-    // algorithm each later one waits for the peer's delayed ACK (40 ms on Linux).
-    Ok((host, addr.port)
-        .into_connection_info()
-        .map_err(|e| from_redis(addr, &e))?
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
-        .set_redis_settings(redis))
+    redis
 }
 
-/// A redis client for `addr` at `ip` (its host, or what its name resolved to) with `auth`;
-/// with `tls`, over TLS, verifying `addr`'s host name (or the override) while dialling `ip`.
-pub fn client(
+/// Opens the byte stream to `addr` at `ip`: TCP (`TCP_NODELAY`: rolecall sends a few small
+/// commands at once; with Nagle's algorithm each later one would wait for the peer's delayed
+/// ACK), and with `tls` the TLS handshake, verifying `verify` (the name dialled, or the one a
+/// configured name resolved from) or the configured override. Not bounded in time: callers
+/// put it under their timeout.
+async fn open_stream(
     addr: &ServerAddr,
-    ip: Option<IpAddr>,
-    auth: &Auth,
-    tls: Option<&Tls>,
-) -> Result<redis::Client, ServerError> {
-    client_verifying(addr, &addr.host, ip, auth, tls)
-}
-
-/// [`client`], verifying the name `verify` (a configured name `addr`, an IP, was resolved
-/// from) instead of `addr`'s host.
-fn client_verifying(
-    addr: &ServerAddr,
+    ip: IpAddr,
     verify: &str,
-    ip: Option<IpAddr>,
+    tls: Option<&Tls>,
+    budget: Arc<Budget>,
+) -> Result<Bounded, ServerError> {
+    let sock = tokio::net::TcpStream::connect(std::net::SocketAddr::new(ip, addr.port))
+        .await
+        .map_err(|e| ServerError::new(ErrorClass::Connect, format!("{addr}: {e}")))?;
+    let _ = sock.set_nodelay(true);
+    let inner: Box<dyn Transport> = match tls {
+        None => Box::new(sock),
+        Some(tls) => {
+            let name = rustls_pki_types::ServerName::try_from(tls.name_for(verify).to_string())
+                .map_err(|e| {
+                    ServerError::new(ErrorClass::Tls, format!("{addr}: TLS: {verify:?}: {e}"))
+                })?;
+            let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+            let stream = connector
+                .connect(name, sock)
+                .await
+                .map_err(|e| ServerError::new(ErrorClass::Tls, format!("{addr}: TLS: {e}")))?;
+            Box::new(stream)
+        }
+    };
+    Ok(Bounded { inner, budget })
+}
+
+/// A connection to `addr` at `ip` with `auth` (and `tls`, verifying `verify`), its reads
+/// bounded by the returned [`Budget`]; connect, handshake and authentication under `timeout`.
+pub async fn dial(
+    addr: &ServerAddr,
+    ip: IpAddr,
+    verify: &str,
     auth: &Auth,
     tls: Option<&Tls>,
-) -> Result<redis::Client, ServerError> {
-    let Some(tls) = tls else {
-        let info = connection_info(addr, ip, auth)?;
-        return redis::Client::open(info).map_err(|e| from_redis(addr, &e));
+    timeout: Duration,
+) -> Result<(MultiplexedConnection, Arc<Budget>), ServerError> {
+    let budget = Arc::new(Budget::default());
+    let connect = async {
+        let stream = open_stream(addr, ip, verify, tls, budget.clone()).await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let (conn, driver) =
+            MultiplexedConnection::new_with_config(&redis_settings(auth), stream, config)
+                .await
+                .map_err(|e| from_redis(addr, &e))?;
+        tokio::spawn(driver);
+        Ok::<_, ServerError>(conn)
     };
-    let plain = connection_info(addr, None, auth)?;
-    let info = redis::ConnectionAddr::TcpTls {
-        host: tls.name_for(verify).to_string(),
-        port: addr.port,
-        insecure: false,
-        tls_params: None,
-    }
-    .into_connection_info()
-    .map_err(|e| from_redis(addr, &e))?
-    .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
-    .set_redis_settings(plain.redis_settings().clone());
-    redis::Client::build_with_tls(info, tls.certificates()).map_err(|e| from_redis(addr, &e))
-}
-
-/// How to dial a client from [`client`]: the timeouts, and with `ip` the address to dial
-/// whatever name the client verifies.
-pub fn async_config(timeout: Duration, ip: Option<(IpAddr, u16)>) -> AsyncConnectionConfig {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    match ip {
-        Some((ip, port)) => config.set_dns_resolver(Dialled(std::net::SocketAddr::new(ip, port))),
-        None => config,
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(conn)) => Ok((conn, budget)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ServerError::timeout("server", addr, timeout)),
     }
 }
 
-/// The address a connection dials, whatever host name it names (and verifies, with TLS).
-struct Dialled(std::net::SocketAddr);
-
-impl redis::io::AsyncDNSResolver for Dialled {
-    fn resolve<'a, 'b: 'a>(
-        &'a self,
-        _host: &'b str,
-        _port: u16,
-    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
-        let at = self.0;
-        Box::pin(
-            async move { Ok(Box::new(std::iter::once(at)) as Box<dyn Iterator<Item = _> + Send>) },
-        )
+/// A pub/sub connection to the sentinel at `addr` (its name resolved now, under `timeout`),
+/// each message's bytes bounded by the returned [`Budget`] (reset it after each).
+pub async fn dial_pubsub(
+    addr: &ServerAddr,
+    auth: &Auth,
+    tls: Option<&Tls>,
+    timeout: Duration,
+) -> Result<(redis::aio::PubSub, Arc<Budget>), ServerError> {
+    let ip = *resolve("sentinel", addr, timeout)
+        .await?
+        .first()
+        .expect("resolve gives at least one address");
+    let budget = Arc::new(Budget::default());
+    let connect = async {
+        let stream = open_stream(addr, ip, &addr.host, tls, budget.clone()).await?;
+        redis::aio::PubSub::new(&redis_settings(auth), stream)
+            .await
+            .map_err(|e| from_redis(addr, &e))
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(pubsub)) => Ok((pubsub, budget)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ServerError::timeout("sentinel", addr, timeout)),
     }
 }
 
@@ -425,6 +511,8 @@ pub struct Pool {
     tls: Option<std::sync::Arc<Tls>>,
     /// The name TLS verifies for an address that a configured name resolved to.
     verify_as: HashMap<ServerAddr, String>,
+    /// The read budget of every connection the pool dialled, reset each check.
+    budgets: Arc<Mutex<Vec<Weak<Budget>>>>,
 }
 
 impl Pool {
@@ -443,6 +531,7 @@ impl Pool {
             names: HashMap::new(),
             tls,
             verify_as: HashMap::new(),
+            budgets: Arc::default(),
         }
     }
 
@@ -459,6 +548,16 @@ impl Pool {
         names.dedup();
         let (what, timeout) = (self.what, self.timeout);
         let resolved = join_all(names.iter().map(|a| resolve(what, a, timeout))).await;
+        // A new check: every connection may read its budget again.
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        budgets.retain(|b| match b.upgrade() {
+            Some(b) => {
+                b.reset();
+                true
+            }
+            None => false,
+        });
+        drop(budgets);
         self.names = names.into_iter().cloned().zip(resolved).collect();
         let names = &self.names;
         self.conns.retain(|addr, kept| match names.get(addr) {
@@ -502,34 +601,32 @@ impl Pool {
             .get(&addr)
             .cloned()
             .unwrap_or_else(|| addr.host.clone());
+        let budgets = self.budgets.clone();
         async move {
             if let Some(c) = cached {
                 return Ok((c, false));
             }
-            let ip = match resolved {
+            let resolved = match resolved {
                 Some(r) => r?,
                 None => resolve(what, &addr, timeout).await?,
-            }
-            .first()
-            .copied();
-            let client = client_verifying(&addr, &verify, ip, &auth, tls.as_deref())?;
-            let config = async_config(timeout, ip.map(|ip| (ip, addr.port)));
-            let connect = async {
-                let mut c = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                redis::cmd("CLIENT")
-                    .arg("SETNAME")
-                    .arg("rolecall")
-                    .query_async::<()>(&mut c)
-                    .await?;
-                Ok::<_, redis::RedisError>(c)
             };
-            match tokio::time::timeout(timeout, connect).await {
-                Ok(Ok(c)) => Ok((c, true)),
-                Ok(Err(e)) => Err(from_redis(&addr, &e)),
-                Err(_) => Err(ServerError::timeout(what, &addr, timeout)),
-            }
+            let ip = *resolved
+                .first()
+                .expect("resolve gives at least one address");
+            let (mut c, budget) = dial(&addr, ip, &verify, &auth, tls.as_deref(), timeout)
+                .await
+                .map_err(|e| match e.class {
+                    ErrorClass::Timeout => ServerError::timeout(what, &addr, timeout),
+                    _ => e,
+                })?;
+            budgets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Arc::downgrade(&budget));
+            let mut setname = redis::cmd("CLIENT");
+            setname.arg("SETNAME").arg("rolecall");
+            command(&mut c, &addr, what, timeout, &setname).await?;
+            Ok((c, true))
         }
     }
 

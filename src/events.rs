@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Auth, ServerAddr, ServerError, client};
+use crate::conn::{Auth, Budget, ServerAddr, ServerError, dial_pubsub};
 use crate::sentinel::{Vote, parse_vote};
 
 /// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
@@ -312,8 +312,6 @@ enum SubscribeError {
     Address(ServerError),
     #[error("{0}")]
     Redis(redis::RedisError),
-    #[error("connect timed out after {}", humantime::format_duration(*.0))]
-    ConnectTimeout(Duration),
     #[error("{0} timed out")]
     Timeout(&'static str),
     #[error("PING failed: {0}")]
@@ -322,26 +320,31 @@ enum SubscribeError {
     Closed,
 }
 
-/// Connects to the source's sentinel and subscribes to [`CHANNELS`], each step under the timeout.
-async fn subscribe(source: &Source) -> Result<redis::aio::PubSub, SubscribeError> {
+/// Connects to the source's sentinel and subscribes to [`CHANNELS`], each step under the
+/// timeout; the connection's reads are bounded per message by the returned budget.
+async fn subscribe(
+    source: &Source,
+) -> Result<(redis::aio::PubSub, std::sync::Arc<Budget>), SubscribeError> {
     let timeout = source.timeout;
-    let client = client(&source.sentinel, None, &source.auth, source.tls.as_deref())
-        .map_err(SubscribeError::Address)?;
-    let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-        .await
-        .map_err(|_| SubscribeError::ConnectTimeout(timeout))?
-        .map_err(SubscribeError::Redis)?;
+    let (mut pubsub, budget) = dial_pubsub(
+        &source.sentinel,
+        &source.auth,
+        source.tls.as_deref(),
+        timeout,
+    )
+    .await
+    .map_err(SubscribeError::Address)?;
     tokio::time::timeout(timeout, pubsub.subscribe(CHANNELS))
         .await
         .map_err(|_| SubscribeError::Timeout("SUBSCRIBE"))?
         .map_err(SubscribeError::Redis)?;
-    Ok(pubsub)
+    Ok((pubsub, budget))
 }
 
 /// One subscription, until its connection fails.
 async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), SubscribeError> {
     let sentinel = &source.sentinel;
-    let pubsub = subscribe(source).await?;
+    let (pubsub, budget) = subscribe(source).await?;
     if *reported {
         tracing::info!(sentinel = %sentinel, "sentinel event subscription restored");
         *reported = false;
@@ -357,6 +360,8 @@ async fn subscribe_once(source: &Source, reported: &mut bool) -> Result<(), Subs
         tokio::select! {
             msg = stream.next() => {
                 let Some(msg) = msg else { return Err(SubscribeError::Closed) };
+                // Each message may read the whole budget again.
+                budget.reset();
                 let payload: String = msg.get_payload().unwrap_or_default();
                 deliver(source, msg.get_channel_name().to_string(), payload);
             }

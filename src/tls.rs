@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use redis::{ClientTlsConfig, TlsCertificates};
+use std::sync::Arc;
+
+use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -43,6 +45,8 @@ pub enum TlsError {
     WorldReadable { path: PathBuf },
     #[error("server_name {0:?} is not a DNS name or an IP address")]
     ServerName(String),
+    #[error("{0}")]
+    Rustls(String),
 }
 
 /// The file stamps a reload compares: modification time and length of each file.
@@ -51,7 +55,7 @@ type Stamps = Vec<Option<(SystemTime, u64)>>;
 /// TLS settings with their files loaded, re-read when they change.
 pub struct Tls {
     settings: TlsSettings,
-    loaded: Mutex<(Stamps, TlsCertificates)>,
+    loaded: Mutex<(Stamps, Arc<ClientConfig>)>,
 }
 
 impl fmt::Debug for Tls {
@@ -70,9 +74,10 @@ impl Tls {
         {
             return Err(TlsError::ServerName(name.clone()));
         }
-        let certs = read(&settings)?;
+        install_crypto();
+        let config = read(&settings)?;
         Ok(Tls {
-            loaded: Mutex::new((stamps(&settings), certs)),
+            loaded: Mutex::new((stamps(&settings), config)),
             settings,
         })
     }
@@ -86,8 +91,9 @@ impl Tls {
         self.settings.server_name.as_deref().unwrap_or(host)
     }
 
-    /// The certificates for a new connection: read again first if a file changed on disk.
-    pub fn certificates(&self) -> TlsCertificates {
+    /// The client configuration for a new connection: read again first if a file changed on
+    /// disk.
+    pub fn client_config(&self) -> Arc<ClientConfig> {
         // A poisoned lock only means a panic during an earlier reload; what it holds is whole.
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let now = stamps(&self.settings);
@@ -173,23 +179,42 @@ fn read_key(path: &Path) -> Result<Vec<u8>, TlsError> {
     Ok(pem)
 }
 
-fn read(settings: &TlsSettings) -> Result<TlsCertificates, TlsError> {
-    let root_cert = settings
-        .ca_file
-        .as_deref()
-        .map(read_certificates)
-        .transpose()?;
-    let client_tls = match &settings.client {
-        Some((cert, key)) => Some(ClientTlsConfig {
-            client_cert: read_certificates(cert)?,
-            client_key: read_key(key)?,
-        }),
-        None => None,
+/// The rustls client configuration the settings' files make: the CA's certificates as the
+/// only roots (or the system's), and the client certificate chain and key.
+fn read(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError> {
+    let rustls = |e: rustls::Error| TlsError::Rustls(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    match settings.ca_file.as_deref() {
+        Some(ca) => {
+            let pem = read_certificates(ca)?;
+            for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+                roots.add(cert).map_err(rustls)?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // The system's store may hold certificates rustls cannot use; skip those.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let config = match &settings.client {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(&read_certificates(cert)?)
+                    .flatten()
+                    .collect();
+            let pem = read_key(key)?;
+            let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoKey {
+                path: key.to_path_buf(),
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(rustls)?
+        }
+        None => builder.with_no_client_auth(),
     };
-    Ok(TlsCertificates {
-        client_tls,
-        root_cert,
-    })
+    Ok(Arc::new(config))
 }
 
 /// Makes rustls use *ring* for its cryptography, once per process (rolecall enables no other
@@ -302,13 +327,21 @@ mod tests {
             ..TlsSettings::default()
         })
         .unwrap();
-        assert_eq!(tls.certificates().root_cert.unwrap(), first.as_bytes());
+        let before = tls.client_config();
+        assert!(
+            Arc::ptr_eq(&before, &tls.client_config()),
+            "unchanged files"
+        );
         let (second, _) = pair();
         // A different length, so the change shows whatever the clock's resolution.
         let second = format!("{second}\n");
         std::fs::write(&ca, &second).unwrap();
-        assert_eq!(tls.certificates().root_cert.unwrap(), second.as_bytes());
+        let after = tls.client_config();
+        assert!(!Arc::ptr_eq(&before, &after), "read again");
         std::fs::write(&ca, "garbage").unwrap();
-        assert_eq!(tls.certificates().root_cert.unwrap(), second.as_bytes());
+        assert!(
+            Arc::ptr_eq(&after, &tls.client_config()),
+            "the last good kept"
+        );
     }
 }

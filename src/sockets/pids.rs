@@ -84,12 +84,26 @@ pub(super) fn proc_path(pid: u32, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{file}"))
 }
 
+/// A pid file holds a number and a newline: more than this is not a pid file (and is not
+/// read: a pid file pointed at a huge or endless file costs nothing).
+const PID_FILE_MAX: u64 = 4096;
+
+/// The first `max` bytes of `path`.
+fn read_at_most(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)?
+        .take(max)
+        .read_to_end(&mut text)?;
+    Ok(text)
+}
+
 /// Reads a pid file; every way it fails to name a pid, except not being allowed to read it,
 /// means the node is not running.
 fn read_pid_file(path: &Path) -> Result<u32, DiscoverError> {
     let missing =
         |why: &str| DiscoverError::NodeMissing(format!("pid file {}: {why}", path.display()));
-    let text = match std::fs::read(path) {
+    let text = match read_at_most(path, PID_FILE_MAX) {
         Ok(text) => text,
         Err(err)
             if matches!(
@@ -214,6 +228,20 @@ fn has_exited(state: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_file_is_read_only_as_far_as_a_pid_can_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let padded = dir.path().join("padded.pid");
+        std::fs::write(&padded, format!("1234\n{}", " ".repeat(100_000))).unwrap();
+        assert_eq!(read_pid_file(&padded).unwrap(), 1234);
+        // An endless file is not read to its end.
+        let endless = read_pid_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            matches!(endless, DiscoverError::NodeMissing(_)),
+            "{endless:?}"
+        );
+    }
 
     #[test]
     fn stat_parser_finds_comm_and_state() {
