@@ -192,17 +192,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(ca) = &common.tls_ca {
-        let client = common.tls_cert.as_deref().zip(common.tls_key.as_deref());
-        match tls_config(ca, client) {
-            Ok(config) => {
-                let _ = TLS.set(Arc::new(config));
-            }
-            Err(e) => {
-                eprintln!("error: TLS: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if let Err(e) = set_tls(common) {
+        eprintln!("error: TLS: {e}");
+        return ExitCode::FAILURE;
     }
     let acked = Arc::new(AtomicU64::new(0));
     if let Err(e) = spawn_signal_thread(Arc::clone(&acked)) {
@@ -658,6 +650,16 @@ impl Write for Stream {
             Stream::Tls(s) => s.flush(),
         }
     }
+}
+
+/// Sets [`TLS`] from `--tls-ca` (and `--tls-cert`/`--tls-key`), if given.
+fn set_tls(common: &Common) -> Result<(), String> {
+    let Some(ca) = &common.tls_ca else {
+        return Ok(());
+    };
+    let client = common.tls_cert.as_deref().zip(common.tls_key.as_deref());
+    let _ = TLS.set(Arc::new(tls_config(ca, client)?));
+    Ok(())
 }
 
 /// The client TLS configuration from PEM files: the CA to trust, and the client certificate
