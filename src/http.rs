@@ -23,7 +23,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::maintenance::{Maintenance, MaintenanceState};
@@ -217,8 +217,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    while let Some((stream, permit)) =
+    let slots = crate::listen::Slots::new(crate::listen::cap(MAX_CONNECTIONS));
+    while let Some((stream, slot)) =
         crate::listen::accept("http", &listener, &slots, &shutdown).await
     {
         let (rx, metrics, maintenance) = (rx.clone(), metrics.clone(), maintenance.clone());
@@ -258,9 +258,12 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            // Bound a connection's whole life, so idle keep-alive clients give their slot back.
-            let _ = tokio::time::timeout(IDLE_TIMEOUT, conn).await;
-            drop(permit);
+            // Bound a connection's whole life, so idle keep-alive clients give their slot back;
+            // and close it at once when a newer connection needs the place.
+            tokio::select! {
+                _ = tokio::time::timeout(IDLE_TIMEOUT, conn) => {}
+                _ = slot.shed.cancelled() => {}
+            }
         });
     }
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())

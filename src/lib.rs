@@ -97,6 +97,12 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(6);
 
 /// Runs rolecall until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
+    let fds = listen::raise_fd_limit();
+    tracing::debug!(
+        limit = fds,
+        per_server = listen::cap(usize::MAX),
+        "file descriptors"
+    );
     let config = Arc::new(config);
     let checker = Checker::new(config.clone());
     let (tx, rx) = watch::channel(Arc::new(checker.starting_snapshot()));

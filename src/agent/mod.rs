@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::defaults::AGENT_OUT_REPLY;
@@ -224,16 +224,19 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let cfg = Arc::new(cfg);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = crate::listen::Slots::new(crate::listen::cap(MAX_CONNECTIONS));
     let tasks = tokio_util::task::TaskTracker::new();
-    while let Some((stream, permit)) =
+    while let Some((stream, slot)) =
         crate::listen::accept("agent", &listener, &slots, &shutdown).await
     {
         let (rx, cfg, memory, maintenance) =
             (rx.clone(), cfg.clone(), memory.clone(), maintenance.clone());
         tasks.spawn(async move {
-            serve_one(stream, rx, cfg, memory, maintenance).await;
-            drop(permit);
+            tokio::select! {
+                _ = serve_one(stream, rx, cfg, memory, maintenance) => {}
+                // A newer connection needed the place: this one was the oldest.
+                _ = slot.shed.cancelled() => {}
+            }
         });
     }
     tasks.close();
