@@ -1,5 +1,6 @@
-//! Floods on the probe ports (TESTING.md row 30): thousands of idle connections held open on
-//! the agent and the HTTP port, with rolecall under the file-descriptor limit a systemd unit
+//! Floods on the probe ports (TESTING.md row 30): thousands of connections held open on the
+//! agent and the HTTP port — idle, slowloris (a byte a second), oversized request heads and
+//! agent lines, junk — with rolecall under the file-descriptor limit a systemd unit
 //! gets by default (1,024, soft and hard: `prlimit`). A new connection sheds the oldest instead
 //! of waiting for it, both servers stay below the limit with descriptors left for the checks,
 //! so every real probe is answered (well within the kubelet's 1 s probe timeout), no `accept`
@@ -102,41 +103,33 @@ fn probes_are_answered_while_thousands_of_idle_connections_are_held_under_a_1024
         "{limits}"
     );
 
-    // The flood: idle connections that never send a byte, on both ports.
     rlimit::increase_nofile_limit(2 * IDLE_PER_PORT as u64 + 512).unwrap();
-    let mut idle = Vec::with_capacity(2 * IDLE_PER_PORT);
-    for _ in 0..IDLE_PER_PORT {
-        for port in [agent, http] {
-            if let Ok(s) = TcpStream::connect_timeout(&port, Duration::from_secs(1)) {
-                idle.push(s);
-            }
-        }
-    }
-    assert!(
-        idle.len() >= IDLE_PER_PORT,
-        "{} connections held",
-        idle.len()
-    );
-
-    let (mut agent_times, mut http_times) = (Vec::new(), Vec::new());
-    for _ in 0..PROBES {
-        let t = Instant::now();
-        let answer = agent_probe(agent).expect("the agent answers during the flood");
-        agent_times.push(t.elapsed());
-        assert!(answer.starts_with("up"), "{answer:?}");
-        let t = Instant::now();
-        assert_eq!(
-            http_status(http, "/livez"),
-            Some(200),
-            "/livez during the flood"
+    for flood in [Flood::Idle, Flood::Slowloris, Flood::Oversized, Flood::Junk] {
+        let held = flood.start(agent, http);
+        assert!(
+            held.len() >= IDLE_PER_PORT,
+            "{flood:?}: {} connections held",
+            held.len()
         );
-        http_times.push(t.elapsed());
+        let slow = flood.keep_sending(&held);
+        let (mut agent_times, mut http_times) = (Vec::new(), Vec::new());
+        for _ in 0..PROBES {
+            let t = Instant::now();
+            let answer = agent_probe(agent).expect("the agent answers during the flood");
+            agent_times.push(t.elapsed());
+            assert!(answer.starts_with("up"), "{flood:?}: {answer:?}");
+            let t = Instant::now();
+            assert_eq!(http_status(http, "/livez"), Some(200), "{flood:?}: /livez");
+            http_times.push(t.elapsed());
+        }
+        drop(slow);
+        for t in agent_times.iter().chain(&http_times) {
+            assert!(*t < Duration::from_secs(1), "{flood:?}: a probe took {t:?}");
+        }
+        report(&format!("{flood:?}: agent probe"), agent_times);
+        report(&format!("{flood:?}: /livez probe"), http_times);
+        drop(held);
     }
-    for t in agent_times.iter().chain(&http_times) {
-        assert!(*t < Duration::from_secs(1), "a probe took {t:?}");
-    }
-    report("agent probe during the flood", agent_times);
-    report("/livez probe during the flood", http_times);
 
     // The checks went on (their Redis connections were not starved), and no accept failed.
     let status = |addr| {
@@ -150,5 +143,94 @@ fn probes_are_answered_while_thousands_of_idle_connections_are_held_under_a_1024
     assert!(before.contains("\"verdict\": \"ok\""), "{before}");
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(!log.contains("accept failed"), "{log}");
-    drop(idle);
+}
+
+/// What the flooding connections do.
+#[derive(Debug, Clone, Copy)]
+enum Flood {
+    /// Never send a byte.
+    Idle,
+    /// Send a request head (agent: a line) one byte per second, never finishing it.
+    Slowloris,
+    /// Send 64 KiB of request head (agent: of one line) without ever ending it.
+    Oversized,
+    /// Agent: lines of junk words; HTTP: junk that is not HTTP.
+    Junk,
+}
+
+impl Flood {
+    /// Opens the flood's connections, `IDLE_PER_PORT` on each port, and sends what it sends
+    /// first.
+    fn start(self, agent: SocketAddr, http: SocketAddr) -> Vec<TcpStream> {
+        let big = vec![b'a'; 64 * 1024];
+        let mut held = Vec::with_capacity(2 * IDLE_PER_PORT);
+        for _ in 0..IDLE_PER_PORT {
+            for port in [agent, http] {
+                let Ok(mut s) = TcpStream::connect_timeout(&port, Duration::from_secs(1)) else {
+                    continue;
+                };
+                let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+                let first: &[u8] = match (self, port == http) {
+                    (Flood::Idle, _) => b"",
+                    (Flood::Slowloris, true) => b"G",
+                    (Flood::Slowloris, false) => b"m",
+                    (Flood::Oversized, true) => b"GET /livez HTTP/1.1\r\nX-Big: ",
+                    (Flood::Oversized, false) => &big,
+                    (Flood::Junk, true) => b"\x00\x01 not http at all\r\n\r\n",
+                    (Flood::Junk, false) => b"\x00junk, more junk;;; ready maint down\n",
+                };
+                let _ = s.write_all(first);
+                if matches!((self, port == http), (Flood::Oversized, true)) {
+                    let _ = s.write_all(&big);
+                }
+                held.push(s);
+            }
+        }
+        held
+    }
+
+    /// For slowloris, a thread that sends one more byte on each connection every second
+    /// until dropped.
+    fn keep_sending(self, held: &[TcpStream]) -> Option<Slow> {
+        if !matches!(self, Flood::Slowloris) {
+            return None;
+        }
+        let conns: Vec<TcpStream> = held.iter().filter_map(|s| s.try_clone().ok()).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut conns = conns;
+            // Bounded: at most two minutes.
+            for _ in 0..120 {
+                for c in conns.iter_mut() {
+                    let _ = c.write_all(b"x");
+                }
+                for _ in 0..10 {
+                    if s.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        Some(Slow {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The slowloris sender, stopped when dropped.
+struct Slow {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
