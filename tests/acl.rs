@@ -145,17 +145,7 @@ fn with_only_the_documented_acl_a_failover_is_judged_and_a_missing_permission_is
     let s = out.wait_for_verdict("stuck_on_replica", DEMOTED_VERDICT_TIMEOUT);
     assert_eq!(s["in_rotation"], false, "{s:#}");
     let new_s = new.to_string();
-    let s = stays.wait_for_status(
-        "the follower ok on the new master",
-        DEMOTED_VERDICT_TIMEOUT,
-        |t| {
-            let cs = t["groups"][0]["connections"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            t["verdict"] == "ok" && !cs.is_empty() && cs.iter().all(|c| c["server"] == new_s)
-        },
-    );
+    let s = stays.wait_for_ok_on(&new_s, DEMOTED_VERDICT_TIMEOUT);
     assert_eq!(s["in_rotation"], true, "{s:#}");
     assert_eq!(s["groups"][0]["majority"], true, "{s:#}");
 

@@ -200,90 +200,67 @@ fn bulk(text: &str) -> Vec<u8> {
     format!("${}\r\n{text}\r\n", text.len()).into_bytes()
 }
 
-fn hostile_sentinel_is_outvoted(reply: &'static [u8]) {
+/// One of three sentinels is the hostile peer at `mock`: rolecall stays `ok` on the majority of
+/// the real sentinels (the third, which the others list, is asked too), reports the mock's
+/// error, keeps running and stays small. Returns its peak RSS (KiB).
+fn hostile_sentinel_is_outvoted(mock: std::net::SocketAddr) -> u64 {
     let topology = Topology::start(1, 3);
-    let mock = Mock::start(reply);
     let node = DemoNode::pin(topology.master_addr());
     let sentinels = topology.sentinel_addrs();
-    // Two real sentinels and the mock: the majority (2 of 3) is still reachable.
     let mut rolecall = RolecallConfig::new()
         .pid(node.pid())
         .redis_group(
             "main",
             topology.master_name(),
-            &[sentinels[0], sentinels[1], mock.addr],
+            &[sentinels[0], sentinels[1], mock],
         )
         .start();
     rolecall.wait_for_verdict("ok", Duration::from_secs(20));
     let checks = |r: &support::Rolecall| r.status()["checks"].as_u64().unwrap();
     let before = checks(&rolecall);
-    support::wait_until(Duration::from_secs(20), "twenty more checks", || {
+    support::wait_until(Duration::from_secs(30), "twenty more checks", || {
         checks(&rolecall) >= before + 20
     });
     let status = rolecall.status();
     assert_eq!(status["verdict"], "ok", "{status:#}");
+    assert_eq!(status["groups"][0]["majority"], true, "{status:#}");
     let mock_answer = status["groups"][0]["sentinels"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["addr"] == mock.addr.to_string())
+        .find(|s| s["addr"] == mock.to_string())
         .cloned()
         .unwrap();
     assert!(mock_answer["error"].is_string(), "{mock_answer:#}");
     assert!(rolecall.is_running());
     let rss = rss_kib(rolecall.pid());
     assert!(rss > 0 && rss < 64 * 1024, "rolecall's RSS is {rss} KiB");
-}
-
-#[test]
-fn a_sentinel_sending_garbage_is_unknown_and_outvoted() {
-    hostile_sentinel_is_outvoted(b"@@@ this is not RESP\r\n\x00\xff\r\n");
-}
-
-#[test]
-fn a_sentinel_announcing_a_1_gb_bulk_string_costs_no_memory() {
-    hostile_sentinel_is_outvoted(b"$1073741824\r\nabc");
-}
-
-#[test]
-fn a_sentinel_streaming_a_1_gb_bulk_string_is_outvoted_and_rolecall_stays_small() {
-    let topology = Topology::start(1, 3);
-    // Every command answered with a streamed 1 GiB bulk string.
-    let mock = Streamer::start(|_| None);
-    let node = DemoNode::pin(topology.master_addr());
-    let sentinels = topology.sentinel_addrs();
-    let mut rolecall = RolecallConfig::new()
-        .pid(node.pid())
-        .redis_group(
-            "main",
-            topology.master_name(),
-            &[sentinels[0], sentinels[1], mock.addr],
-        )
-        .start();
-    rolecall.wait_for_verdict("ok", Duration::from_secs(20));
-    let checks = |r: &support::Rolecall| r.status()["checks"].as_u64().unwrap();
-    let before = checks(&rolecall);
-    support::wait_until(Duration::from_secs(30), "ten more checks", || {
-        checks(&rolecall) >= before + 10
-    });
-    let status = rolecall.status();
-    assert_eq!(status["verdict"], "ok", "{status:#}");
-    // The real sentinels decide (the third, which the others list, is asked too).
-    assert_eq!(status["groups"][0]["majority"], true, "{status:#}");
-    let mock_answer = status["groups"][0]["sentinels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["addr"] == mock.addr.to_string())
-        .cloned()
-        .unwrap();
-    assert!(mock_answer["error"].is_string(), "{mock_answer:#}");
     let peak = status_kib(rolecall.pid(), "VmHWM:");
-    eprintln!("peak RSS with a sentinel streaming 1 GiB: {} KiB", peak);
     assert!(
         peak > 0 && peak < 64 * 1024,
         "rolecall's peak RSS is {peak} KiB"
     );
+    peak
+}
+
+#[test]
+fn a_sentinel_sending_garbage_is_unknown_and_outvoted() {
+    let mock = Mock::start(b"@@@ this is not RESP\r\n\x00\xff\r\n");
+    hostile_sentinel_is_outvoted(mock.addr);
+}
+
+#[test]
+fn a_sentinel_announcing_a_1_gb_bulk_string_costs_no_memory() {
+    let mock = Mock::start(b"$1073741824\r\nabc");
+    hostile_sentinel_is_outvoted(mock.addr);
+}
+
+#[test]
+fn a_sentinel_streaming_a_1_gb_bulk_string_is_outvoted_and_rolecall_stays_small() {
+    // Every command answered with a streamed 1 GiB bulk string.
+    let mock = Streamer::start(|_| None);
+    let peak = hostile_sentinel_is_outvoted(mock.addr);
+    eprintln!("peak RSS with a sentinel streaming 1 GiB: {peak} KiB");
 }
 
 /// The streaming server's address, for the fake sentinel (one per test binary run).

@@ -618,6 +618,18 @@ impl Rolecall {
         })
     }
 
+    /// Waits for `ok` with every connection of the (first) group placed on `server`
+    /// (`HOST:PORT` as `/status` shows it); returns that status.
+    pub fn wait_for_ok_on(&mut self, server: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_for_status(&format!("ok on {server}"), timeout, |t| {
+            let cs = t["groups"][0]["connections"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            t["verdict"] == "ok" && !cs.is_empty() && cs.iter().all(|c| c["server"] == server)
+        })
+    }
+
     /// Polls `/status` every 50 ms until `pred` holds; returns that status. Panics like
     /// [`Rolecall::wait_for_verdict`], and at once if rolecall exits.
     pub fn wait_for_status(

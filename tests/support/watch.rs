@@ -31,6 +31,27 @@ pub struct WatchLog {
     pub out: Vec<(Instant, String, String)>,
 }
 
+impl WatchLog {
+    /// Asserts that `who` became ready, that `/readyz` was polled throughout (over 100 polls),
+    /// and that it never answered anything but 200 after the first 200; `report` is added to
+    /// the failure message.
+    pub fn assert_never_out(&self, who: &str, report: &str) {
+        assert!(self.ready_at.is_some(), "{who} became ready\n{report}");
+        assert!(
+            self.polls > 100,
+            "/readyz was polled throughout ({} polls)",
+            self.polls
+        );
+        if let Some((at, what, status)) = self.out.first() {
+            panic!(
+                "{who} left rotation {:?} after it became ready: /readyz {what} ({} such answers)\n--- /status then ---\n{status}\n{report}",
+                at.saturating_duration_since(self.ready_at.unwrap()),
+                self.out.len(),
+            );
+        }
+    }
+}
+
 impl ReadyWatch {
     /// Starts polling the rolecall whose HTTP server is at `addr`.
     pub fn start(addr: SocketAddr) -> ReadyWatch {
