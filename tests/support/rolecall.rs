@@ -613,8 +613,9 @@ impl Rolecall {
     /// Polls `/status` until `.verdict` is `verdict`; returns that status. On timeout panics
     /// with the last status, rolecall's log and the topology's state.
     pub fn wait_for_verdict(&mut self, verdict: &str, timeout: Duration) -> serde_json::Value {
+        // The starting state is `unknown` ("no complete check yet"): only a check's verdict counts.
         self.wait_for_status(&format!("verdict {verdict:?}"), timeout, |s| {
-            s["verdict"] == verdict
+            s["verdict"] == verdict && s["checks"].as_u64().unwrap_or(0) >= 1
         })
     }
 
