@@ -655,6 +655,22 @@ impl Pool {
     }
 }
 
+/// A reply that is a server's error (`-READONLY ...`), as a [`ServerError`].
+fn reply_error(addr: &ServerAddr, v: Value) -> Result<Value, ServerError> {
+    match v {
+        Value::ServerError(e) => {
+            let code = e.code().to_string();
+            Err(ServerError::new(
+                classify_code(&code),
+                format!("{addr}: {code} {}", e.details().unwrap_or(""))
+                    .trim_end()
+                    .to_string(),
+            ))
+        }
+        v => Ok(v),
+    }
+}
+
 /// Runs one command under `timeout`, mapping every failure to a [`ServerError`].
 pub async fn command(
     conn: &mut MultiplexedConnection,
@@ -664,16 +680,25 @@ pub async fn command(
     cmd: &redis::Cmd,
 ) -> Result<Value, ServerError> {
     match tokio::time::timeout(timeout, cmd.query_async::<Value>(conn)).await {
-        Ok(Ok(Value::ServerError(e))) => {
-            let code = e.code().to_string();
-            Err(ServerError::new(
-                classify_code(&code),
-                format!("{addr}: {code} {}", e.details().unwrap_or(""))
-                    .trim_end()
-                    .to_string(),
-            ))
-        }
-        Ok(Ok(v)) => Ok(v),
+        Ok(Ok(v)) => reply_error(addr, v),
+        Ok(Err(e)) => Err(from_redis(addr, &e)),
+        Err(_) => Err(ServerError::timeout(what, addr, timeout)),
+    }
+}
+
+/// Sends `pipe`'s commands in one round trip under `timeout`: one result per command (a
+/// command the server refused is its error), or the error that broke the exchange.
+pub async fn pipeline(
+    conn: &mut MultiplexedConnection,
+    addr: &ServerAddr,
+    what: &str,
+    timeout: Duration,
+    pipe: &redis::Pipeline,
+) -> Result<Vec<Result<Value, ServerError>>, ServerError> {
+    let mut pipe = pipe.clone();
+    pipe.ignore_errors();
+    match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(conn)).await {
+        Ok(Ok(replies)) => Ok(replies.into_iter().map(|v| reply_error(addr, v)).collect()),
         Ok(Err(e)) => Err(from_redis(addr, &e)),
         Err(_) => Err(ServerError::timeout(what, addr, timeout)),
     }

@@ -41,7 +41,8 @@
 //! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it.
 //! 7. `events`: Sentinel event subscriptions, and the trigger that asks for a check at once.
 //!    `repair`: the opt-in repairs: kill the node's stale connections, pause writes on a
-//!    master being failed over, run a command under a fleet lock.
+//!    master being failed over, run a command under a fleet lock. `fleet`: the fleet guard,
+//!    which keeps a floor of the fleet in rotation on a condition every node may share.
 //! 8. `check`: the check loop, the only owner of Redis I/O and the only writer of the
 //!    snapshot; it calls the repairs with the facts of each check.
 //! 9. Outputs. `maintenance`: the operator's switch (a flag file, or `POST` and `DELETE` on
@@ -58,6 +59,7 @@ pub(crate) mod check;
 pub mod config;
 pub(crate) mod conn;
 pub(crate) mod events;
+pub(crate) mod fleet;
 pub(crate) mod haproxy;
 pub(crate) mod http;
 pub(crate) mod listen;
@@ -104,7 +106,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         "file descriptors"
     );
     let config = Arc::new(config);
-    let checker = Checker::new(config.clone());
+    let mut checker = Checker::new(config.clone());
+    // The operator's switch, and what rolecall itself holds in HAProxy (shared by the agent
+    // and the push, persisted in `[agent] state_file`). The fleet guard counts a node in
+    // maintenance out.
+    let maintenance = maintenance::Maintenance::new(config.maintenance.clone());
+    let on = maintenance.clone();
+    checker.watch_maintenance(move || on.state().on);
     let (tx, rx) = watch::channel(Arc::new(checker.starting_snapshot()));
     let metrics = Arc::new(Metrics::new());
     let trigger = Trigger::default();
@@ -120,9 +128,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         trigger,
         shutdown.clone(),
     ));
-    // The operator's switch, and what rolecall itself holds in HAProxy (shared by the agent
-    // and the push, persisted in `[agent] state_file`).
-    let maintenance = maintenance::Maintenance::new(config.maintenance.clone());
     tasks.spawn(maintenance::watch_file(
         maintenance.clone(),
         shutdown.clone(),

@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub check_duration_ms: f64,
     pub node: NodeStatus,
     pub groups: Vec<GroupStatus>,
+    /// The fleet guard, as of this check.
+    pub fleet: FleetStatus,
     /// When this check completed (reader-side staleness).
     #[serde(skip)]
     pub completed: Option<Instant>,
@@ -38,6 +40,65 @@ pub struct Snapshot {
     /// Blind for this long (stale), rolecall fails open like any `unknown`.
     #[serde(skip)]
     pub fail_open_after: Duration,
+}
+
+/// What the fleet guard did in a check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardState {
+    /// `fleet.guard = false`.
+    Off,
+    /// Nothing to guard: the node is in rotation, or out on evidence only it has.
+    #[default]
+    Idle,
+    /// The node would be out on a condition the fleet may share; the guard keeps it in to hold
+    /// the floor.
+    Holding,
+    /// Another rolecall of the fleet is deciding (it holds the registry's lock): in rotation
+    /// until the next check.
+    Waiting,
+    /// The floor holds without this node: out of rotation.
+    Released,
+    /// The registry cannot be read or written: today's rules, the node goes out.
+    Unreachable,
+}
+
+impl GuardState {
+    /// Whether the guard keeps the node in rotation against its verdict.
+    pub fn holds_in(self) -> bool {
+        matches!(self, GuardState::Holding | GuardState::Waiting)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardState::Off => "off",
+            GuardState::Idle => "idle",
+            GuardState::Holding => "holding",
+            GuardState::Waiting => "waiting",
+            GuardState::Released => "released",
+            GuardState::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The fleet guard in `/status`: the registry and what the last look at it showed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetStatus {
+    pub guard: GuardState,
+    /// The registry's name: the rolecalls sharing it are one fleet.
+    pub name: String,
+    /// The server holding the registry (the first group's verified master), when known.
+    pub registry: Option<ServerAddr>,
+    /// Nodes recently in rotation (or out only on a shared condition), as last read.
+    pub members: Option<usize>,
+    /// Of those, how many are in rotation now, as their rolecalls last wrote.
+    pub in_rotation: Option<usize>,
+    /// The fewest nodes the guard keeps in rotation.
+    pub floor: Option<usize>,
+    /// The nodes the guard keeps in against their verdicts, in the order it chooses them.
+    pub kept: Vec<String>,
+    /// Why, in words (also in the node's reason while the guard acts).
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,6 +245,7 @@ impl Snapshot {
             check_duration_ms: 0.0,
             node,
             groups: Vec::new(),
+            fleet: FleetStatus::default(),
             completed: None,
             stale_after,
             fail_open_after,

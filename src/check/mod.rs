@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::conn::{Auth, Pool, ServerAddr};
 use crate::events::{EventLog, Failover, Trigger, VoteLog};
+use crate::fleet::{Guard, Registry};
 use crate::metrics::Metrics;
 use crate::repair::{CommandRunner, GroupRepair};
 use crate::sentinel::{Asked, Members, SentinelView, ask_group, decide};
-use crate::snapshot::{NodeStatus, Snapshot};
+use crate::snapshot::{GroupStatus, NodeStatus, Snapshot};
 use crate::sockets::{DiscoverError, FdMemory, NodeSelector, NodeSockets, discover_remembering};
 use crate::verdict::{Tracker, Verdict, observe};
 
@@ -50,6 +51,10 @@ pub struct Checker {
     ports: BTreeSet<u16>,
     /// What the last discovery learned from the node's fds (read them all only when needed).
     fd_memory: Arc<std::sync::Mutex<FdMemory>>,
+    /// The fleet guard.
+    fleet: Guard,
+    /// Whether the operator's maintenance switch is on (the guard counts the node out).
+    maintenance: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// What the event subscriptions of one group need: its sentinels, their credentials, the
@@ -116,8 +121,35 @@ impl Checker {
             runner: CommandRunner::default(),
             ports: BTreeSet::new(),
             fd_memory: Arc::default(),
+            fleet: Guard::new(
+                config.fleet.clone(),
+                &config.node.name,
+                &config.check.probe_key_prefix,
+                timeout,
+            ),
+            maintenance: None,
             config,
         }
+    }
+
+    /// Tells the fleet guard whether the operator's maintenance switch is on.
+    pub fn watch_maintenance(&mut self, on: impl Fn() -> bool + Send + Sync + 'static) {
+        self.maintenance = Some(Box::new(on));
+    }
+
+    /// The fleet registry's server: the first group's verified master, with rolecall's
+    /// connection to it.
+    fn registry(&self) -> Registry {
+        let g = self.groups.first().ok_or("no group")?;
+        let m = g
+            .verified_master
+            .clone()
+            .ok_or_else(|| format!("group {}: no verified master", g.config.name))?;
+        let c = g
+            .server_pool
+            .get(&m)
+            .ok_or_else(|| format!("no connection to {m}"))?;
+        Ok((m, c))
     }
 
     /// What the event subscriptions need, per group.
@@ -213,7 +245,15 @@ impl Checker {
         }
         let obs = observe(&node_ok, &observations);
         let (observed, observed_reason) = (obs.verdict, obs.reason.clone());
-        let decision = self.tracker.update(obs, now);
+        let mut decision = self.tracker.update(obs, now);
+        let maintenance = self.maintenance.as_ref().is_some_and(|on| on());
+        let fleet = self
+            .fleet
+            .apply(&mut decision, maintenance, self.registry())
+            .await;
+        if fleet.guard.holds_in() {
+            hold_groups_in(&mut groups);
+        }
         self.run_repair_command(decision.verdict, now);
         self.checks += 1;
         Snapshot {
@@ -232,6 +272,7 @@ impl Checker {
                 running: !matches!(node_ok, Err(DiscoverError::NodeMissing(_))),
             },
             groups,
+            fleet,
             completed: Some(crate::runclock::now()),
             stale_after: self.stale_after(),
             fail_open_after: self.config.check.policy.unknown_hold,
@@ -325,6 +366,21 @@ impl Checker {
             self.config.check.timeout,
             now,
         );
+    }
+}
+
+/// While the fleet guard keeps the node in, the groups out on a condition the fleet may share
+/// are in too (an `agent-send` naming one of them gets the node's answer).
+fn hold_groups_in(groups: &mut [GroupStatus]) {
+    for g in groups.iter_mut().filter(|g| {
+        !g.in_rotation
+            && matches!(
+                g.verdict,
+                Verdict::Disconnected | Verdict::StaleMaster | Verdict::Unknown
+            )
+    }) {
+        g.in_rotation = true;
+        g.reason = format!("{}; kept in rotation by the fleet guard", g.reason);
     }
 }
 

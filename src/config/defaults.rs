@@ -68,5 +68,12 @@ pub(crate) const REPAIR_DRY_RUN: bool = false;
 /// `haproxy.timeout`: connect, send and read, per HAProxy and change.
 pub(crate) const HAPROXY_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// `fleet.guard`: on; no shared condition takes the fleet below its floor.
+pub(crate) const FLEET_GUARD: bool = true;
+/// `fleet.floor`: the share of the fleet recently in rotation that stays in.
+pub(crate) const FLEET_FLOOR: f64 = 0.5;
+/// `fleet.window`: how recently a node must have been in rotation to count in the fleet.
+pub(crate) const FLEET_WINDOW: Duration = Duration::from_secs(60);
+
 /// `node.state_dir` when systemd gives no `$STATE_DIRECTORY`.
 pub(crate) const NODE_STATE_DIR: &str = "/var/lib/rolecall";

@@ -84,6 +84,24 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     /// Push to HAProxy's runtime API (`[haproxy]`); off unless configured.
     pub haproxy: Option<HaproxyConfig>,
+    /// The fleet guard (`[fleet]`); on by default.
+    pub fleet: FleetConfig,
+}
+
+/// The fleet guard (`[fleet]`): the rolecalls that share a registry name are one fleet, and
+/// none takes its node out, on a condition they may all share, below the fleet's floor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    pub guard: bool,
+    /// The registry's name (the key `<probe_key_prefix>:fleet:<name>` on the first group's
+    /// master): one per fleet of nodes behind the same backend.
+    pub name: String,
+    /// The share of the fleet recently in rotation that the guard keeps in (0 < floor ≤ 1;
+    /// never fewer than one node).
+    pub floor: f64,
+    /// A node in rotation (or out only on a shared condition) within this long is part of the
+    /// fleet; a record older than this is not counted as in rotation.
+    pub window: Duration,
 }
 
 /// Repair (opt-in): what rolecall may do beyond telling load balancers.

@@ -24,6 +24,18 @@ pub(super) struct RawConfig {
     pub(super) repair: Option<RawRepair>,
     pub(super) maintenance: Option<RawMaintenance>,
     pub(super) haproxy: Option<RawHaproxy>,
+    pub(super) fleet: Option<RawFleet>,
+}
+
+/// `[fleet]`: the fleet guard.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub(super) guard: Option<bool>,
+    pub(super) name: Option<String>,
+    pub(super) floor: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) window: Option<Duration>,
 }
 
 /// `[node]`: which process is the node.

@@ -20,10 +20,11 @@ use crate::verdict::{Policy, Verdict};
 
 use super::defaults;
 use super::opt_in::{validate_haproxy, validate_maintenance, validate_repair};
-use super::raw::{RawAgent, RawCheck, RawConfig, RawHttp, RawNode, RawRedis, RawTls};
+use super::raw::{RawAgent, RawCheck, RawConfig, RawFleet, RawHttp, RawNode, RawRedis, RawTls};
 use super::reply::out_word;
 use super::{
-    AgentConfig, CheckConfig, Config, ConfigError, GroupConfig, HttpConfig, NodeConfig, OutWord,
+    AgentConfig, CheckConfig, Config, ConfigError, FleetConfig, GroupConfig, HttpConfig,
+    NodeConfig, OutWord,
 };
 
 /// The raw file, validated section by section in the order of the file's documentation.
@@ -50,6 +51,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .haproxy
         .map(|h| validate_haproxy(h, agent.is_some()))
         .transpose()?;
+    let fleet = validate_fleet(raw.fleet.unwrap_or_default(), &groups, &check)?;
     Ok(Config {
         node,
         groups,
@@ -59,6 +61,47 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         repair,
         maintenance,
         haproxy,
+        fleet,
+    })
+}
+
+/// `[fleet]`: the guard's floor and window; the registry is named after the first group's
+/// master unless told otherwise.
+fn validate_fleet(
+    f: RawFleet,
+    groups: &[GroupConfig],
+    check: &CheckConfig,
+) -> Result<FleetConfig, ConfigError> {
+    let floor = f.floor.unwrap_or(defaults::FLEET_FLOOR);
+    if !(floor > 0.0 && floor <= 1.0) {
+        return Err(ConfigError::invalid(
+            "fleet.floor: give the share of the fleet to keep in rotation, above 0 and at most 1 (e.g. 0.5)",
+        ));
+    }
+    let window = f.window.unwrap_or(defaults::FLEET_WINDOW);
+    if window < check.interval * 5 {
+        return Err(ConfigError::invalid(format!(
+            "fleet.window: must be at least 5 check intervals ({})",
+            humantime::format_duration(check.interval * 5)
+        )));
+    }
+    let name = match f.name {
+        Some(n) if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            return Err(ConfigError::invalid(
+                "fleet.name: give a name without spaces, e.g. \"centrifugo\"",
+            ));
+        }
+        Some(n) => n,
+        None => groups
+            .first()
+            .map(|g| g.master_name.clone())
+            .unwrap_or_default(),
+    };
+    Ok(FleetConfig {
+        guard: f.guard.unwrap_or(defaults::FLEET_GUARD),
+        name,
+        floor,
+        window,
     })
 }
 
