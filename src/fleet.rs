@@ -213,8 +213,8 @@ pub struct Guard {
     /// The last time the node was in rotation, or out only on a shared condition (0: never
     /// since rolecall started).
     last_in_ms: u64,
-    /// The record last written, and when.
-    written: Option<Record>,
+    /// The record last written, and where.
+    written: Option<(Record, ServerAddr)>,
     /// Whether the node was in rotation at the last check (after the guard).
     was_in: bool,
     last_state: GuardState,
@@ -299,8 +299,11 @@ impl Guard {
         record: Record,
         now: u64,
     ) -> Result<(), ServerError> {
-        let due = self.written.is_none_or(|w| {
+        // Written again when it changes, when the registry moved (a failover), and every
+        // quarter window.
+        let due = self.written.as_ref().is_none_or(|(w, at)| {
             (w.want, w.in_rotation) != (record.want, record.in_rotation)
+                || at != addr
                 || now.saturating_sub(w.at_ms) >= self.config.window.as_millis() as u64 / 4
         });
         if !due {
@@ -309,7 +312,7 @@ impl Guard {
         let mut pipe = redis::pipe();
         self.write(&mut pipe, record);
         self.exchange(conn, addr, &pipe).await?;
-        self.written = Some(record);
+        self.written = Some((record, addr.clone()));
         Ok(())
     }
 
@@ -337,7 +340,8 @@ impl Guard {
             .collect()
     }
 
-    /// The node would be out on a shared condition: may it go out?
+    /// The node would be out on a shared condition: may it go out? One round trip writes its
+    /// record and reads the registry; going out takes a second, under the lock.
     async fn guard(
         &mut self,
         decision: &mut Decision,
@@ -350,59 +354,44 @@ impl Guard {
             Err(why) => return self.unreachable(decision, status, &why),
         };
         let was_in = self.was_in;
-        let mut pipe = redis::pipe();
-        if was_in {
-            pipe.cmd("SET")
-                .arg(&self.lock_key)
-                .arg(&self.node)
-                .arg("NX")
-                .arg("PX")
-                .arg((self.timeout * 4).as_millis() as u64);
-        }
         let record = self.record(Want::Shared, was_in, now);
+        let mut pipe = redis::pipe();
         self.write(&mut pipe, record);
         pipe.cmd("HGETALL").arg(&self.key);
         let replies = match self.exchange(&mut conn, &addr, &pipe).await {
             Ok(r) => r,
             Err(e) => return self.unreachable(decision, status, &e.to_string()),
         };
-        self.written = Some(record);
-        let locked = !was_in || matches!(replies.first(), Some(Value::Okay));
-        let mut records = parse_registry(replies.last());
-        records.insert(self.node.clone(), record);
-        let j = judge(
-            &records,
-            &self.node,
-            now,
-            self.config.floor,
-            self.config.window,
-        );
+        self.written = Some((record, addr.clone()));
+        let records = self.records(replies.last(), record);
         self.forget_old(&mut conn, &addr, &records, now).await;
-        status.members = Some(j.members);
-        status.in_rotation = Some(j.in_rotation);
-        status.floor = Some(j.floor);
-        status.kept = j.kept.clone();
+        let mut j = self.judge(&records, now);
+        let state = if j.keep_me {
+            GuardState::Holding
+        } else if !was_in {
+            GuardState::Released
+        } else {
+            match self.release(&mut conn, &addr, now).await {
+                Ok(Some(again)) => {
+                    j = again;
+                    if j.keep_me {
+                        GuardState::Holding
+                    } else {
+                        GuardState::Released
+                    }
+                }
+                Ok(None) => GuardState::Waiting,
+                Err(e) => return self.unreachable(decision, status, &e.to_string()),
+            }
+        };
         let summary = format!(
             "{} of {} node(s) of fleet {:?} in rotation, floor {}",
             j.in_rotation, j.members, self.config.name, j.floor
         );
-        let state = if !locked {
-            GuardState::Waiting
-        } else if j.keep_me {
-            GuardState::Holding
-        } else if was_in {
-            // Out only once the registry says so, so the next rolecall to decide counts it.
-            let out = self.record(Want::Shared, false, now);
-            let mut pipe = redis::pipe();
-            self.write(&mut pipe, out);
-            match self.exchange(&mut conn, &addr, &pipe).await {
-                Ok(_) => self.written = Some(out),
-                Err(e) => return self.unreachable(decision, status, &e.to_string()),
-            }
-            GuardState::Released
-        } else {
-            GuardState::Released
-        };
+        status.members = Some(j.members);
+        status.in_rotation = Some(j.in_rotation);
+        status.floor = Some(j.floor);
+        status.kept = j.kept;
         let why = match state {
             GuardState::Waiting => format!(
                 "kept in rotation by the fleet guard: another rolecall of the fleet is deciding; {summary}"
@@ -410,12 +399,62 @@ impl Guard {
             GuardState::Holding => format!(
                 "kept in rotation by the fleet guard (a condition the fleet may share): {summary}"
             ),
-            _ => format!("the fleet guard lets it out: {summary}"),
+            _ => format!("the fleet guard lets it out, the floor holds without it: {summary}"),
         };
         decision.in_rotation = state.holds_in();
         decision.reason = format!("{}; {why}", decision.reason);
         status.reason = Some(why);
         state
+    }
+
+    /// Going out of rotation: takes the registry's lock and reads the registry again; if the
+    /// node is still not kept, writes its record as out (before it goes out, so the next
+    /// rolecall to decide counts it). `None`: another rolecall holds the lock.
+    async fn release(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        addr: &ServerAddr,
+        now: u64,
+    ) -> Result<Option<Judgement>, ServerError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&self.lock_key)
+            .arg(&self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg((self.timeout * 4).as_millis() as u64);
+        pipe.cmd("HGETALL").arg(&self.key);
+        let replies = self.exchange(conn, addr, &pipe).await?;
+        if !matches!(replies.first(), Some(Value::Okay)) {
+            return Ok(None);
+        }
+        let records = self.records(replies.last(), self.record(Want::Shared, true, now));
+        let j = self.judge(&records, now);
+        if !j.keep_me {
+            let out = self.record(Want::Shared, false, now);
+            let mut pipe = redis::pipe();
+            self.write(&mut pipe, out);
+            self.exchange(conn, addr, &pipe).await?;
+            self.written = Some((out, addr.clone()));
+        }
+        Ok(Some(j))
+    }
+
+    /// The registry's records as read, with this node's as it stands.
+    fn records(&self, reply: Option<&Value>, mine: Record) -> BTreeMap<String, Record> {
+        let mut records = parse_registry(reply);
+        records.insert(self.node.clone(), mine);
+        records
+    }
+
+    fn judge(&self, records: &BTreeMap<String, Record>, now: u64) -> Judgement {
+        judge(
+            records,
+            &self.node,
+            now,
+            self.config.floor,
+            self.config.window,
+        )
     }
 
     /// The registry is out of reach: the rules without the guard (the node goes out).
@@ -459,14 +498,12 @@ impl Guard {
             return;
         }
         self.last_state = status.guard;
-        let reason = status.reason.as_deref().unwrap_or("");
-        match status.guard {
-            GuardState::Holding | GuardState::Waiting | GuardState::Unreachable => {
-                tracing::warn!(fleet = %self.config.name, guard = status.guard.as_str(), "{reason}")
-            }
-            _ => {
-                tracing::info!(fleet = %self.config.name, guard = status.guard.as_str(), "fleet guard {}{}{reason}", status.guard.as_str(), if reason.is_empty() { "" } else { ": " })
-            }
+        let (fleet, guard) = (&self.config.name, status.guard.as_str());
+        let reason = status.reason.as_deref().unwrap_or("nothing to guard");
+        if status.guard.holds_in() || status.guard == GuardState::Unreachable {
+            tracing::warn!(fleet = %fleet, guard = %guard, "{reason}");
+        } else {
+            tracing::info!(fleet = %fleet, guard = %guard, "{reason}");
         }
     }
 }

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{FleetStatus, GuardState, Snapshot};
 use crate::verdict::Verdict;
 
 type Labels = Vec<(String, String)>;
@@ -33,6 +33,10 @@ pub struct Metrics {
     master_by_election: Family<Labels, Gauge>,
     frozen: Gauge<f64, std::sync::atomic::AtomicU64>,
     software: Family<Labels, Gauge>,
+    fleet_guard: Family<Labels, Gauge>,
+    fleet_members: Gauge,
+    fleet_in_rotation: Gauge,
+    fleet_floor: Gauge,
     /// Label sets written by the previous check, so vanished ones are removed.
     last_servers: Mutex<Vec<Labels>>,
     last_software: Mutex<Vec<Labels>>,
@@ -137,10 +141,57 @@ impl Metrics {
                 "1 for each server and sentinel, labelled with what it runs (redis or valkey) and its version, from INFO server",
                 Family::default(),
             ),
+            fleet_guard: register(
+                r,
+                "fleet_guard",
+                "1 for the fleet guard's state in the last check (holding and waiting: it keeps the node in rotation against its verdict), 0 for the others",
+                Family::default(),
+            ),
+            fleet_members: register(
+                r,
+                "fleet_members",
+                "Nodes of the fleet recently in rotation, as the registry last showed",
+                Gauge::default(),
+            ),
+            fleet_in_rotation: register(
+                r,
+                "fleet_in_rotation",
+                "Nodes of the fleet in rotation, as the registry last showed",
+                Gauge::default(),
+            ),
+            fleet_floor: register(
+                r,
+                "fleet_floor",
+                "The fewest nodes of the fleet the guard keeps in rotation, as last computed",
+                Gauge::default(),
+            ),
             registry,
             last_servers: Mutex::new(Vec::new()),
             last_software: Mutex::new(Vec::new()),
         }
+    }
+
+    fn observe_fleet(&self, f: &FleetStatus) {
+        for state in [
+            GuardState::Off,
+            GuardState::Idle,
+            GuardState::Holding,
+            GuardState::Waiting,
+            GuardState::Released,
+            GuardState::Unreachable,
+        ] {
+            self.fleet_guard
+                .get_or_create(&vec![("state".to_string(), state.as_str().to_string())])
+                .set(i64::from(state == f.guard));
+        }
+        let set = |g: &Gauge, v: Option<usize>| {
+            if let Some(v) = v {
+                g.set(v as i64);
+            }
+        };
+        set(&self.fleet_members, f.members);
+        set(&self.fleet_in_rotation, f.in_rotation);
+        set(&self.fleet_floor, f.floor);
     }
 
     pub fn set_maintenance(&self, on: bool) {
@@ -161,6 +212,7 @@ impl Metrics {
                 .set(i64::from(v == s.verdict));
         }
         self.in_rotation.set(i64::from(s.in_rotation));
+        self.observe_fleet(&s.fleet);
         let mut servers = Vec::new();
         for g in &s.groups {
             let group = ("group".to_string(), g.name.clone());

@@ -27,6 +27,10 @@ const SERVER_ACL: &[&str] = &[
     "+client|setname",
     "+client|list",
     "+set",
+    "+hset",
+    "+hgetall",
+    "+pexpire",
+    "+hdel",
 ];
 
 /// The README's ACL for rolecall on the sentinels, after `>pw`.
@@ -148,6 +152,11 @@ fn with_only_the_documented_acl_a_failover_is_judged_and_a_missing_permission_is
     let s = stays.wait_for_ok_on(&new_s, DEMOTED_VERDICT_TIMEOUT);
     assert_eq!(s["in_rotation"], true, "{s:#}");
     assert_eq!(s["groups"][0]["majority"], true, "{s:#}");
+    // The fleet guard's registry, kept with exactly these permissions on the new master.
+    assert_eq!(s["fleet"]["reason"], serde_json::Value::Null, "{s:#}");
+    let key = format!("rolecall:fleet:{}", topology.master_name());
+    let fields = topology.server(new).cli_str(&["HKEYS", &key]);
+    assert!(fields.contains("follower"), "{fields}");
 
     // Take one permission away on the data servers: the reason names it; the node stays in.
     for srv in topology.servers() {

@@ -396,6 +396,8 @@ fn a_client_kill_refused_by_an_acl_is_reported_once_and_changes_no_verdict() {
             &credentials,
         )
         .check("stale_master_grace", "\"1s\"")
+        // The rule for a lone node (a fleet of one keeps its node in: tests/fleet.rs).
+        .without_fleet_guard()
         // The kill alone (the pause would time out the node's own writes and make it redial).
         .extra("[repair]\nkill_stale_connections = true\npause_writes_on_failover = false\nkill_interval = \"200ms\"\nkill_attempts = 5\n")
         .start();

@@ -267,6 +267,12 @@ impl RolecallConfig {
         self
     }
 
+    /// `[fleet] guard = false`: the rules without the fleet guard, for the tests of a verdict
+    /// that takes a lone node out (with the guard, a fleet of one keeps its node in).
+    pub fn without_fleet_guard(self) -> Self {
+        self.extra("[fleet]\nguard = false")
+    }
+
     /// Raw TOML appended at the end (e.g. `[agent.reply]` tables).
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);
