@@ -88,6 +88,8 @@ valkey() {
 }
 valkey harness \
   the_servers_and_sentinels_are_the_peer_asked_for
+valkey fleet \
+  sentinels_re_pointed_at_another_topology_never_take_the_whole_fleet_out
 valkey core \
   a_node_pinned_to_the_old_master_is_stuck_on_replica_after_a_failover_and_a_follower_ends_ok \
   a_node_on_the_old_master_while_it_still_claims_master_is_stale_master \

@@ -656,4 +656,40 @@ mod tests {
         );
         assert!(Config::from_toml_str(&bad).is_err());
     }
+
+    #[test]
+    fn the_fleet_guard_is_on_by_default_named_after_the_first_master_and_checked() {
+        let c = Config::from_toml_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(
+            c.fleet,
+            FleetConfig {
+                guard: true,
+                name: "mymaster".to_string(),
+                floor: 0.5,
+                window: Duration::from_secs(60),
+            }
+        );
+        let with = |t: &str| format!("{DESIGN_EXAMPLE}\n[fleet]\n{t}\n");
+        let c = Config::from_toml_str(&with(
+            "guard = false\nname = \"centrifugo\"\nfloor = 1.0\nwindow = \"10s\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.fleet.guard, c.fleet.name.as_str(), c.fleet.floor),
+            (false, "centrifugo", 1.0)
+        );
+        for (bad, expect) in [
+            ("floor = 0.0", "above 0 and at most 1"),
+            ("floor = 1.5", "above 0 and at most 1"),
+            ("window = \"2s\"", "at least 5 check intervals"),
+            ("name = \"two words\"", "without spaces"),
+            ("name = \"\"", "without spaces"),
+            ("guard = \"yes\"", "invalid type"),
+        ] {
+            let err = Config::from_toml_str(&with(bad))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(expect), "{bad:?}: {err}");
+        }
+    }
 }
