@@ -178,16 +178,20 @@ pub fn judge(
     }
 }
 
-/// What the node wants, from the decision without the guard.
-pub fn want(decision: &Decision, maintenance: bool, ever_in: bool) -> Want {
+/// What the node wants, from the decision without the guard; `ever_in`: the node was in
+/// rotation since rolecall started; `local_before`: the last verdict other than `unknown` took
+/// it out on evidence only it has (an `unknown` holding that out holds it out).
+pub fn want(decision: &Decision, maintenance: bool, ever_in: bool, local_before: bool) -> Want {
     if !decision.checked || maintenance {
         Want::Out
     } else if decision.in_rotation {
         Want::In
-    } else if matches!(
-        decision.verdict,
-        Verdict::StuckOnReplica | Verdict::NodeMissing
-    ) || !ever_in
+    } else if !ever_in
+        || matches!(
+            decision.verdict,
+            Verdict::StuckOnReplica | Verdict::NodeMissing
+        )
+        || (decision.verdict == Verdict::Unknown && local_before)
     {
         Want::Out
     } else {
@@ -217,6 +221,8 @@ pub struct Guard {
     written: Option<(Record, ServerAddr)>,
     /// Whether the node was in rotation at the last check (after the guard).
     was_in: bool,
+    /// Whether the last verdict other than `unknown` took the node out on evidence only it has.
+    local_before: bool,
     last_state: GuardState,
 }
 
@@ -235,6 +241,7 @@ impl Guard {
             last_in_ms: 0,
             written: None,
             was_in: false,
+            local_before: false,
             last_state: if config.guard {
                 GuardState::Idle
             } else {
@@ -259,7 +266,15 @@ impl Guard {
         };
         if self.config.guard {
             let now = now_ms();
-            let want = want(decision, maintenance, self.last_in_ms > 0);
+            let want = want(
+                decision,
+                maintenance,
+                self.last_in_ms > 0,
+                self.local_before,
+            );
+            if decision.checked && decision.verdict != Verdict::Unknown {
+                self.local_before = !decision.in_rotation && want == Want::Out;
+            }
             if want != Want::Out {
                 self.last_in_ms = now;
             }
@@ -692,19 +707,39 @@ mod tests {
             checked,
         };
         use Verdict::*;
-        assert_eq!(want(&d(Ok, true, true), false, true), Want::In);
-        assert_eq!(want(&d(Ok, true, true), true, true), Want::Out);
-        assert_eq!(want(&d(Unknown, false, false), false, true), Want::Out);
+        assert_eq!(want(&d(Ok, true, true), false, true, false), Want::In);
+        assert_eq!(want(&d(Ok, true, true), true, true, false), Want::Out);
         assert_eq!(
-            want(&d(StuckOnReplica, false, true), false, true),
+            want(&d(Unknown, false, false), false, true, false),
             Want::Out
         );
-        assert_eq!(want(&d(NodeMissing, false, true), false, true), Want::Out);
+        assert_eq!(
+            want(&d(StuckOnReplica, false, true), false, true, false),
+            Want::Out
+        );
+        assert_eq!(
+            want(&d(NodeMissing, false, true), false, true, false),
+            Want::Out
+        );
         for v in [Disconnected, StaleMaster, Unknown] {
-            assert_eq!(want(&d(v, false, true), false, true), Want::Shared, "{v}");
+            assert_eq!(
+                want(&d(v, false, true), false, true, false),
+                Want::Shared,
+                "{v}"
+            );
             // Never in rotation since rolecall started: nothing to keep.
-            assert_eq!(want(&d(v, false, true), false, false), Want::Out, "{v}");
+            assert_eq!(
+                want(&d(v, false, true), false, false, false),
+                Want::Out,
+                "{v}"
+            );
         }
+        // Blind, holding the out of a node that was on a replica: still out.
+        assert_eq!(want(&d(Unknown, false, true), false, true, true), Want::Out);
+        assert_eq!(
+            want(&d(Disconnected, false, true), false, true, true),
+            Want::Shared
+        );
     }
 
     #[test]
