@@ -170,8 +170,10 @@ fn a_pinned_node_still_ends_out_of_rotation_and_the_verdict_says_repair_cannot_f
     );
     let took = switched.elapsed();
     assert_eq!(
-        status["verdict"], "stale_master",
-        "before the demotion: {status:#}"
+        status["verdict"],
+        "stale_master",
+        "before the demotion: {status:#}\n{}",
+        rolecall.report(None)
     );
     assert_eq!(
         topology.server(old).role().as_deref(),

@@ -36,6 +36,8 @@ pub fn stale_connections(
 struct Rounds {
     last: Instant,
     count: u32,
+    /// The last check that found the node's connections there.
+    seen: Instant,
 }
 
 /// State of the kill repair across checks.
@@ -101,9 +103,17 @@ impl Killer {
         timeout: Duration,
         now: Instant,
     ) -> KillReport {
-        // Forget servers the node has left: a later return starts a fresh count.
+        // Forget servers the node has left for good (three kill intervals): a later return
+        // starts a fresh count. A node between a kill and its redial is not gone.
+        for (server, conns) in stale {
+            if let Some(r) = self.rounds.get_mut(server)
+                && !conns.is_empty()
+            {
+                r.seen = now;
+            }
+        }
         self.rounds
-            .retain(|s, _| stale.iter().any(|(t, c)| t == s && !c.is_empty()));
+            .retain(|_, r| now.saturating_duration_since(r.seen) < cfg.kill_interval * 3);
         let view: HashMap<ServerAddr, (Instant, u32)> = self
             .rounds
             .iter()
@@ -126,6 +136,7 @@ impl Killer {
             let entry = self.rounds.entry(server.clone()).or_insert(Rounds {
                 last: now,
                 count: 0,
+                seen: now,
             });
             entry.last = now;
             let round = entry.count + 1;
