@@ -118,7 +118,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let trigger = Trigger::default();
     let mut tasks = tokio::task::JoinSet::new();
     if config.check.sentinel_events {
-        follow_events(&mut tasks, &checker, &config, &trigger, &shutdown);
+        follow_events(&mut tasks, &checker, &config, &trigger, &metrics, &shutdown);
     }
     tasks.spawn(runclock::run(shutdown.clone()));
     tasks.spawn(check::run(
@@ -144,6 +144,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             rx.clone(),
             maintenance.clone(),
             memory.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -179,18 +180,22 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
 }
 
-/// One event subscription per configured sentinel of every group, each feeding the trigger.
+/// One event subscription per configured sentinel of every group, each feeding the trigger and
+/// counting its events in the metrics.
 fn follow_events(
     tasks: &mut tokio::task::JoinSet<()>,
     checker: &Checker,
     config: &Config,
     trigger: &Trigger,
+    metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) {
     for group in checker.event_sources() {
         for sentinel in group.sentinels {
             tasks.spawn(events::follow(
                 events::Source {
+                    group: group.name.clone(),
+                    metrics: metrics.clone(),
                     sentinel,
                     auth: group.auth.clone(),
                     tls: group.tls.clone(),

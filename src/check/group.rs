@@ -404,6 +404,7 @@ impl Group {
             probe: probe.as_ref().map(|r| ProbeStatus {
                 ok: r.is_ok(),
                 error: r.as_ref().err().map(|e| e.to_string()),
+                error_class: r.as_ref().err().map(|e| e.class),
             }),
             repair,
             last_event: self.last_event(),
