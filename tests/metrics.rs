@@ -6,6 +6,7 @@
 //!   (`prometheus_client.openmetrics.parser`), with every metric of its type;
 //! - without `Accept`, or with `*/*`, the Prometheus text format 0.0.4 under
 //!   `text/plain; version=0.0.4`, accepted by `promtool check metrics` (parse and lint);
+//! - Sentinel events, failed HAProxy pushes and the master after a failover show as they happen;
 //! - the README's metric table lists every metric served, with its type.
 //!
 //! `tests/run.sh` installs both tools: `prometheus-client` from PyPI, and `promtool` taken out of
@@ -18,9 +19,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{DemoNode, HttpResponse, Rolecall, RolecallConfig, Topology};
+use support::{DemoNode, HttpResponse, Rolecall, RolecallConfig, Topology, free_port, wait_for};
 
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
+/// From `SENTINEL FAILOVER` until every sentinel announced the new master and rolecall checked.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Prometheus 2.x's scrape `Accept` (Debian's Prometheus 2.42 sends exactly this).
 const PROMETHEUS_2_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -232,4 +235,49 @@ fn the_readme_lists_every_metric_served_with_its_type() {
             "README.md's metric table does not list `{name}` ({kind}); it lists {listed:?}"
         );
     }
+}
+
+/// The sample line of `/metrics` (text format) that starts with `prefix`, once there is one.
+fn wait_for_sample(rolecall: &Rolecall, prefix: &str, timeout: Duration) -> String {
+    wait_for(timeout, prefix, || {
+        let body = rolecall.http_get("/metrics").1;
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_string)
+    })
+}
+
+#[test]
+fn sentinel_events_failed_pushes_and_the_new_master_show_as_they_happen() {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.master_addr());
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .extra(&format!(
+            "[maintenance]\nfile = \"{{dir}}/maintenance\"\n\n[haproxy]\nruntime_api = [\"{api}\"]\nservers = [\"be/node1\"]\ntimeout = \"500ms\"\n"
+        ))
+        .start();
+    let status = rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let group = status["groups"][0]["name"].as_str().unwrap().to_string();
+
+    // Maintenance on: rolecall pushes `maint` to an HAProxy that is not there.
+    std::fs::write(rolecall.dir().join("maintenance"), "").unwrap();
+    let failed = format!("rolecall_haproxy_push_errors_total{{api=\"{api}\",reason=\"io\"}} ");
+    wait_for_sample(&rolecall, &failed, VERDICT_TIMEOUT);
+    let pushes = format!("rolecall_haproxy_pushes_total{{api=\"{api}\"}} ");
+    wait_for_sample(&rolecall, &pushes, VERDICT_TIMEOUT);
+
+    let (old, new) = topology.failover();
+    let switch =
+        format!("rolecall_sentinel_events_total{{group=\"{group}\",kind=\"+switch-master\"}} ");
+    wait_for_sample(&rolecall, &switch, FAILOVER_TIMEOUT);
+    let master = format!("rolecall_master_info{{group=\"{group}\",master=\"{new}\"}} 1");
+    wait_for_sample(&rolecall, &master, FAILOVER_TIMEOUT);
+    let body = rolecall.http_get("/metrics").1;
+    assert!(
+        !body.contains(&format!("master=\"{old}\"")),
+        "only the new master {new} is shown, not {old}:\n{body}"
+    );
 }
