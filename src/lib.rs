@@ -38,7 +38,9 @@
 //! 4. `verdict`: the pure decision and its rise/fall/grace/hold policy.
 //! 5. [`config`]: the TOML file, raw and validated; every section's types and defaults, and the
 //!    words HAProxy's agent check understands.
-//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it.
+//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it;
+//!    `metrics` also counts what later modules hand it as plain values (Sentinel events, HAProxy
+//!    pushes), and serves OpenMetrics or the Prometheus text format as the scrape asks.
 //! 7. `events`: Sentinel event subscriptions, and the trigger that asks for a check at once.
 //!    `repair`: the opt-in repairs: kill the node's stale connections, pause writes on a
 //!    master being failed over, run a command under a fleet lock. `fleet`: the fleet guard,
