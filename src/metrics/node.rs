@@ -91,9 +91,10 @@ const IN_ROTATION: &str = "1 when rolecall tells load balancers to send traffic 
 const CHANGES: &str = "Changes of the published verdict or rotation";
 const LAST: &str = "When the last complete check ended, in seconds since the Unix epoch";
 const MAINTENANCE: &str = "1 while the operator's maintenance switch is on";
-const FROZEN: &str = "Time rolecall itself was not running (stopped, frozen VM or container), left out of grace periods, holds and snapshot ages";
+const FROZEN: &str = "Time rolecall itself was not running (stopped, frozen VM or container), left out of grace periods, holds and snapshot ages.";
 
-/// `frozen_seconds_total`, read at the scrape: a freeze that just ended shows before the next
+/// `frozen_seconds_total`, read at the scrape (a collector's help gets no `.` added, unlike a
+/// registered metric's): a freeze that just ended shows before the next
 /// check. It only grows, so it is a counter.
 #[derive(Debug)]
 struct Frozen;

@@ -75,12 +75,12 @@ impl Collector for Process {
     }
 }
 
-const CPU: &str = "Total user and system CPU time spent in seconds";
-const START: &str = "Start time of the process since unix epoch in seconds";
-const RESIDENT: &str = "Resident memory size in bytes";
-const VIRTUAL: &str = "Virtual memory size in bytes";
-const OPEN_FDS: &str = "Number of open file descriptors";
-const MAX_FDS: &str = "Maximum number of open file descriptors";
+const CPU: &str = "Total user and system CPU time spent in seconds.";
+const START: &str = "Start time of the process since unix epoch in seconds.";
+const RESIDENT: &str = "Resident memory size in bytes.";
+const VIRTUAL: &str = "Virtual memory size in bytes.";
+const OPEN_FDS: &str = "Number of open file descriptors.";
+const MAX_FDS: &str = "Maximum number of open file descriptors.";
 
 /// User plus system CPU seconds, and the start time in seconds after boot, from
 /// `/proc/self/stat`. The command name (field 2) is in parentheses and may hold spaces or
