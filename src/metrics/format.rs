@@ -33,9 +33,22 @@ impl Format {
         for range in accept.unwrap_or("").split(',') {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or("").to_ascii_lowercase();
-            let q = quality(parts);
+            let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+            let param = |name: &str| {
+                params
+                    .iter()
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim())
+            };
+            // The weight is 1 when absent (RFC 9110 §12.4.2); an unreadable one is taken as 0.
+            let q = param("q").map_or(1.0, |v| v.parse::<f64>().unwrap_or(0.0).clamp(0.0, 1.0));
             match media.as_str() {
-                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                // Prometheus reads 0.0.1 and 1.0.0 with one parser; a later version may differ.
+                "application/openmetrics-text"
+                    if matches!(param("version"), None | Some("1.0.0" | "0.0.1")) =>
+                {
+                    openmetrics = openmetrics.max(q)
+                }
                 "text/plain" | "text/*" | "*/*" => text = text.max(q),
                 _ => {}
             }
@@ -53,18 +66,6 @@ impl Format {
             Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
         }
     }
-}
-
-/// The `q` parameter of a media range (RFC 9110 §12.4.2): 1 when absent, 0 when unreadable.
-fn quality<'a>(params: impl Iterator<Item = &'a str>) -> f64 {
-    for p in params {
-        if let Some((k, v)) = p.split_once('=')
-            && k.trim().eq_ignore_ascii_case("q")
-        {
-            return v.trim().parse::<f64>().unwrap_or(0.0).clamp(0.0, 1.0);
-        }
-    }
-    1.0
 }
 
 #[cfg(test)]
@@ -115,6 +116,14 @@ mod tests {
                 Format::OpenMetrics,
             ),
             (Some("application/openmetrics-text;q=oops"), Format::Text),
+            (
+                Some("application/openmetrics-text;version=2.0.0"),
+                Format::Text,
+            ),
+            (
+                Some("application/openmetrics-text; Version=0.0.1"),
+                Format::OpenMetrics,
+            ),
         ];
         for (accept, want) in cases {
             assert_eq!(Format::negotiate(accept), want, "{accept:?}");
