@@ -139,6 +139,9 @@ pub struct GroupStatus {
     pub probe: Option<ProbeStatus>,
     /// What the kill repair did in this check (when enabled).
     pub repair: Option<KillReport>,
+    /// Servers whose writes rolecall holds paused now: old masters that still claim master
+    /// (`repair.fence_old_master`).
+    pub fenced: Vec<String>,
     /// The last Sentinel event about this master.
     pub last_event: Option<EventStatus>,
 }

@@ -90,6 +90,7 @@ fn group(master: &str) -> GroupStatus {
             given_up: vec![],
             error: None,
         }),
+        fenced: vec![],
         last_event: None,
     }
 }

@@ -128,11 +128,18 @@ impl Killer {
                 count: 0,
             });
             entry.last = now;
-            entry.count += 1;
-            let round = entry.count;
+            let round = entry.count + 1;
+            let killed_before = report.killed.len();
             for addr in targets {
                 self.kill_one(&mut conn, &server, addr, round, timeout, &mut report)
                     .await;
+            }
+            // Only a round that killed the node's connection counts towards giving up: a kill
+            // refused (an ACL) or that found nothing proves nothing about the node.
+            if report.killed.len() > killed_before
+                && let Some(r) = self.rounds.get_mut(&server)
+            {
+                r.count += 1;
             }
         }
         if self.rounds.is_empty() {
@@ -223,6 +230,8 @@ mod tests {
             kill_attempts: 3,
             pause_writes_on_failover: false,
             pause_for: Duration::from_secs(3),
+            fence_old_master: false,
+            fence_lease: Duration::from_secs(2),
             command: None,
         }
     }
