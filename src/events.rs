@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Auth, Budget, ServerAddr, ServerError, dial_pubsub};
+use crate::metrics::Metrics;
 use crate::sentinel::{Vote, parse_vote};
 
 /// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
@@ -225,6 +226,8 @@ impl VoteLog {
 /// What one subscription needs: the sentinel, how to reach it, which master's events matter,
 /// and where they go.
 pub struct Source {
+    /// The group's configured name, for the metrics.
+    pub group: String,
     pub sentinel: ServerAddr,
     pub auth: Auth,
     /// TLS to the sentinel, as the checks use it.
@@ -234,6 +237,7 @@ pub struct Source {
     pub trigger: Trigger,
     pub log: EventLog,
     pub votes: VoteLog,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Subscribes to one sentinel until `shutdown`, asking for a check on every event about
@@ -311,6 +315,7 @@ fn deliver(source: &Source, channel: String, payload: String) {
     let sentinel = &source.sentinel;
     match route(sentinel, &channel, &payload, &source.master_name) {
         Message::Vote(vote) => {
+            source.metrics.sentinel_event(&source.group, &channel);
             tracing::info!(sentinel = %sentinel, leader = %vote.leader, epoch = vote.epoch, "sentinel voted for a failover leader");
             source.votes.record(vote, Instant::now());
         }
@@ -318,6 +323,7 @@ fn deliver(source: &Source, channel: String, payload: String) {
             tracing::debug!(sentinel = %sentinel, payload = %payload, "unreadable +vote-for-leader")
         }
         Message::Event { failover } => {
+            source.metrics.sentinel_event(&source.group, &channel);
             tracing::info!(sentinel = %sentinel, channel = %channel, payload = %payload, "sentinel event");
             if let Some((starting, old)) = failover {
                 source.trigger.failover(&source.master_name, old, starting);

@@ -38,7 +38,9 @@
 //! 4. `verdict`: the pure decision and its rise/fall/grace/hold policy.
 //! 5. [`config`]: the TOML file, raw and validated; every section's types and defaults, and the
 //!    words HAProxy's agent check understands.
-//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it.
+//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it;
+//!    `metrics` also counts what later modules hand it as plain values (Sentinel events, HAProxy
+//!    pushes), and serves OpenMetrics or the Prometheus text format as the scrape asks.
 //! 7. `events`: Sentinel event subscriptions, and the trigger that asks for a check at once.
 //!    `repair`: the opt-in repairs: kill the node's stale connections, pause writes on a
 //!    master being failed over, run a command under a fleet lock. `fleet`: the fleet guard,
@@ -118,7 +120,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let trigger = Trigger::default();
     let mut tasks = tokio::task::JoinSet::new();
     if config.check.sentinel_events {
-        follow_events(&mut tasks, &checker, &config, &trigger, &shutdown);
+        follow_events(&mut tasks, &checker, &config, &trigger, &metrics, &shutdown);
     }
     tasks.spawn(runclock::run(shutdown.clone()));
     tasks.spawn(check::run(
@@ -144,6 +146,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             rx.clone(),
             maintenance.clone(),
             memory.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -179,18 +182,22 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
 }
 
-/// One event subscription per configured sentinel of every group, each feeding the trigger.
+/// One event subscription per configured sentinel of every group, each feeding the trigger and
+/// counting its events in the metrics.
 fn follow_events(
     tasks: &mut tokio::task::JoinSet<()>,
     checker: &Checker,
     config: &Config,
     trigger: &Trigger,
+    metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) {
     for group in checker.event_sources() {
         for sentinel in group.sentinels {
             tasks.spawn(events::follow(
                 events::Source {
+                    group: group.name.clone(),
+                    metrics: metrics.clone(),
                     sentinel,
                     auth: group.auth.clone(),
                     tls: group.tls.clone(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::conn::{ServerAddr, Software};
+use crate::conn::{ErrorClass, ServerAddr, Software};
 use crate::sentinel::Found;
 use crate::verdict::{Placement, Verdict};
 
@@ -219,6 +219,9 @@ pub struct ServerStatus {
 pub struct ProbeStatus {
     pub ok: bool,
     pub error: Option<String>,
+    /// The class of `error` (`readonly`, `no_replicas`, `timeout`…), as the verdict reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
 }
 
 /// What a reader acts on at a given moment.

@@ -444,6 +444,7 @@ impl Group {
             probe: probe.as_ref().map(|r| ProbeStatus {
                 ok: r.is_ok(),
                 error: r.as_ref().err().map(|e| e.to_string()),
+                error_class: r.as_ref().err().map(|e| e.class),
             }),
             repair,
             fenced: self.repair.fence.fenced(Instant::now()),

@@ -69,6 +69,7 @@ pub struct Checker {
 /// What the event subscriptions of one group need: its sentinels, their credentials, the
 /// master name, and the logs the group's checks read the last event and the votes from.
 pub struct EventSource {
+    pub name: String,
     pub sentinels: Vec<ServerAddr>,
     pub auth: Auth,
     pub tls: Option<Arc<crate::tls::Tls>>,
@@ -168,6 +169,7 @@ impl Checker {
         self.groups
             .iter()
             .map(|g| EventSource {
+                name: g.config.name.clone(),
                 sentinels: g.sentinels.clone(),
                 auth: sentinel_auth(&g.config),
                 tls: g.config.sentinel_tls.clone(),
