@@ -12,6 +12,14 @@
 //!    `+switch-master` to the pinned node's agent reply saying `drain` (the kill rounds prove it
 //!    does not ask Sentinel), and whether the follower's `/readyz` ever left 200.
 //!
+//! 3. Acknowledged writes lost per `SENTINEL FAILOVER` (`ROLECALL_BENCH_LOSS_FAILOVERS`,
+//!    default 5, each): a node writing (`INCR`) every 100 ms counts its acknowledged replies;
+//!    once the old master is demoted and the group settled, the final master's counter is
+//!    compared with it. For a node that follows Sentinel and for one pinned to the old master,
+//!    with the kill repair at its defaults (the fence on) and with `fence_old_master = false`;
+//!    and, until the demotion, a write on the new master every 100 ms: how many waited longer
+//!    than 500 ms.
+//!
 //! Prints medians, p99 and max. Every wait is bounded; all traffic stays on 127.0.0.1.
 
 #[path = "../tests/support/mod.rs"]
@@ -19,7 +27,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{DemoNode, ReadyWatch, Rolecall, RolecallConfig, SwitchWatcher, Topology};
+use support::{
+    DemoNode, ReadyWatch, Rolecall, RolecallConfig, SwitchWatcher, Topology, call_timeout,
+    value_to_string,
+};
 
 fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -159,6 +170,56 @@ fn pinned_with_repair(n: usize) -> (Vec<f64>, usize) {
     (out, follower_out)
 }
 
+/// Acknowledged writes the final master lacks, per failover, for a node that follows Sentinel
+/// or one `pinned` to the old master, with `repair`; and the writes on the new master that
+/// waited longer than 500 ms before the old master was demoted.
+fn lost_writes(n: usize, pinned: bool, repair: &str) -> (Vec<f64>, usize) {
+    let topology = Topology::start(1, 3);
+    let mut out = Vec::new();
+    let mut held_on_new = 0;
+    for _ in 0..n {
+        let mut node = if pinned {
+            DemoNode::pin(topology.master_addr())
+        } else {
+            DemoNode::follow(&topology)
+        };
+        let mut rolecall = rolecall_for(&node, "writer", &topology, repair);
+        rolecall.wait_for_verdict("ok", Duration::from_secs(30));
+        let (old, new) = topology.failover();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while topology.server(old).role().as_deref() != Some("slave") {
+            assert!(Instant::now() < deadline, "Sentinel did not demote {old}");
+            if call_timeout(
+                new,
+                &["SET", "rolecall-bench:new", "1"],
+                Duration::from_millis(500),
+            )
+            .is_err()
+            {
+                held_on_new += 1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        topology.wait_settled();
+        if !pinned {
+            let line = format!("connected {new}");
+            node.wait_for_line(Duration::from_secs(30), |l| l == line);
+        }
+        let acked = node.terminate() as i64;
+        let held = topology
+            .server(new)
+            .try_cli(&["GET", &node.count_key()])
+            .ok()
+            .and_then(|v| value_to_string(&v).parse::<i64>().ok())
+            .unwrap_or(0);
+        let _ = topology.server(new).try_cli(&["DEL", &node.count_key()]);
+        eprintln!("  acked {acked}, held {held}, lost {}", acked - held);
+        out.push((acked - held) as f64);
+        rolecall.terminate();
+    }
+    (out, held_on_new)
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs benches in test mode: skip the
     // long measurement there (it is not a test).
@@ -178,4 +239,26 @@ fn main() {
     let (ms, follower_out) = pinned_with_repair(m);
     summary("  +switch-master to drain", ms);
     println!("  follower /readyz answers other than 200: {follower_out}");
+    let l = env_count("ROLECALL_BENCH_LOSS_FAILOVERS", 5);
+    println!(
+        "acknowledged writes lost per SENTINEL FAILOVER, node writing every 100 ms ({l} failovers each):"
+    );
+    let kill = "[repair]\nkill_stale_connections = true\n";
+    let no_fence = "[repair]\nkill_stale_connections = true\nfence_old_master = false\n";
+    for (name, pinned, repair) in [
+        ("  following, kill repair (fence on)   ", false, kill),
+        ("  following, fence_old_master = false ", false, no_fence),
+        ("  pinned, kill repair (fence on)      ", true, kill),
+        ("  pinned, fence_old_master = false    ", true, no_fence),
+    ] {
+        let (lost, held) = lost_writes(l, pinned, repair);
+        let mut s = lost.clone();
+        s.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{name}: median {:.0} lost, max {:.0}, total {:.0}; writes on the new master held over 500 ms: {held}",
+            percentile(&s, 50.0),
+            s.last().copied().unwrap_or(f64::NAN),
+            s.iter().sum::<f64>()
+        );
+    }
 }
