@@ -88,6 +88,41 @@ fn wait_drain(rolecall: &Rolecall, within: Duration) -> Instant {
     );
 }
 
+fn says_replica(v: &redis::Value) -> bool {
+    matches!(v, redis::Value::Array(items)
+        if items.first().map(support::value_to_string).as_deref() == Some("slave"))
+}
+
+/// Polls `ROLE` on `old` every 2 ms on one connection (bounded: 60 s) until it says replica;
+/// returns when. Sentinel's demotion kills every normal client in the same transaction as the
+/// `SLAVEOF`, so a connection reset followed by `ROLE` saying replica dates the demotion too.
+fn wait_demoted(old: std::net::SocketAddr) -> Instant {
+    let client = redis::Client::open(format!("redis://{old}/")).unwrap();
+    let connect = || {
+        client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .expect("a connection to the old master")
+    };
+    let mut conn = connect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "Sentinel did not demote {old}");
+        match redis::cmd("ROLE").query::<redis::Value>(&mut conn) {
+            Ok(v) if says_replica(&v) => return Instant::now(),
+            Ok(_) => {}
+            Err(_) => {
+                let at = Instant::now();
+                conn = connect();
+                let v: redis::Value = redis::cmd("ROLE").query(&mut conn).unwrap();
+                if says_replica(&v) {
+                    return at;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Milliseconds from the old master answering `ROLE` as a replica to the agent's `drain`, over
 /// `n` failovers without repair.
 fn demotion_to_drain(n: usize) -> Vec<f64> {
@@ -106,21 +141,7 @@ fn demotion_to_drain(n: usize) -> Vec<f64> {
         let rc = &mut rolecalls[on_master];
         rc.wait_for_verdict("ok", Duration::from_secs(30));
         let (old, _) = topology.failover();
-        let client = redis::Client::open(format!("redis://{old}/")).unwrap();
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let demoted = loop {
-            let role: redis::Value = redis::cmd("ROLE").query(&mut conn).unwrap();
-            if let redis::Value::Array(items) = role
-                && items.first().map(support::value_to_string).as_deref() == Some("slave")
-            {
-                break Instant::now();
-            }
-            assert!(Instant::now() < deadline, "Sentinel did not demote {old}");
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        let demoted = wait_demoted(old);
         let drained = wait_drain(rc, Duration::from_secs(10));
         let ms = drained.saturating_duration_since(demoted).as_secs_f64() * 1000.0;
         eprintln!("  failover {}: drain {ms:.1} ms after the demotion", i + 1);

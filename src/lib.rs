@@ -214,7 +214,9 @@ fn follow_events(
 }
 
 /// Runs one complete check (for `rolecall check`) and returns its snapshot.
-pub async fn check_once(config: Config) -> snapshot::Snapshot {
+pub async fn check_once(mut config: Config) -> snapshot::Snapshot {
+    // One look, not a member of the fleet: it writes nothing to the fleet's registry.
+    config.fleet.guard = false;
     let mut checker = Checker::new(Arc::new(config));
     checker.check().await
 }

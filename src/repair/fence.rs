@@ -139,6 +139,23 @@ impl Fence {
         }
     }
 
+    /// The promotion pause (`repair.pause_writes_on_failover`) holds writes on `server` until
+    /// `until`: the fence renews it from there.
+    pub fn paused(&mut self, server: &ServerAddr, until: Instant) {
+        let c = self.candidates.entry(server.clone()).or_insert(Candidate {
+            since: Instant::now(),
+            paused_until: None,
+            done: false,
+        });
+        c.paused_until = Some(until);
+        c.done = false;
+    }
+
+    /// Forgets `server` (a failover aborted: it stays the master).
+    pub fn forget(&mut self, server: &ServerAddr) {
+        self.candidates.remove(server);
+    }
+
     /// A sentinel converts `server` to a replica: lift the pause at once so Sentinel's demotion
     /// runs, and do not pause it again in this episode.
     pub async fn converting(&mut self, server: &ServerAddr, pool: &Pool) {

@@ -57,10 +57,19 @@ impl GroupRepair {
                 if fresh {
                     pool.keep(old, conn);
                 }
+                let until = Instant::now() + cfg.pause_for;
                 self.pause = starting.then(|| WritePause {
                     master: old.clone(),
-                    until: Instant::now() + cfg.pause_for,
+                    until,
                 });
+                // The fence takes this pause over once the new master is established: it
+                // renews it while the old master still claims master, and lifts it when
+                // Sentinel converts it; an aborted failover ends both.
+                if starting && cfg.fence_old_master {
+                    self.fence.paused(old, until);
+                } else {
+                    self.fence.forget(old);
+                }
                 if starting {
                     tracing::warn!(master = %old, pause_ms = cfg.pause_for.as_millis() as u64, "repair: failover starting; paused writes on the old master");
                 } else {
