@@ -27,7 +27,8 @@
 //! 1. Leaves. `secret`: passwords that never print. `tls`: the TLS settings and their files,
 //!    read again when they change. `runclock`: the policy clock, which
 //!    leaves out the time rolecall itself was frozen. `listen`: the bounded accept of the
-//!    servers. [`sockets`]: the node's established TCP connections (socket inodes from
+//!    servers. `logs`: the log line's format (plain, the journal's, JSON) and a level that
+//!    changes at run time. [`sockets`]: the node's established TCP connections (socket inodes from
 //!    /proc/PID/fd, matched against a NETLINK_SOCK_DIAG dump; the /proc/net/tcp tables as
 //!    fallback).
 //! 2. `conn`: the connection layer every part that talks to Redis shares: addresses and their
@@ -63,6 +64,7 @@ pub(crate) mod fleet;
 pub(crate) mod haproxy;
 pub(crate) mod http;
 pub(crate) mod listen;
+pub mod logs;
 pub(crate) mod maintenance;
 pub(crate) mod metrics;
 pub(crate) mod probe;
