@@ -11,7 +11,7 @@
 //! - `json`: one object per line, the event's fields at the top level (`verdict`, `group`,
 //!   `reason`, …) beside `timestamp`, `level`, `target` and `message`.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
