@@ -99,8 +99,14 @@ pub struct Listeners {
 /// How long the servers get to finish open connections after `shutdown`.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(6);
 
-/// Runs rolecall until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
+/// Runs rolecall until `shutdown` is cancelled. A configuration sent on `reloads` is one
+/// `config::reload` prepared: the check loop takes it at its next check.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    reloads: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) {
     let fds = listen::raise_fd_limit();
     tracing::debug!(
         limit = fds,
@@ -128,6 +134,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tx,
         metrics.clone(),
         trigger,
+        reloads,
         shutdown.clone(),
     ));
     tasks.spawn(maintenance::watch_file(

@@ -194,7 +194,9 @@ where
                 .to_string()
                 .into(),
         );
-        fields.0.insert("level".into(), meta.level().as_str().into());
+        fields
+            .0
+            .insert("level".into(), meta.level().as_str().into());
         fields.0.insert("target".into(), meta.target().into());
         event.record(&mut fields);
         let text = serde_json::to_string(&fields.0).map_err(|_| fmt::Error)?;
@@ -270,7 +272,11 @@ mod tests {
 
     fn every_level(_: &LevelHandle) {
         tracing::error!(group = "main", "sentinel refused");
-        tracing::warn!(verdict = "stuck_on_replica", in_rotation = false, "verdict changed");
+        tracing::warn!(
+            verdict = "stuck_on_replica",
+            in_rotation = false,
+            "verdict changed"
+        );
         tracing::info!(addr = "127.0.0.1:1", "agent listening");
         tracing::debug!(duration_ms = 1.5, "check complete");
     }
@@ -303,7 +309,11 @@ mod tests {
     fn plain_lines_have_a_timestamp_and_no_priority() {
         let lines = lines(Output::Plain, "info", every_level);
         assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines.iter().all(|l| has_timestamp(l) && !l.starts_with('<')));
+        assert!(
+            lines
+                .iter()
+                .all(|l| has_timestamp(l) && !l.starts_with('<'))
+        );
     }
 
     #[test]
@@ -339,7 +349,13 @@ mod tests {
         assert_eq!(auto(Some("garbage")), Output::Plain);
         assert_eq!(auto(None), Output::Plain);
         assert_eq!(LogFormat::Auto.resolve(Some("8:1234"), None), Output::Plain);
-        assert_eq!(LogFormat::Json.resolve(Some("8:1234"), stderr), Output::Json);
-        assert_eq!(LogFormat::Plain.resolve(Some("8:1234"), stderr), Output::Plain);
+        assert_eq!(
+            LogFormat::Json.resolve(Some("8:1234"), stderr),
+            Output::Json
+        );
+        assert_eq!(
+            LogFormat::Plain.resolve(Some("8:1234"), stderr),
+            Output::Plain
+        );
     }
 }

@@ -132,6 +132,18 @@ impl Checker {
         }
     }
 
+    /// Runs on a reloaded configuration (see `config::reload`: only keys read afresh at every
+    /// check differ from the running one): the verdict trackers take its policy and keep their
+    /// state; pools, event logs and the fleet guard are untouched.
+    pub fn reconfigure(&mut self, config: Arc<Config>) {
+        let policy = &config.check.policy;
+        self.tracker.set_policy(policy.clone());
+        for g in &mut self.groups {
+            g.tracker.set_policy(policy.clone());
+        }
+        self.config = config;
+    }
+
     /// Tells the fleet guard whether the operator's maintenance switch is on.
     pub fn watch_maintenance(&mut self, on: impl Fn() -> bool + Send + Sync + 'static) {
         self.maintenance = Some(Box::new(on));
@@ -421,12 +433,14 @@ pub async fn run(
     tx: watch::Sender<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
     trigger: Trigger,
+    mut reloads: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
 ) {
-    let interval = checker.config.check.interval;
-    let fast = checker.config.check.fast_interval;
     let mut last: Option<(Verdict, bool)> = None;
     loop {
+        if reloads.has_changed().unwrap_or(false) {
+            checker.reconfigure(reloads.borrow_and_update().clone());
+        }
         let failovers = trigger.take_failovers();
         if !failovers.is_empty() {
             checker.failover_repair(&failovers).await;
@@ -447,15 +461,19 @@ pub async fn run(
         }
         crate::systemd::watchdog();
         let _ = tx.send(Arc::new(snapshot));
+        let check = &checker.config.check;
         let wait = match (checker.pending(), trigger.bursting()) {
             (true, true) => EVENT_CONFIRM,
-            (true, false) => fast,
-            (false, _) => interval,
+            (true, false) => check.fast_interval,
+            (false, _) => check.interval,
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
             _ = trigger.notified() => {}
+            // A reload applies at the next check, at once (a shorter interval is not waited
+            // out at the old one). A closed channel means no more reloads: keep sleeping.
+            Ok(()) = reloads.changed() => {}
         }
     }
 }

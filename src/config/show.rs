@@ -150,7 +150,10 @@ fn agent(a: &AgentConfig) -> Table {
 
 fn repair(r: &RepairConfig) -> Table {
     let mut t = Table::new();
-    t.insert("kill_stale_connections".into(), r.kill_stale_connections.into());
+    t.insert(
+        "kill_stale_connections".into(),
+        r.kill_stale_connections.into(),
+    );
     t.insert("kill_interval".into(), duration(r.kill_interval));
     t.insert("kill_attempts".into(), i64::from(r.kill_attempts).into());
     let pause = r.pause_writes_on_failover;
@@ -158,7 +161,10 @@ fn repair(r: &RepairConfig) -> Table {
     t.insert("pause_for".into(), duration(r.pause_for));
     if let Some(c) = &r.command {
         t.insert("command".into(), strings(&c.argv));
-        t.insert("command_on".into(), strings(c.on.iter().map(|v| v.as_str())));
+        t.insert(
+            "command_on".into(),
+            strings(c.on.iter().map(|v| v.as_str())),
+        );
         t.insert("command_after".into(), duration(c.after));
         t.insert("command_timeout".into(), duration(c.timeout));
         t.insert("command_cooldown".into(), duration(c.cooldown));
@@ -212,11 +218,20 @@ mod tests {
         let shown = Config::from_toml_str(&text).unwrap().show();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("password = \"<redacted>\""), "{shown}");
-        for line in ["rise = ", "fall = ", "unknown_hold = ", "[fleet]", "[[redis]]"] {
+        for line in [
+            "rise = ",
+            "fall = ",
+            "unknown_hold = ",
+            "[fleet]",
+            "[[redis]]",
+        ] {
             assert!(shown.contains(line), "{line} missing from:\n{shown}");
         }
         let parsed: Table = toml::from_str(&shown).expect("show prints TOML");
         assert_eq!(parsed["check"]["interval"].as_str(), Some("1s"));
-        assert_eq!(parsed["node"]["pid_file"].as_str(), Some("/run/centrifugo.pid"));
+        assert_eq!(
+            parsed["node"]["pid_file"].as_str(),
+            Some("/run/centrifugo.pid")
+        );
     }
 }

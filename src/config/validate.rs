@@ -25,8 +25,8 @@ use super::raw::{
 };
 use super::reply::out_word;
 use super::{
-    AgentConfig, CheckConfig, Config, ConfigError, FleetConfig, GroupConfig, HttpConfig,
-    LogConfig, NodeConfig, OutWord,
+    AgentConfig, CheckConfig, Config, ConfigError, FleetConfig, GroupConfig, HttpConfig, LogConfig,
+    NodeConfig, OutWord,
 };
 
 /// The raw file, validated section by section in the order of the file's documentation.
