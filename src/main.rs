@@ -329,3 +329,42 @@ impl Reloader {
         self.reloads.send_replace(self.running.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command, and every command, says what it is for.
+    #[test]
+    fn every_argument_and_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "rolecall", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_config_file_defaults_to_etc_and_reads_rolecall_config() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        let config = run.get_arguments().find(|a| a.get_id() == "config").unwrap();
+        assert_eq!(config.get_env(), Some(std::ffi::OsStr::new("ROLECALL_CONFIG")));
+        assert_eq!(config.get_default_values(), ["/etc/rolecall/rolecall.toml"]);
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+    }
+}

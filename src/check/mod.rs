@@ -438,9 +438,6 @@ pub async fn run(
 ) {
     let mut last: Option<(Verdict, bool)> = None;
     loop {
-        if reloads.has_changed().unwrap_or(false) {
-            checker.reconfigure(reloads.borrow_and_update().clone());
-        }
         let failovers = trigger.take_failovers();
         if !failovers.is_empty() {
             checker.failover_repair(&failovers).await;
@@ -471,9 +468,12 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
             _ = trigger.notified() => {}
-            // A reload applies at the next check, at once (a shorter interval is not waited
-            // out at the old one). A closed channel means no more reloads: keep sleeping.
-            Ok(()) = reloads.changed() => {}
+            // A reload applies to the next check, which comes at once (a shorter interval is
+            // not waited out at the old one); one sent during a check is seen here after it.
+            // A closed channel means no more reloads: the branch is then off.
+            Ok(()) = reloads.changed() => {
+                checker.reconfigure(reloads.borrow_and_update().clone());
+            }
         }
     }
 }
