@@ -362,8 +362,14 @@ mod tests {
     fn the_config_file_defaults_to_etc_and_reads_rolecall_config() {
         let cli = Cli::command();
         let run = cli.find_subcommand("run").unwrap();
-        let config = run.get_arguments().find(|a| a.get_id() == "config").unwrap();
-        assert_eq!(config.get_env(), Some(std::ffi::OsStr::new("ROLECALL_CONFIG")));
+        let config = run
+            .get_arguments()
+            .find(|a| a.get_id() == "config")
+            .unwrap();
+        assert_eq!(
+            config.get_env(),
+            Some(std::ffi::OsStr::new("ROLECALL_CONFIG"))
+        );
         assert_eq!(config.get_default_values(), ["/etc/rolecall/rolecall.toml"]);
         assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
     }

@@ -42,13 +42,11 @@ fn wait_for_line(r: &Rolecall, what: &str, pred: impl Fn(&str) -> bool) -> Vec<S
 
 /// A line that carries a date-time like `2026-11-30T11:48:28.123456Z`.
 fn has_timestamp(line: &str) -> bool {
-    line.split(|c: char| c.is_whitespace() || c == '"').any(|w| {
-        let b = w.as_bytes();
-        b.len() >= 19
-            && b[..4].iter().all(u8::is_ascii_digit)
-            && b[4] == b'-'
-            && b[10] == b'T'
-    })
+    line.split(|c: char| c.is_whitespace() || c == '"')
+        .any(|w| {
+            let b = w.as_bytes();
+            b.len() >= 19 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[10] == b'T'
+        })
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -113,9 +111,17 @@ fn the_config_file_comes_from_rolecall_config_when_not_given() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "from-env.toml", missing_node());
     let path = path.to_str().unwrap();
-    let out = run_rolecall_env(&["config", "check"], &[("ROLECALL_CONFIG", path)], COMMAND_TIMEOUT);
+    let out = run_rolecall_env(
+        &["config", "check"],
+        &[("ROLECALL_CONFIG", path)],
+        COMMAND_TIMEOUT,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with(&format!("{path}: ok")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("{path}: ok")),
+        "{}",
+        stdout(&out)
+    );
 
     // --config wins over the variable; without either, the default path is named.
     let out = run_rolecall_env(
@@ -124,11 +130,19 @@ fn the_config_file_comes_from_rolecall_config_when_not_given() {
         COMMAND_TIMEOUT,
     );
     assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("/nonexistent/given.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/given.toml"),
+        "{}",
+        stderr(&out)
+    );
     let out = run_rolecall(&["config", "check"], COMMAND_TIMEOUT);
     if !Path::new("/etc/rolecall/rolecall.toml").exists() {
         assert_eq!(out.status.code(), Some(64));
-        assert!(stderr(&out).contains("/etc/rolecall/rolecall.toml"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("/etc/rolecall/rolecall.toml"),
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
@@ -149,13 +163,23 @@ fn config_show_prints_the_effective_configuration_without_the_password() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let shown = stdout(&out);
-    assert!(!shown.contains("correct-horse"), "the password leaked:\n{shown}");
+    assert!(
+        !shown.contains("correct-horse"),
+        "the password leaked:\n{shown}"
+    );
     assert!(shown.contains("password = \"<redacted>\""), "{shown}");
     // Defaults applied: the file says nothing of rise, fall or the grace periods.
     let table: toml::Table = toml::from_str(&shown).expect("config show prints TOML");
     assert_eq!(table["check"]["rise"].as_integer(), Some(2), "{shown}");
-    assert_eq!(table["check"]["interval"].as_str(), Some("250ms"), "{shown}");
-    assert_eq!(table["node"]["pid"].as_integer(), Some(i64::from(NO_SUCH_PID)));
+    assert_eq!(
+        table["check"]["interval"].as_str(),
+        Some("250ms"),
+        "{shown}"
+    );
+    assert_eq!(
+        table["node"]["pid"].as_integer(),
+        Some(i64::from(NO_SUCH_PID))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,13 +197,23 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
     let priority = |l: &str| l.get(..3).map(str::to_owned);
     for line in &lines {
         assert!(
-            matches!(priority(line).as_deref(), Some("<3>" | "<4>" | "<6>" | "<7>")),
+            matches!(
+                priority(line).as_deref(),
+                Some("<3>" | "<4>" | "<6>" | "<7>")
+            ),
             "a line without a priority prefix: {line:?}\n{lines:#?}"
         );
-        assert!(!has_timestamp(line), "journald stamps lines itself: {line:?}");
+        assert!(
+            !has_timestamp(line),
+            "journald stamps lines itself: {line:?}"
+        );
     }
     let started = lines.iter().find(|l| l.contains("rolecall started"));
-    assert_eq!(started.and_then(|l| priority(l)).as_deref(), Some("<6>"), "{lines:#?}");
+    assert_eq!(
+        started.and_then(|l| priority(l)).as_deref(),
+        Some("<6>"),
+        "{lines:#?}"
+    );
 }
 
 #[test]
@@ -189,7 +223,10 @@ fn a_journal_stream_that_is_not_stderr_gets_plain_lines() {
     let lines = wait_for_line(&r, "the node_missing line", |l| l.contains("node_missing"));
     for line in lines.iter().filter(|l| !l.is_empty()) {
         assert!(!line.starts_with('<'), "{line:?}");
-        assert!(has_timestamp(line), "plain lines have a timestamp: {line:?}");
+        assert!(
+            has_timestamp(line),
+            "plain lines have a timestamp: {line:?}"
+        );
     }
 }
 
@@ -244,19 +281,28 @@ fn sighup_applies_a_new_threshold_and_names_what_needs_a_restart() {
     wait_for(LOG_TIMEOUT, "a few checks", || {
         (r.status()["checks"].as_u64()? >= 3).then_some(())
     });
-    assert_eq!(r.status()["verdict"], "unknown", "not out before the threshold");
+    assert_eq!(
+        r.status()["verdict"],
+        "unknown",
+        "not out before the threshold"
+    );
     edit_config(&r, "fall = 1000", "fall = 2");
     edit_config(&r, "timeout = \"200ms\"", "timeout = \"150ms\"");
     r.reload();
     r.wait_for_verdict("node_missing", LOG_TIMEOUT);
-    let lines = wait_for_line(&r, "the reload lines", |l| l.contains("configuration reloaded"));
+    let lines = wait_for_line(&r, "the reload lines", |l| {
+        l.contains("configuration reloaded")
+    });
     let refused = lines.iter().find(|l| l.contains("need a restart"));
     assert!(
         refused.is_some_and(|l| l.contains("check.timeout") && l.contains("WARN")),
         "{lines:#?}"
     );
     let reloaded = lines.iter().find(|l| l.contains("configuration reloaded"));
-    assert!(reloaded.is_some_and(|l| l.contains("check.fall")), "{lines:#?}");
+    assert!(
+        reloaded.is_some_and(|l| l.contains("check.fall")),
+        "{lines:#?}"
+    );
 }
 
 #[test]
@@ -266,13 +312,19 @@ fn sighup_with_a_bad_file_keeps_running_on_the_old_configuration() {
     r.reload();
     let lines = wait_for_line(&r, "the refused reload", |l| l.contains("reload refused"));
     let refused = lines.iter().find(|l| l.contains("reload refused")).unwrap();
-    assert!(refused.contains("ERROR") && refused.contains("fal"), "{refused}");
+    assert!(
+        refused.contains("ERROR") && refused.contains("fal"),
+        "{refused}"
+    );
     let checks = r.status()["checks"].as_u64().unwrap();
     wait_for(LOG_TIMEOUT, "more checks after the bad reload", || {
         (r.status()["checks"].as_u64()? > checks + 3).then_some(())
     });
     assert!(r.is_running());
     let status = r.status();
-    assert_eq!(status["verdict"], "unknown", "fall = 2 was not applied: {status}");
+    assert_eq!(
+        status["verdict"], "unknown",
+        "fall = 2 was not applied: {status}"
+    );
     assert_eq!(r.http_get("/livez").0, 200);
 }
