@@ -126,7 +126,13 @@ pub async fn run(
     let trigger = Trigger::default();
     let mut tasks = tokio::task::JoinSet::new();
     if config.check.sentinel_events {
-        follow_events(&mut tasks, &checker, &config, &trigger, &shutdown);
+        tasks.spawn(follow_events(
+            checker.event_sources(),
+            config.check.timeout,
+            trigger.clone(),
+            reloads.clone(),
+            shutdown.clone(),
+        ));
     }
     tasks.spawn(runclock::run(shutdown.clone()));
     tasks.spawn(check::run(
@@ -188,31 +194,67 @@ pub async fn run(
     }
 }
 
-/// One event subscription per configured sentinel of every group, each feeding the trigger.
-fn follow_events(
-    tasks: &mut tokio::task::JoinSet<()>,
-    checker: &Checker,
-    config: &Config,
-    trigger: &Trigger,
-    shutdown: &CancellationToken,
+/// One event subscription per configured sentinel of every group, each feeding the trigger,
+/// until `shutdown`. A reload that changes a group's sentinels ends every subscription and
+/// starts those of the sentinels now configured (the event and vote logs stay).
+async fn follow_events(
+    mut groups: Vec<check::EventSource>,
+    timeout: Duration,
+    trigger: Trigger,
+    mut reloads: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
 ) {
-    for group in checker.event_sources() {
-        for sentinel in group.sentinels {
-            tasks.spawn(events::follow(
-                events::Source {
-                    sentinel,
+    loop {
+        let round = shutdown.child_token();
+        let mut tasks = tokio::task::JoinSet::new();
+        for group in &groups {
+            for sentinel in &group.sentinels {
+                let source = events::Source {
+                    sentinel: sentinel.clone(),
                     auth: group.auth.clone(),
                     tls: group.tls.clone(),
                     master_name: group.master_name.clone(),
-                    timeout: config.check.timeout,
+                    timeout,
                     trigger: trigger.clone(),
                     log: group.log.clone(),
                     votes: group.votes.clone(),
-                },
-                shutdown.clone(),
-            ));
+                };
+                tasks.spawn(events::follow(source, round.clone()));
+            }
+        }
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            () = sentinels_changed(&mut groups, &mut reloads) => false,
+        };
+        round.cancel();
+        while tasks.join_next().await.is_some() {}
+        if stop {
+            return;
         }
     }
+}
+
+/// Returns when a reload changes the sentinels of one of `groups` (updated to the new ones);
+/// never, once there can be no more reloads.
+async fn sentinels_changed(
+    groups: &mut [check::EventSource],
+    reloads: &mut watch::Receiver<Arc<Config>>,
+) {
+    while reloads.changed().await.is_ok() {
+        let config = reloads.borrow_and_update().clone();
+        let mut changed = false;
+        for (group, new) in groups.iter_mut().zip(&config.groups) {
+            let sentinels = check::parse_sentinels(new);
+            if group.sentinels != sentinels {
+                group.sentinels = sentinels;
+                changed = true;
+            }
+        }
+        if changed {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Runs one complete check (for `rolecall check`) and returns its snapshot.

@@ -4,8 +4,9 @@
 //! them; and SIGHUP, which reloads what may change (the log level, the thresholds) without
 //! resetting any state, and keeps running on the old configuration when the file is bad.
 //!
-//! No Redis is needed: the node is a pid that does not exist (`node_missing`, out of rotation:
-//! a warning), and the sentinel a port nobody listens on.
+//! Most need no Redis: the node is a pid that does not exist (`node_missing`, out of rotation:
+//! a warning), and the sentinel a port nobody listens on. Moving to new sentinels on SIGHUP
+//! runs against a real topology.
 
 mod support;
 
@@ -13,7 +14,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Rolecall, RolecallConfig, free_port, run_rolecall, run_rolecall_env, wait_for};
+use support::{
+    DemoNode, Rolecall, RolecallConfig, Topology, free_port, run_rolecall, run_rolecall_env,
+    wait_for,
+};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// From start, or from a reload, to what the test waits for: a few checks of 250 ms, generous
@@ -327,4 +331,47 @@ fn sighup_with_a_bad_file_keeps_running_on_the_old_configuration() {
         "fall = 2 was not applied: {status}"
     );
     assert_eq!(r.http_get("/livez").0, 200);
+}
+
+/// `"a", "b"`: addresses as the harness writes them in `sentinels = [...]`.
+fn toml_list(addrs: &[SocketAddr]) -> String {
+    let quoted: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    quoted.join(", ")
+}
+
+#[test]
+fn sighup_moves_the_checks_and_the_event_subscriptions_to_new_sentinels() {
+    let topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.master_addr());
+    let dead: Vec<SocketAddr> = (0..3)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let mut r = RolecallConfig::new()
+        .pid(node.pid())
+        .redis_group("main", topology.master_name(), &dead)
+        .start()
+        .dump_topology(&topology);
+    wait_for(LOG_TIMEOUT, "a few checks on the dead sentinels", || {
+        (r.status()["checks"].as_u64()? >= 3).then_some(())
+    });
+    assert_eq!(r.status()["verdict"], "unknown");
+
+    let live = topology.sentinel_addrs();
+    edit_config(&r, &toml_list(&dead), &toml_list(&live));
+    let text = std::fs::read_to_string(r.config_path()).unwrap();
+    std::fs::write(r.config_path(), text + "\n[log]\nlevel = \"debug\"\n").unwrap();
+    r.reload();
+    r.wait_for_verdict("ok", LOG_TIMEOUT);
+    let lines = wait_for_line(&r, "a subscription to a new sentinel", |l| {
+        l.contains("subscribed to sentinel events") && l.contains(&live[0].to_string())
+    });
+    assert!(
+        lines.iter().any(|l| l.contains("sentinels changed")),
+        "{lines:#?}"
+    );
+    let reloaded = lines.iter().find(|l| l.contains("configuration reloaded"));
+    assert!(
+        reloaded.is_some_and(|l| l.contains("redis.main.sentinels")),
+        "{lines:#?}"
+    );
 }

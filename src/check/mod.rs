@@ -81,11 +81,7 @@ impl Checker {
             .groups
             .iter()
             .map(|g| Group {
-                sentinels: g
-                    .sentinels
-                    .iter()
-                    .map(|s| s.parse().expect("validated sentinel address"))
-                    .collect(),
+                sentinels: parse_sentinels(g),
                 sentinel_pool: Pool::new(
                     "sentinel",
                     sentinel_auth(g),
@@ -132,14 +128,23 @@ impl Checker {
         }
     }
 
-    /// Runs on a reloaded configuration (see `config::reload`: only keys read afresh at every
-    /// check differ from the running one): the verdict trackers take its policy and keep their
-    /// state; pools, event logs and the fleet guard are untouched.
+    /// Runs on a reloaded configuration (see `config::reload`: only the reloadable keys differ
+    /// from the running one): the verdict trackers take its policy and keep their state; a
+    /// group whose sentinels changed asks the new ones and learns their membership afresh;
+    /// pools, event logs and the fleet guard are untouched.
     pub fn reconfigure(&mut self, config: Arc<Config>) {
         let policy = &config.check.policy;
         self.tracker.set_policy(policy.clone());
-        for g in &mut self.groups {
+        for (g, new) in self.groups.iter_mut().zip(&config.groups) {
             g.tracker.set_policy(policy.clone());
+            if g.config.sentinels != new.sentinels {
+                tracing::info!(group = %g.config.name, sentinels = ?new.sentinels, "sentinels changed");
+                g.sentinels = parse_sentinels(new);
+                // The real sentinels behind the old addresses are not the group's any more:
+                // remembered, they would count against a majority of the new ones.
+                g.members = Members::default();
+                g.config = new.clone();
+            }
         }
         self.config = config;
     }
@@ -394,6 +399,14 @@ fn hold_groups_in(groups: &mut [GroupStatus]) {
         g.in_rotation = true;
         g.reason = format!("{}; kept in rotation by the fleet guard", g.reason);
     }
+}
+
+/// A group's configured sentinels (validated: each parses).
+pub fn parse_sentinels(g: &crate::config::GroupConfig) -> Vec<ServerAddr> {
+    g.sentinels
+        .iter()
+        .map(|s| s.parse().expect("validated sentinel address"))
+        .collect()
 }
 
 fn sentinel_auth(g: &crate::config::GroupConfig) -> Auth {

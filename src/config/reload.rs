@@ -1,12 +1,13 @@
 //! What SIGHUP may change while rolecall runs, decided as a pure function of the running and
 //! the newly read configuration.
 //!
-//! The reloadable keys are the ones the check loop reads afresh at every check, so a change
-//! keeps every piece of state (rise/fall counters, grace periods and holds, pools, what
-//! rolecall holds in HAProxy): `[log] level`, and in `[check]` `interval`, `fast_interval`,
-//! `rise`, `fall`, `unknown_hold`, `disconnected_grace` and `stale_master_grace`. Any other
-//! change (sentinels, listeners, maintenance, passwords, …) is refused by name and the
-//! section keeps running as it started: it needs a restart.
+//! The reloadable keys are the ones a change of which keeps every piece of state (rise/fall
+//! counters, grace periods and holds, pools, what rolecall holds in HAProxy): `[log] level`;
+//! in `[check]` `interval`, `fast_interval`, `rise`, `fall`, `unknown_hold`,
+//! `disconnected_grace` and `stale_master_grace`; and each `[[redis]]` group's `sentinels`
+//! (when the groups are the same ones, by name and order). Any other change (listeners,
+//! `check.timeout`, maintenance, passwords, …) is refused by name and keeps running as it
+//! started: it needs a restart.
 
 use toml::{Table, Value};
 
@@ -28,7 +29,7 @@ pub const RELOADABLE_CHECK: [&str; 7] = [
 pub struct Reload {
     /// The configuration to run on: the running one with the reloadable keys of the new one.
     pub config: Config,
-    /// The reloadable keys that changed (`check.rise`, `log.level`).
+    /// The reloadable keys that changed (`check.rise`, `log.level`, `redis.main.sentinels`).
     pub applied: Vec<String>,
     /// The keys that changed and need a restart; they keep their running values.
     pub refused: Vec<String>,
@@ -46,6 +47,17 @@ pub fn reload(running: &Config, new: &Config) -> Reload {
     c.policy.unknown_hold = n.policy.unknown_hold;
     c.policy.disconnected_grace = n.policy.disconnected_grace;
     c.policy.stale_master_grace = n.policy.stale_master_grace;
+    let same_groups = running.groups.len() == new.groups.len()
+        && running
+            .groups
+            .iter()
+            .zip(&new.groups)
+            .all(|(a, b)| a.name == b.name);
+    if same_groups {
+        for (g, n) in config.groups.iter_mut().zip(&new.groups) {
+            g.sentinels = n.sentinels.clone();
+        }
+    }
     let applied = changed_keys(&running.tables(), &config.tables(), "");
     let mut refused = changed_keys(&config.tables(), &new.tables(), "");
     refused.extend(changed_secrets(&config, new));
@@ -149,17 +161,38 @@ mod tests {
     fn other_changes_are_refused_by_name_and_keep_their_running_values() {
         let running = config(DESIGN_EXAMPLE);
         let text = DESIGN_EXAMPLE
-            .replace("\"10.0.0.3:26379\"", "\"10.0.0.4:26379\"")
+            .replace("master_name = \"mymaster\"", "master_name = \"other\"")
             .replace("timeout = \"300ms\"", "timeout = \"200ms\"")
             .replace("0.0.0.0:7070", "0.0.0.0:7072");
         let r = reload(&running, &config(&text));
         assert_eq!(
             r.refused,
-            ["agent.listen", "check.timeout", "redis.main.sentinels"]
+            [
+                "agent.listen",
+                "check.timeout",
+                "fleet.name",
+                "redis.main.master_name"
+            ]
         );
         assert!(r.applied.is_empty(), "{:?}", r.applied);
-        assert_eq!(r.config.groups[0].sentinels[2], "10.0.0.3:26379");
+        assert_eq!(r.config.groups[0].master_name, "mymaster");
         assert_eq!(r.config.check.timeout.as_millis(), 300);
+    }
+
+    #[test]
+    fn new_sentinels_are_applied_to_the_same_groups_only() {
+        let running = config(DESIGN_EXAMPLE);
+        let moved = DESIGN_EXAMPLE.replace("\"10.0.0.3:26379\"", "\"10.0.0.4:26379\"");
+        let r = reload(&running, &config(&moved));
+        assert_eq!(r.applied, ["redis.main.sentinels"]);
+        assert!(r.refused.is_empty(), "{:?}", r.refused);
+        assert_eq!(r.config.groups[0].sentinels[2], "10.0.0.4:26379");
+
+        let renamed = moved.replace("name = \"main\"", "name = \"primary\"");
+        let r = reload(&running, &config(&renamed));
+        assert!(r.applied.is_empty(), "{:?}", r.applied);
+        assert_eq!(r.refused, ["redis (groups added, removed or renamed)"]);
+        assert_eq!(r.config.groups[0].sentinels[2], "10.0.0.3:26379");
     }
 
     #[test]
