@@ -140,11 +140,12 @@ pub async fn run(
         tx,
         metrics.clone(),
         trigger,
-        reloads,
+        reloads.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(maintenance::watch_file(
         maintenance.clone(),
+        reloads.clone(),
         shutdown.clone(),
     ));
     let memory = Arc::new(agent::Memory::new(

@@ -54,7 +54,7 @@ struct ConfigFile {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon (SIGHUP reloads [log] level, the [check] thresholds and intervals, and the sentinels).
+    /// Run the daemon (SIGHUP reloads [log] level, the [check] thresholds and intervals, the sentinels and [maintenance]).
     Run {
         #[command(flatten)]
         file: ConfigFile,

@@ -375,3 +375,26 @@ fn sighup_moves_the_checks_and_the_event_subscriptions_to_new_sentinels() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn sighup_configures_a_maintenance_flag_file_that_is_then_watched() {
+    let mut r = missing_node().start();
+    let flag = r.dir().join("maintenance");
+    std::fs::write(&flag, "").unwrap();
+    let before = r.status();
+    assert_eq!(before["maintenance"]["on"], false, "{before}");
+    let text = std::fs::read_to_string(r.config_path()).unwrap();
+    let section = format!("\n[maintenance]\nfile = {:?}\n", flag);
+    std::fs::write(r.config_path(), text + &section).unwrap();
+    r.reload();
+    let status = wait_for(LOG_TIMEOUT, "maintenance by the new file", || {
+        let s = r.status();
+        (s["maintenance"]["on"] == true).then_some(s)
+    });
+    assert_eq!(status["maintenance"]["by_file"], true, "{status}");
+    std::fs::remove_file(&flag).unwrap();
+    wait_for(LOG_TIMEOUT, "maintenance off once the file is gone", || {
+        (r.status()["maintenance"]["on"] == false).then_some(())
+    });
+    assert!(r.is_running());
+}

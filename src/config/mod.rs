@@ -234,7 +234,7 @@ pub struct HttpConfig {
 }
 
 /// `[maintenance]`, validated.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MaintenanceConfig {
     /// The flag file: maintenance while it exists.
     pub file: Option<PathBuf>,

@@ -4,10 +4,10 @@
 //! The reloadable keys are the ones a change of which keeps every piece of state (rise/fall
 //! counters, grace periods and holds, pools, what rolecall holds in HAProxy): `[log] level`;
 //! in `[check]` `interval`, `fast_interval`, `rise`, `fall`, `unknown_hold`,
-//! `disconnected_grace` and `stale_master_grace`; and each `[[redis]]` group's `sentinels`
-//! (when the groups are the same ones, by name and order). Any other change (listeners,
-//! `check.timeout`, maintenance, passwords, …) is refused by name and keeps running as it
-//! started: it needs a restart.
+//! `disconnected_grace` and `stale_master_grace`; each `[[redis]]` group's `sentinels` (when
+//! the groups are the same ones, by name and order); and `[maintenance]` (`file`,
+//! `token_file`). Any other change (listeners, `check.timeout`, passwords, …) is refused by
+//! name and keeps running as it started: it needs a restart.
 
 use toml::{Table, Value};
 
@@ -47,6 +47,7 @@ pub fn reload(running: &Config, new: &Config) -> Reload {
     c.policy.unknown_hold = n.policy.unknown_hold;
     c.policy.disconnected_grace = n.policy.disconnected_grace;
     c.policy.stale_master_grace = n.policy.stale_master_grace;
+    config.maintenance = new.maintenance.clone();
     let same_groups = running.groups.len() == new.groups.len()
         && running
             .groups
@@ -58,7 +59,8 @@ pub fn reload(running: &Config, new: &Config) -> Reload {
             g.sentinels = n.sentinels.clone();
         }
     }
-    let applied = changed_keys(&running.tables(), &config.tables(), "");
+    let mut applied = changed_keys(&running.tables(), &config.tables(), "");
+    applied.extend(changed_secrets(running, &config));
     let mut refused = changed_keys(&config.tables(), &new.tables(), "");
     refused.extend(changed_secrets(&config, new));
     Reload {
@@ -193,6 +195,19 @@ mod tests {
         assert!(r.applied.is_empty(), "{:?}", r.applied);
         assert_eq!(r.refused, ["redis (groups added, removed or renamed)"]);
         assert_eq!(r.config.groups[0].sentinels[2], "10.0.0.3:26379");
+    }
+
+    #[test]
+    fn the_maintenance_settings_are_applied() {
+        let running = config(DESIGN_EXAMPLE);
+        let text = format!("{DESIGN_EXAMPLE}\n[maintenance]\nfile = \"/run/rolecall/maint\"\n");
+        let r = reload(&running, &config(&text));
+        assert_eq!(r.applied, ["maintenance.file"]);
+        assert!(r.refused.is_empty(), "{:?}", r.refused);
+        assert_eq!(
+            r.config.maintenance.file.as_deref(),
+            Some(std::path::Path::new("/run/rolecall/maint"))
+        );
     }
 
     #[test]
