@@ -108,11 +108,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let fds = listen::raise_fd_limit();
-    tracing::debug!(
-        limit = fds,
-        per_server = listen::cap(usize::MAX),
-        "file descriptors"
-    );
+    let per_server = listen::cap(usize::MAX);
+    tracing::debug!(limit = fds, per_server, "file descriptors");
     let config = Arc::new(config);
     let mut checker = Checker::new(config.clone());
     // The operator's switch, and what rolecall itself holds in HAProxy (shared by the agent
@@ -185,6 +182,11 @@ pub async fn run(
     systemd::ready();
     shutdown.cancelled().await;
     systemd::stopping();
+    drain(tasks).await;
+}
+
+/// Waits, at most [`SHUTDOWN_DRAIN`], for the tasks to finish after `shutdown`.
+async fn drain(mut tasks: tokio::task::JoinSet<()>) {
     if tokio::time::timeout(SHUTDOWN_DRAIN, async {
         while tasks.join_next().await.is_some() {}
     })

@@ -97,6 +97,31 @@ enum ConfigCommand {
     Example,
 }
 
+/// Installs the logs. `[log] level` is validated with the file; a `ROLECALL_LOG` tracing
+/// cannot read is worth a warning, not a daemon that does not start (as before `[log]`).
+fn init_logs(format: LogFormat, config: &Config) -> Result<LevelHandle, ExitCode> {
+    let level = log_level(config);
+    let (levels, refused) = match rolecall::logs::init(format, &level) {
+        Ok((_, levels)) => (levels, None),
+        Err(e) if config.log.level.is_none() => {
+            let fallback = rolecall::logs::DEFAULT_LEVEL;
+            let (_, levels) = rolecall::logs::init(format, fallback).map_err(|e| {
+                eprintln!("rolecall: cannot set up logging: {e}");
+                ExitCode::from(EX_USAGE)
+            })?;
+            (levels, Some(e))
+        }
+        Err(e) => {
+            eprintln!("rolecall: cannot set up logging: {e}");
+            return Err(ExitCode::from(EX_USAGE));
+        }
+    };
+    if let Some(error) = refused {
+        tracing::warn!(%error, "ROLECALL_LOG not understood; logging at info");
+    }
+    Ok(levels)
+}
+
 /// The level `rolecall run` logs at: `[log] level`, else `ROLECALL_LOG`, else info.
 fn log_level(config: &Config) -> String {
     config
@@ -163,13 +188,7 @@ fn run(path: &Path, log_format: LogFormat) -> Result<ExitCode, ExitCode> {
         eprintln!("rolecall: {}: {e}", path.display());
         return Err(ExitCode::from(EX_USAGE));
     }
-    let levels = match rolecall::logs::init(log_format, &log_level(&config)) {
-        Ok((_, levels)) => levels,
-        Err(e) => {
-            eprintln!("rolecall: cannot set up logging: {e}");
-            return Err(ExitCode::from(EX_USAGE));
-        }
-    };
+    let levels = init_logs(log_format, &config)?;
     match daemon(path.to_path_buf(), config, levels) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
