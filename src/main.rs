@@ -3,6 +3,10 @@
 //!
 //! Exit codes: 0 clean stop; 64 bad configuration or command line (before anything is bound);
 //! 1 runtime initialisation error. `rolecall check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+//!
+//! Signals of `rolecall run`: SIGTERM and SIGINT stop it; SIGHUP reads the configuration file
+//! again and applies what may change while it runs (`config::reload`), or, when the file does
+//! not load, logs why and changes nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
