@@ -58,7 +58,7 @@ struct ConfigFile {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon (SIGHUP reloads [log] level, the [check] thresholds and intervals, the sentinels and [maintenance]).
+    /// Run the daemon (SIGHUP reloads the log level, thresholds, sentinels, [maintenance] and [repair]).
     Run {
         #[command(flatten)]
         file: ConfigFile,

@@ -38,7 +38,7 @@ use crate::verdict::{Policy, Verdict};
 
 use raw::RawConfig;
 
-pub use reload::{RELOADABLE_CHECK, Reload, reload};
+pub use reload::{Reload, reload};
 pub use reply::OutWord;
 pub use show::REDACTED;
 

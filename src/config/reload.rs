@@ -1,28 +1,18 @@
 //! What SIGHUP may change while rolecall runs, decided as a pure function of the running and
 //! the newly read configuration.
 //!
-//! The reloadable keys are the ones a change of which keeps every piece of state (rise/fall
-//! counters, grace periods and holds, pools, what rolecall holds in HAProxy): `[log] level`;
-//! in `[check]` `interval`, `fast_interval`, `rise`, `fall`, `unknown_hold`,
-//! `disconnected_grace` and `stale_master_grace`; each `[[redis]]` group's `sentinels` (when
-//! the groups are the same ones, by name and order); and `[maintenance]` (`file`,
-//! `token_file`). Any other change (listeners, `check.timeout`, passwords, …) is refused by
-//! name and keeps running as it started: it needs a restart.
+//! The reloadable keys are those whose change keeps every piece of state (rise/fall counters,
+//! grace periods and holds, pools, what rolecall holds in HAProxy), because the check loop
+//! reads them afresh at every check: `[log] level`; in `[check]` `interval`, `fast_interval`,
+//! `rise`, `fall`, `unknown_hold`, `disconnected_grace`, `stale_master_grace`, `write_probe`
+//! and `probe_ttl`; each `[[redis]]` group's `sentinels` (when the groups are the same ones,
+//! by name and order); `[maintenance]` (`file`, `token_file`); and `[repair]`. Any other
+//! change (listeners, `check.timeout`, passwords, …) is refused by name and keeps running as
+//! it started: it needs a restart.
 
 use toml::{Table, Value};
 
 use super::Config;
-
-/// The `[check]` keys a reload applies.
-pub const RELOADABLE_CHECK: [&str; 7] = [
-    "interval",
-    "fast_interval",
-    "rise",
-    "fall",
-    "unknown_hold",
-    "disconnected_grace",
-    "stale_master_grace",
-];
 
 /// What a reload does with a new configuration.
 #[derive(Debug)]
@@ -47,6 +37,9 @@ pub fn reload(running: &Config, new: &Config) -> Reload {
     c.policy.unknown_hold = n.policy.unknown_hold;
     c.policy.disconnected_grace = n.policy.disconnected_grace;
     c.policy.stale_master_grace = n.policy.stale_master_grace;
+    c.write_probe = n.write_probe;
+    c.probe_ttl = n.probe_ttl;
+    config.repair = new.repair.clone();
     config.maintenance = new.maintenance.clone();
     let same_groups = running.groups.len() == new.groups.len()
         && running
@@ -198,11 +191,22 @@ mod tests {
     }
 
     #[test]
-    fn the_maintenance_settings_are_applied() {
+    fn the_maintenance_and_repair_settings_are_applied() {
         let running = config(DESIGN_EXAMPLE);
-        let text = format!("{DESIGN_EXAMPLE}\n[maintenance]\nfile = \"/run/rolecall/maint\"\n");
+        let text = format!(
+            "{DESIGN_EXAMPLE}\n[maintenance]\nfile = \"/run/rolecall/maint\"\n\
+             \n[repair]\nkill_stale_connections = true\n"
+        );
         let r = reload(&running, &config(&text));
-        assert_eq!(r.applied, ["maintenance.file"]);
+        assert_eq!(
+            r.applied,
+            [
+                "maintenance.file",
+                "repair.kill_stale_connections",
+                "repair.pause_writes_on_failover"
+            ]
+        );
+        assert!(r.config.repair.kill_stale_connections);
         assert!(r.refused.is_empty(), "{:?}", r.refused);
         assert_eq!(
             r.config.maintenance.file.as_deref(),
