@@ -127,6 +127,9 @@ pub fn init(format: LogFormat, level: &str) -> Result<(Output, LevelHandle), Str
     let ansi = output == Output::Plain && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (subscriber, handle) = subscriber(output, level, std::io::stderr, ansi)?;
     tracing::subscriber::set_global_default(subscriber).map_err(|e| e.to_string())?;
+    // Records of the `log` crate (rustls, for one) go through the same filter and format. At
+    // every level, not the one of this start: a reload may raise it.
+    tracing_log::LogTracer::init().map_err(|e| e.to_string())?;
     Ok((output, handle))
 }
 
