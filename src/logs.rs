@@ -7,7 +7,8 @@
 //!   Manager"): no timestamp (journald stamps every line) and each line starts with the
 //!   sd-daemon(3) priority prefix (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug and
 //!   trace), which journald turns into the entry's priority (`SyslogLevelPrefix=`, on by
-//!   default), so `journalctl -p warning -u rolecall` shows the warnings.
+//!   default), so `journalctl -p warning -u rolecall` shows the warnings. `--log-format
+//!   journal` writes them wherever stderr goes.
 //! - `json`: one object per line, the event's fields at the top level (`verdict`, `group`,
 //!   `reason`, …) beside `timestamp`, `level`, `target` and `message`.
 
@@ -34,6 +35,8 @@ pub enum LogFormat {
     Auto,
     /// Text lines with a timestamp.
     Plain,
+    /// The journal's format (priority prefix, no timestamp) wherever stderr goes.
+    Journal,
     /// One JSON object per line.
     Json,
 }
@@ -53,6 +56,7 @@ impl LogFormat {
     pub fn resolve(self, journal_stream: Option<&str>, stderr: Option<(u64, u64)>) -> Output {
         match self {
             LogFormat::Plain => Output::Plain,
+            LogFormat::Journal => Output::Journal,
             LogFormat::Json => Output::Json,
             LogFormat::Auto => {
                 let named = journal_stream.and_then(|v| {
@@ -360,5 +364,6 @@ mod tests {
             LogFormat::Plain.resolve(Some("8:1234"), stderr),
             Output::Plain
         );
+        assert_eq!(LogFormat::Journal.resolve(None, None), Output::Journal);
     }
 }

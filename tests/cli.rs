@@ -195,7 +195,19 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
     let r = missing_node()
         .env("JOURNAL_STREAM", "{journal_stream}")
         .start();
-    let lines = wait_for_line(&r, "a warning about the missing node", |l| {
+    assert_journal_lines(&r);
+}
+
+#[test]
+fn log_format_journal_prefixes_the_lines_wherever_stderr_goes() {
+    let r = missing_node().env("ROLECALL_LOG_FORMAT", "journal").start();
+    assert_journal_lines(&r);
+}
+
+/// Waits for the warning about the missing node; then every line so far has a priority prefix
+/// and no timestamp, and `rolecall started` is info.
+fn assert_journal_lines(r: &Rolecall) {
+    let lines = wait_for_line(r, "a warning about the missing node", |l| {
         l.starts_with("<4>") && l.contains("node_missing")
     });
     let priority = |l: &str| l.get(..3).map(str::to_owned);
