@@ -101,36 +101,31 @@ enum ConfigCommand {
     Example,
 }
 
-/// Installs the logs. `[log] level` is validated with the file; a `ROLECALL_LOG` tracing
-/// cannot read is worth a warning, not a daemon that does not start (as before `[log]`).
+/// Installs the logs at the level [`log_level`] says.
 fn init_logs(format: LogFormat, config: &Config) -> Result<LevelHandle, ExitCode> {
-    let level = log_level(config);
-    let (levels, refused) = match rolecall::logs::init(format, &level) {
-        Ok((_, levels)) => (levels, None),
-        Err(e) if config.log.level.is_none() => {
-            let fallback = rolecall::logs::DEFAULT_LEVEL;
-            let (_, levels) = rolecall::logs::init(format, fallback).map_err(|e| {
-                eprintln!("rolecall: cannot set up logging: {e}");
-                ExitCode::from(EX_USAGE)
-            })?;
-            (levels, Some(e))
-        }
-        Err(e) => {
-            eprintln!("rolecall: cannot set up logging: {e}");
-            return Err(ExitCode::from(EX_USAGE));
-        }
-    };
-    if let Some(error) = refused {
+    let (level, ignored) = log_level(config);
+    let (_, levels) = rolecall::logs::init(format, &level).map_err(|e| {
+        eprintln!("rolecall: cannot set up logging: {e}");
+        ExitCode::from(EX_USAGE)
+    })?;
+    if let Some(error) = ignored {
         tracing::warn!(%error, "ROLECALL_LOG not understood; logging at info");
     }
     Ok(levels)
 }
 
-/// The level `rolecall run` logs at: `[log] level`, else `ROLECALL_LOG`, else info.
-fn log_level(config: &Config) -> String {
-    config
-        .log
-        .effective_level(std::env::var("ROLECALL_LOG").ok().as_deref())
+/// The level `rolecall run` logs at: `[log] level` (validated with the file), else
+/// `ROLECALL_LOG`, else info. A `ROLECALL_LOG` tracing cannot read is skipped, its error
+/// returned: worth a warning, not a daemon that does not start.
+fn log_level(config: &Config) -> (String, Option<String>) {
+    let env = std::env::var("ROLECALL_LOG").ok();
+    let level = config.log.effective_level(env.as_deref());
+    match rolecall::logs::parse_level(&level) {
+        Err(e) if config.log.level.is_none() => {
+            (rolecall::logs::DEFAULT_LEVEL.to_string(), Some(e))
+        }
+        _ => (level, None),
+    }
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -337,7 +332,7 @@ impl Reloader {
                 "reload: these changes need a restart and are not applied"
             );
         }
-        let level = log_level(&plan.config);
+        let (level, _) = log_level(&plan.config);
         if let Err(e) = self.levels.set(&level) {
             tracing::error!(level = %level, error = %e, "reload: log level not applied");
         }
