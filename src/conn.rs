@@ -167,6 +167,30 @@ pub enum ErrorClass {
     Other,
 }
 
+impl ErrorClass {
+    /// The class as `/status` and the metrics name it (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Readonly => "readonly",
+            ErrorClass::Redirect => "redirect",
+            ErrorClass::NoReplicas => "no_replicas",
+            ErrorClass::Misconf => "misconf",
+            ErrorClass::Oom => "oom",
+            ErrorClass::Loading => "loading",
+            ErrorClass::Busy => "busy",
+            ErrorClass::MasterDown => "master_down",
+            ErrorClass::Auth => "auth",
+            ErrorClass::NoPerm => "no_perm",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Resolve => "resolve",
+            ErrorClass::Tls => "tls",
+            ErrorClass::Protocol => "protocol",
+            ErrorClass::Other => "other",
+        }
+    }
+}
+
 /// A failed fact: its class and a message for humans (never a secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerError {
@@ -762,5 +786,16 @@ mod tests {
         assert_eq!(a("redis-1:6379").host, "redis-1");
         assert!("6379".parse::<ServerAddr>().is_err());
         assert!(":6379".parse::<ServerAddr>().is_err());
+    }
+
+    #[test]
+    fn an_error_class_is_named_as_status_serializes_it() {
+        use ErrorClass::*;
+        for c in [
+            Readonly, Redirect, NoReplicas, Misconf, Oom, Loading, Busy, MasterDown, Auth, NoPerm,
+            Timeout, Connect, Resolve, Tls, Protocol, Other,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Auth, Budget, ServerAddr, ServerError, dial_pubsub};
+use crate::metrics::Metrics;
 use crate::sentinel::{Vote, parse_vote};
 
 /// The channels rolecall listens to (Redis docs, "Sentinel API", Pub/Sub messages).
@@ -62,6 +63,7 @@ struct TriggerInner {
     notify: Notify,
     burst_until: Mutex<Option<Instant>>,
     failovers: Mutex<Vec<Failover>>,
+    conversions: Mutex<Vec<(String, ServerAddr)>>,
 }
 
 impl Trigger {
@@ -80,6 +82,21 @@ impl Trigger {
             .unwrap_or_else(|e| e.into_inner())
             .push((master_name.to_string(), old, starting));
         self.event();
+    }
+
+    /// A sentinel converts `server`, an old master of `master_name`, to a replica.
+    pub fn conversion(&self, master_name: &str, server: ServerAddr) {
+        self.0
+            .conversions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((master_name.to_string(), server));
+        self.event();
+    }
+
+    /// The conversions announced since the last call: (master name, server).
+    pub fn take_conversions(&self) -> Vec<(String, ServerAddr)> {
+        std::mem::take(&mut *self.0.conversions.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The failovers announced since the last call.
@@ -145,6 +162,19 @@ pub fn failover_phase(channel: &str, payload: &str) -> Option<(bool, ServerAddr)
     }
 }
 
+/// The server a sentinel converts to a replica:
+/// `+convert-to-slave slave <ip>:<port> <ip> <port> @ <master-name> <ip> <port>`.
+pub fn conversion(channel: &str, payload: &str) -> Option<ServerAddr> {
+    if channel != "+convert-to-slave" {
+        return None;
+    }
+    let w: Vec<&str> = payload.split_whitespace().collect();
+    Some(ServerAddr::new(
+        (*w.get(2)?).to_string(),
+        w.get(3)?.parse().ok()?,
+    ))
+}
+
 /// The last event seen, for `/status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LastEvent {
@@ -196,6 +226,8 @@ impl VoteLog {
 /// What one subscription needs: the sentinel, how to reach it, which master's events matter,
 /// and where they go.
 pub struct Source {
+    /// The group's configured name, for the metrics.
+    pub group: String,
     pub sentinel: ServerAddr,
     pub auth: Auth,
     /// TLS to the sentinel, as the checks use it.
@@ -205,6 +237,7 @@ pub struct Source {
     pub trigger: Trigger,
     pub log: EventLog,
     pub votes: VoteLog,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Subscribes to one sentinel until `shutdown`, asking for a check on every event about
@@ -282,6 +315,7 @@ fn deliver(source: &Source, channel: String, payload: String) {
     let sentinel = &source.sentinel;
     match route(sentinel, &channel, &payload, &source.master_name) {
         Message::Vote(vote) => {
+            source.metrics.sentinel_event(&source.group, &channel);
             tracing::info!(sentinel = %sentinel, leader = %vote.leader, epoch = vote.epoch, "sentinel voted for a failover leader");
             source.votes.record(vote, Instant::now());
         }
@@ -289,9 +323,13 @@ fn deliver(source: &Source, channel: String, payload: String) {
             tracing::debug!(sentinel = %sentinel, payload = %payload, "unreadable +vote-for-leader")
         }
         Message::Event { failover } => {
+            source.metrics.sentinel_event(&source.group, &channel);
             tracing::info!(sentinel = %sentinel, channel = %channel, payload = %payload, "sentinel event");
             if let Some((starting, old)) = failover {
                 source.trigger.failover(&source.master_name, old, starting);
+            }
+            if let Some(server) = conversion(&channel, &payload) {
+                source.trigger.conversion(&source.master_name, server);
             }
             *source.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastEvent {
                 sentinel: sentinel.to_string(),
@@ -408,6 +446,26 @@ mod tests {
         );
         assert!(now.contains(&v("127.0.0.1:1", 19)) && !now.contains(&v("127.0.0.1:1", 1)));
         assert!(log.current(t0 + VOTE_TTL).is_empty(), "votes expire");
+    }
+
+    #[test]
+    fn a_conversion_names_the_server_converted() {
+        assert_eq!(
+            conversion(
+                "+convert-to-slave",
+                "slave 127.0.0.1:7001 127.0.0.1 7001 @ mymaster 127.0.0.1 7002"
+            ),
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert_eq!(
+            conversion(
+                "+convert-to-slave",
+                "slave redis-0.redis-headless:6379 redis-0.redis-headless 6379 @ mymaster redis-1.redis-headless 6379"
+            ),
+            Some(ServerAddr::new("redis-0.redis-headless".to_string(), 6379))
+        );
+        assert_eq!(conversion("+sdown", "slave a:1 a 1 @ m b 2"), None);
+        assert_eq!(conversion("+convert-to-slave", "slave a:1 a"), None);
     }
 
     #[test]

@@ -178,7 +178,8 @@ pub fn judge(
     }
 }
 
-/// What the node wants, from the decision without the guard; `ever_in`: the node was in
+/// What the node wants, from the decision without the guard (out on evidence only the node has:
+/// [`Decision::local`]); `ever_in`: the node was in
 /// rotation since rolecall started; `local_before`: the last verdict other than `unknown` took
 /// it out on evidence only it has (an `unknown` holding that out holds it out).
 pub fn want(decision: &Decision, maintenance: bool, ever_in: bool, local_before: bool) -> Want {
@@ -186,13 +187,7 @@ pub fn want(decision: &Decision, maintenance: bool, ever_in: bool, local_before:
         Want::Out
     } else if decision.in_rotation {
         Want::In
-    } else if !ever_in
-        || matches!(
-            decision.verdict,
-            Verdict::StuckOnReplica | Verdict::NodeMissing
-        )
-        || (decision.verdict == Verdict::Unknown && local_before)
-    {
+    } else if !ever_in || decision.local || (decision.verdict == Verdict::Unknown && local_before) {
         Want::Out
     } else {
         Want::Shared
@@ -705,6 +700,8 @@ mod tests {
             reason: String::new(),
             in_rotation,
             checked,
+            local: !in_rotation
+                && matches!(verdict, Verdict::StuckOnReplica | Verdict::NodeMissing),
         };
         use Verdict::*;
         assert_eq!(want(&d(Ok, true, true), false, true, false), Want::In);

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{Memory, Stance, stance};
 use crate::config::{AgentConfig, HaproxyConfig, OutWord, RuntimeApi, ServerRef};
 use crate::maintenance::Maintenance;
+use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
 /// Longest runtime API answer read; the commands rolecall sends answer with a line at most.
@@ -121,6 +122,17 @@ pub enum PushError {
     },
 }
 
+impl PushError {
+    /// The failure's kind, for the metrics: `io`, `timeout` or `refused`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PushError::Io { .. } => "io",
+            PushError::Timeout { .. } => "timeout",
+            PushError::Refused { .. } => "refused",
+        }
+    }
+}
+
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     line: &str,
@@ -203,6 +215,7 @@ pub async fn run(
     mut rx: watch::Receiver<Arc<Snapshot>>,
     maintenance: Arc<Maintenance>,
     memory: Arc<Memory>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut pushed = Pushed::at_start(&memory);
@@ -226,6 +239,8 @@ pub async fn run(
             .await;
             let took_ms = started.elapsed().as_secs_f64() * 1000.0;
             for (api, r) in cfg.runtime_api.iter().zip(results) {
+                let api_name = api.to_string();
+                metrics.haproxy_push(&api_name, r.as_ref().err().map(PushError::reason));
                 match r {
                     Ok(()) => tracing::info!(
                         api = %api,

@@ -5,7 +5,7 @@
 //! | `/livez` | always `200 ok` while the process serves: liveness never depends on Redis |
 //! | `/readyz` | `200 ready` in rotation, `503 not ready` otherwise and until the first complete check; `?verbose` lists each check |
 //! | `/status` | the snapshot as JSON (never a secret) |
-//! | `/metrics` | Prometheus text |
+//! | `/metrics` | Prometheus text 0.0.4, or OpenMetrics 1.0.0 when `Accept` prefers it, each with its own content type |
 //! | `/maintenance` | `POST` on, `DELETE` off, with `Authorization: Bearer <token>`; only when `[maintenance] token_file` is set (404 otherwise) |
 //!
 //! GET and HEAD only (405 otherwise); any other path is 404. Every answer comes from the
@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::maintenance::{Maintenance, MaintenanceState};
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 use crate::snapshot::Snapshot;
 
 const MAX_CONNECTIONS: usize = 1024;
@@ -94,12 +94,62 @@ fn readyz_verbose(s: &Snapshot, now: Instant, maintenance: &MaintenanceState) ->
     out
 }
 
+/// `/readyz`: 200 in rotation, 503 out (and in maintenance); `?verbose` lists each check.
+fn readyz(
+    snapshot: &Snapshot,
+    now: Instant,
+    maintenance: &MaintenanceState,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let mut e = snapshot.at(now);
+    e.in_rotation &= !maintenance.on;
+    let status = if e.in_rotation {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let verbose = query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
+    if verbose {
+        text(status, readyz_verbose(snapshot, now, maintenance))
+    } else if e.in_rotation {
+        text(status, "ready\n")
+    } else if maintenance.on {
+        text(status, "not ready: maintenance\n")
+    } else {
+        text(status, "not ready\n")
+    }
+}
+
+/// `/metrics` in the format the request's `Accept` asks for, labelled with that format's own
+/// content type (see `metrics::Format`); `Vary: Accept` tells caches the body depends on it.
+fn metrics_page(
+    metrics: &Metrics,
+    maintenance: &MaintenanceState,
+    accept: Option<&str>,
+) -> Response<Full<Bytes>> {
+    metrics.set_maintenance(maintenance.on);
+    let format = Format::negotiate(accept);
+    let mut r = text(StatusCode::OK, metrics.encode(format));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    r.headers_mut()
+        .insert(hyper::header::VARY, HeaderValue::from_static("accept"));
+    r
+}
+
 /// Answers one request from the snapshot and the maintenance switch (in maintenance `/readyz` is
-/// 503, and `/status` shows it as `maintenance`). Pure apart from reading the clock.
+/// 503, and `/status` shows it as `maintenance`); `accept` picks the format of `/metrics`. Pure
+/// apart from reading the clock.
 pub fn respond(
     method: &Method,
     path: &str,
     query: Option<&str>,
+    accept: Option<&str>,
     snapshot: &Snapshot,
     metrics: &Metrics,
     maintenance: &MaintenanceState,
@@ -117,28 +167,7 @@ pub fn respond(
     let now = crate::runclock::now();
     let mut r = match path {
         "/livez" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
-            let mut e = snapshot.at(now);
-            e.in_rotation &= !maintenance.on;
-            let status = if e.in_rotation {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let verbose = query.is_some_and(|q| {
-                q.split('&')
-                    .any(|p| p == "verbose" || p.starts_with("verbose="))
-            });
-            if verbose {
-                text(status, readyz_verbose(snapshot, now, maintenance))
-            } else if e.in_rotation {
-                text(status, "ready\n")
-            } else if maintenance.on {
-                text(status, "not ready: maintenance\n")
-            } else {
-                text(status, "not ready\n")
-            }
-        }
+        "/readyz" => readyz(snapshot, now, maintenance, query),
         "/status" => {
             let mut json = snapshot.to_json(now);
             if let Some(o) = json.as_object_mut() {
@@ -153,15 +182,7 @@ pub fn respond(
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        _ => {
-            metrics.set_maintenance(maintenance.on);
-            let mut r = text(StatusCode::OK, metrics.encode());
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        _ => metrics_page(metrics, maintenance, accept),
     };
     r.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-store"));
@@ -237,6 +258,9 @@ pub async fn serve(
                     req.method(),
                     req.uri().path(),
                     req.uri().query(),
+                    req.headers()
+                        .get(hyper::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok()),
                     &snapshot,
                     &metrics,
                     &maintenance.state(),
@@ -309,6 +333,7 @@ mod tests {
             &m,
             path,
             q,
+            None,
             s,
             &Metrics::new(),
             &MaintenanceState::default(),
@@ -367,7 +392,7 @@ mod tests {
             since_unix_ms: Some(1),
         };
         let get = |path: &str, q: Option<&str>| {
-            let r = respond(&Method::GET, path, q, &ready, &Metrics::new(), &m);
+            let r = respond(&Method::GET, path, q, None, &ready, &Metrics::new(), &m);
             let code = r.status().as_u16();
             let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
                 r.into_body(),
@@ -429,6 +454,52 @@ mod tests {
             200
         );
         assert!(!m.state().on);
+    }
+
+    #[test]
+    fn metrics_answer_in_the_format_accept_asks_for_under_its_own_content_type() {
+        let s = snapshot(true, true);
+        let metrics = Metrics::new();
+        let get = |method: &Method, accept: Option<&str>| {
+            let r = respond(
+                method,
+                "/metrics",
+                None,
+                accept,
+                &s,
+                &metrics,
+                &MaintenanceState::default(),
+            );
+            let header = |h| r.headers().get(h).map(|v| v.to_str().unwrap().to_string());
+            let (ct, vary) = (header(CONTENT_TYPE), header(hyper::header::VARY));
+            let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+                r.into_body(),
+            ))
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+            (ct.unwrap(), vary, String::from_utf8(body.to_vec()).unwrap())
+        };
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let (ct, vary, body) = get(&Method::GET, Some(prometheus));
+        assert_eq!(
+            ct,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert_eq!(vary.as_deref(), Some("accept"));
+        assert!(body.contains("# TYPE rolecall_checks counter\n"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        for accept in [None, Some("*/*")] {
+            let (ct, _, body) = get(&Method::GET, accept);
+            assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+            assert!(
+                body.contains("# TYPE rolecall_checks_total counter\n"),
+                "{body}"
+            );
+            assert!(!body.contains("# EOF"), "{body}");
+        }
+        let (ct, _, _) = get(&Method::HEAD, Some(prometheus));
+        assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     }
 
     #[test]

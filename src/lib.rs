@@ -39,7 +39,9 @@
 //! 4. `verdict`: the pure decision and its rise/fall/grace/hold policy.
 //! 5. [`config`]: the TOML file, raw and validated; every section's types and defaults, and the
 //!    words HAProxy's agent check understands.
-//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it.
+//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it;
+//!    `metrics` also counts what later modules hand it as plain values (Sentinel events, HAProxy
+//!    pushes), and serves OpenMetrics or the Prometheus text format as the scrape asks.
 //! 7. `events`: Sentinel event subscriptions, and the trigger that asks for a check at once.
 //!    `repair`: the opt-in repairs: kill the node's stale connections, pause writes on a
 //!    master being failed over, run a command under a fleet lock. `fleet`: the fleet guard,
@@ -127,6 +129,7 @@ pub async fn run(
             checker.event_sources(),
             config.check.timeout,
             trigger.clone(),
+            metrics.clone(),
             reloads.clone(),
             shutdown.clone(),
         ));
@@ -157,6 +160,7 @@ pub async fn run(
             rx.clone(),
             maintenance.clone(),
             memory.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -197,13 +201,15 @@ async fn drain(mut tasks: tokio::task::JoinSet<()>) {
     }
 }
 
-/// One event subscription per configured sentinel of every group, each feeding the trigger,
-/// until `shutdown`. A reload that changes a group's sentinels ends every subscription and
-/// starts those of the sentinels now configured (the event and vote logs stay).
+/// One event subscription per configured sentinel of every group, each feeding the trigger and
+/// counting its events in the metrics, until `shutdown`. A reload that changes a group's
+/// sentinels ends every subscription and starts those of the sentinels now configured (the
+/// event and vote logs stay).
 async fn follow_events(
     mut groups: Vec<check::EventSource>,
     timeout: Duration,
     trigger: Trigger,
+    metrics: Arc<Metrics>,
     mut reloads: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
 ) {
@@ -213,6 +219,8 @@ async fn follow_events(
         for group in &groups {
             for sentinel in &group.sentinels {
                 let source = events::Source {
+                    group: group.name.clone(),
+                    metrics: metrics.clone(),
                     sentinel: sentinel.clone(),
                     auth: group.auth.clone(),
                     tls: group.tls.clone(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::conn::{ServerAddr, Software};
+use crate::conn::{ErrorClass, ServerAddr, Software};
 use crate::sentinel::Found;
 use crate::verdict::{Placement, Verdict};
 
@@ -139,6 +139,9 @@ pub struct GroupStatus {
     pub probe: Option<ProbeStatus>,
     /// What the kill repair did in this check (when enabled).
     pub repair: Option<KillReport>,
+    /// Servers whose writes rolecall holds paused now: old masters that still claim master
+    /// (`repair.fence_old_master`).
+    pub fenced: Vec<String>,
     /// The last Sentinel event about this master.
     pub last_event: Option<EventStatus>,
 }
@@ -216,6 +219,9 @@ pub struct ServerStatus {
 pub struct ProbeStatus {
     pub ok: bool,
     pub error: Option<String>,
+    /// The class of `error` (`readonly`, `no_replicas`, `timeout`…), as the verdict reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
 }
 
 /// What a reader acts on at a given moment.

@@ -194,6 +194,55 @@ fn a_node_pinned_to_the_old_master_is_stuck_on_replica_after_a_failover_and_a_fo
         .assert_never_out("the follower", &follower_rc.report(None));
 }
 
+/// After a failover, while the node is `disconnected` or `stale_master`, rolecall checks every
+/// `fast_interval` until the group settles: the pinned node's redial to the demoted master
+/// (tens of milliseconds after Sentinel converts it) is seen at once, not at the next interval
+/// (5 s here).
+#[test]
+fn a_pinned_node_is_out_at_once_after_the_demotion_not_at_the_next_interval() {
+    let topology = Topology::start(1, 3);
+    let master = topology.master_addr();
+    let pinned = DemoNode::pin(master);
+    let mut rolecall = RolecallConfig::new()
+        .pid(pinned.pid())
+        .topology(&topology)
+        .check("interval", "\"5s\"")
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let (old, _) = topology.failover();
+    let mut demoted = None;
+    for _ in 0..3000 {
+        if topology.server(old).role().as_deref() == Some("slave") {
+            demoted = Some(Instant::now());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let demoted = demoted.expect("Sentinel demotes the old master within 30 s");
+    let mut out = None;
+    for _ in 0..1000 {
+        if first_word(&rolecall.agent(Some("\n"))) == "drain" {
+            out = Some(Instant::now());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = out
+        .map(|t| t.saturating_duration_since(demoted))
+        .unwrap_or_else(|| {
+            panic!(
+                "not out within 5 s of the demotion\n{}",
+                rolecall.report(None)
+            )
+        });
+    assert!(
+        took < Duration::from_millis(1500),
+        "out {took:?} after the demotion, with a 5 s interval\n{}",
+        rolecall.report(None)
+    );
+    assert_eq!(rolecall.status()["verdict"], "stuck_on_replica");
+}
+
 #[test]
 fn a_node_on_the_old_master_while_it_still_claims_master_is_stale_master() {
     let topology = Topology::start(1, 3);

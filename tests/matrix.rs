@@ -874,9 +874,9 @@ fn a_rolecall_frozen_longer_than_the_hold_does_not_fail_open_on_resume() {
     let metrics = rc.http_get("/metrics").1;
     let frozen = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("rolecall_frozen_seconds "))
+        .find_map(|l| l.strip_prefix("rolecall_frozen_seconds_total "))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no rolecall_frozen_seconds in\n{metrics}"));
+        .unwrap_or_else(|| panic!("no rolecall_frozen_seconds_total in\n{metrics}"));
     assert!(frozen >= 3.0, "frozen {frozen} s, stopped for 4 s");
 }
 

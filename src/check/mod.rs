@@ -39,6 +39,12 @@ use group::{Group, GroupCheck};
 /// within milliseconds, and the spacing bounds the load a storm of events can cause.
 const EVENT_CONFIRM: Duration = Duration::from_millis(2);
 
+/// A failover is settling for this long after a Sentinel event about the group or a change of
+/// its verified master: while the node is `disconnected` or `stale_master` then, checks come
+/// every `fast_interval`, so the node's move (or its redial to the demoted master, tens of
+/// milliseconds after Sentinel converts it) is seen at once, not at the next interval.
+const SETTLE: Duration = Duration::from_secs(30);
+
 /// State kept across checks.
 pub struct Checker {
     config: Arc<Config>,
@@ -53,6 +59,9 @@ pub struct Checker {
     fd_memory: Arc<std::sync::Mutex<FdMemory>>,
     /// The fleet guard.
     fleet: Guard,
+    /// What the last check alone saw, and when a group's verified master last changed.
+    observed: Verdict,
+    master_changed: Option<Instant>,
     /// Whether the operator's maintenance switch is on (the guard counts the node out).
     maintenance: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
@@ -60,6 +69,7 @@ pub struct Checker {
 /// What the event subscriptions of one group need: its sentinels, their credentials, the
 /// master name, and the logs the group's checks read the last event and the votes from.
 pub struct EventSource {
+    pub name: String,
     pub sentinels: Vec<ServerAddr>,
     pub auth: Auth,
     pub tls: Option<Arc<crate::tls::Tls>>,
@@ -124,6 +134,8 @@ impl Checker {
                 timeout,
             ),
             maintenance: None,
+            observed: Verdict::Unknown,
+            master_changed: None,
             config,
         }
     }
@@ -174,6 +186,7 @@ impl Checker {
         self.groups
             .iter()
             .map(|g| EventSource {
+                name: g.config.name.clone(),
                 sentinels: g.sentinels.clone(),
                 auth: sentinel_auth(&g.config),
                 tls: g.config.sentinel_tls.clone(),
@@ -230,9 +243,41 @@ impl Checker {
         }
     }
 
+    /// A sentinel converts `server` to a replica: the fence on it lifts at once, so Sentinel's
+    /// demotion runs (a paused server holds Sentinel's link too).
+    pub async fn on_conversions(&mut self, conversions: &[(String, ServerAddr)]) {
+        for (name, server) in conversions {
+            for g in self
+                .groups
+                .iter_mut()
+                .filter(|g| &g.config.master_name == name)
+            {
+                g.repair.fence.converting(server, &g.server_pool).await;
+            }
+        }
+    }
+
     /// Whether a verdict change is waiting for confirmation.
     pub fn pending(&self) -> bool {
         self.tracker.pending() || self.groups.iter().any(|g| g.tracker.pending())
+    }
+
+    /// Whether a failover is settling around the node: it was `disconnected` or `stale_master`
+    /// in the last check, within [`SETTLE`] of a Sentinel event about a group or of a change of
+    /// a group's verified master.
+    pub fn unsettled(&self) -> bool {
+        let recent = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < SETTLE);
+        matches!(self.observed, Verdict::Disconnected | Verdict::StaleMaster)
+            && (recent(self.master_changed)
+                || self.groups.iter().any(|g| {
+                    recent(
+                        g.events
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .as_ref()
+                            .and_then(|e| e.at),
+                    )
+                }))
     }
 
     /// Runs one complete check and returns the snapshot to publish.
@@ -246,7 +291,20 @@ impl Checker {
         };
         let empty = NodeSockets::default();
         let sockets = node.as_ref().unwrap_or(&empty);
+        let masters: Vec<Option<ServerAddr>> = self
+            .groups
+            .iter()
+            .map(|g| g.verified_master.clone())
+            .collect();
         let checks = self.check_groups(views, sockets).await;
+        if self
+            .groups
+            .iter()
+            .zip(&masters)
+            .any(|(g, m)| g.verified_master.is_some() && &g.verified_master != m)
+        {
+            self.master_changed = Some(Instant::now());
+        }
 
         // The policy clock: a freeze of rolecall itself is not time that passed for the node.
         let now = crate::runclock::now();
@@ -262,6 +320,7 @@ impl Checker {
         }
         let obs = observe(&node_ok, &observations);
         let (observed, observed_reason) = (obs.verdict, obs.reason.clone());
+        self.observed = observed;
         let mut decision = self.tracker.update(obs, now);
         let maintenance = self.maintenance.as_ref().is_some_and(|on| on());
         let fleet = self
@@ -455,6 +514,10 @@ pub async fn run(
         if !failovers.is_empty() {
             checker.failover_repair(&failovers).await;
         }
+        let conversions = trigger.take_conversions();
+        if !conversions.is_empty() {
+            checker.on_conversions(&conversions).await;
+        }
         let snapshot = tokio::select! {
             _ = shutdown.cancelled() => return,
             s = checker.check() => s,
@@ -475,6 +538,7 @@ pub async fn run(
         let wait = match (checker.pending(), trigger.bursting()) {
             (true, true) => EVENT_CONFIRM,
             (true, false) => check.fast_interval,
+            (false, _) if checker.unsettled() => check.fast_interval,
             (false, _) => check.interval,
         };
         tokio::select! {

@@ -52,6 +52,9 @@ pub(crate) const REPAIR_KILL_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const REPAIR_KILL_ATTEMPTS: u32 = 3;
 /// `repair.pause_for`: how long a failover pauses writes on the old master.
 pub(crate) const REPAIR_PAUSE_FOR: Duration = Duration::from_secs(3);
+/// `repair.fence_lease`: each pause on the old master lasts this long unless renewed; a
+/// rolecall that stops renewing releases it within this.
+pub(crate) const REPAIR_FENCE_LEASE: Duration = Duration::from_secs(2);
 /// `repair.command_on`: the verdicts that start the command's clock.
 pub(crate) const REPAIR_COMMAND_ON: [Verdict; 2] = [Verdict::StuckOnReplica, Verdict::StaleMaster];
 /// `repair.command_after`: how long the verdict must persist before the command runs.

@@ -144,6 +144,11 @@ pub struct RepairConfig {
     /// wait instead, until the kill repair moves the node. Defaults to `kill_stale_connections`.
     pub pause_writes_on_failover: bool,
     pub pause_for: Duration,
+    /// Once Sentinel's new master is established, pause writes on the old one while it still
+    /// claims master (`CLIENT PAUSE <fence_lease> WRITE`, renewed each check). Defaults to
+    /// `kill_stale_connections`.
+    pub fence_old_master: bool,
+    pub fence_lease: Duration,
     pub command: Option<RepairCommand>,
 }
 

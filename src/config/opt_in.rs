@@ -42,10 +42,19 @@ pub(super) fn validate_repair(r: RawRepair) -> Result<RepairConfig, ConfigError>
     let kill_stale_connections = r
         .kill_stale_connections
         .unwrap_or(defaults::REPAIR_KILL_STALE_CONNECTIONS);
+    let fence_lease = r.fence_lease.unwrap_or(defaults::REPAIR_FENCE_LEASE);
+    if fence_lease < Duration::from_millis(200) || fence_lease > Duration::from_secs(60) {
+        return Err(ConfigError::invalid(
+            "repair.fence_lease: must be between 200ms and 60s",
+        ));
+    }
     Ok(RepairConfig {
         // The kill moves the node only once Sentinel names the new master; the writes the old
         // master acknowledges between the promotion and then are lost unless they wait.
         pause_writes_on_failover: r.pause_writes_on_failover.unwrap_or(kill_stale_connections),
+        // And those it acknowledges after, until Sentinel demotes it, are lost too.
+        fence_old_master: r.fence_old_master.unwrap_or(kill_stale_connections),
+        fence_lease,
         pause_for,
         kill_stale_connections,
         kill_interval,

@@ -146,6 +146,9 @@ pub(super) struct RawRepair {
     pub(super) pause_writes_on_failover: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     pub(super) pause_for: Option<Duration>,
+    pub(super) fence_old_master: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) fence_lease: Option<Duration>,
     pub(super) command: Option<Vec<String>>,
     pub(super) command_on: Option<Vec<String>>,
     #[serde(default, with = "humantime_serde")]

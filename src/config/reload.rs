@@ -6,13 +6,13 @@
 //! reads them afresh at every check: `[log] level`; in `[check]` `interval`, `fast_interval`,
 //! `rise`, `fall`, `unknown_hold`, `disconnected_grace`, `stale_master_grace`, `write_probe`
 //! and `probe_ttl`; each `[[redis]]` group's `sentinels` (when the groups are the same ones,
-//! by name and order); `[maintenance]` (`file`, `token_file`); and `[repair]`. Any other
-//! change (listeners, `check.timeout`, passwords, …) is refused by name and keeps running as
-//! it started: it needs a restart.
+//! by name and order); `[maintenance]` (`file`, `token_file`); and `[repair]` but its fence
+//! (`fence_old_master`, `fence_lease`). Any other change (listeners, `check.timeout`,
+//! passwords, …) is refused by name and keeps running as it started: it needs a restart.
 
 use toml::{Table, Value};
 
-use super::Config;
+use super::{Config, RepairConfig};
 
 /// What a reload does with a new configuration.
 #[derive(Debug)]
@@ -39,7 +39,12 @@ pub fn reload(running: &Config, new: &Config) -> Reload {
     c.policy.stale_master_grace = n.policy.stale_master_grace;
     c.write_probe = n.write_probe;
     c.probe_ttl = n.probe_ttl;
-    config.repair = new.repair.clone();
+    // The fence's candidates and pauses are kept across checks on the terms they began with.
+    config.repair = RepairConfig {
+        fence_old_master: running.repair.fence_old_master,
+        fence_lease: running.repair.fence_lease,
+        ..new.repair.clone()
+    };
     config.maintenance = new.maintenance.clone();
     let same_groups = running.groups.len() == new.groups.len()
         && running
@@ -207,7 +212,9 @@ mod tests {
             ]
         );
         assert!(r.config.repair.kill_stale_connections);
-        assert!(r.refused.is_empty(), "{:?}", r.refused);
+        // The fence follows kill_stale_connections by default, and needs a restart.
+        assert_eq!(r.refused, ["repair.fence_old_master"]);
+        assert!(!r.config.repair.fence_old_master);
         assert_eq!(
             r.config.maintenance.file.as_deref(),
             Some(std::path::Path::new("/run/rolecall/maint"))

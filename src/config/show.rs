@@ -159,6 +159,8 @@ fn repair(r: &RepairConfig) -> Table {
     let pause = r.pause_writes_on_failover;
     t.insert("pause_writes_on_failover".into(), pause.into());
     t.insert("pause_for".into(), duration(r.pause_for));
+    t.insert("fence_old_master".into(), r.fence_old_master.into());
+    t.insert("fence_lease".into(), duration(r.fence_lease));
     if let Some(c) = &r.command {
         t.insert("command".into(), strings(&c.argv));
         t.insert(

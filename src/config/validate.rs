@@ -44,6 +44,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .transpose()?;
     let http = raw.http.map(validate_http).transpose()?;
     let repair = validate_repair(raw.repair.unwrap_or_default())?;
+    if repair.fence_old_master && repair.fence_lease <= check.interval + check.timeout {
+        return Err(ConfigError::invalid(format!(
+            "repair.fence_lease: must be longer than check.interval + check.timeout ({}), or a fence would lapse between checks",
+            humantime::format_duration(check.interval + check.timeout)
+        )));
+    }
     let mut maintenance =
         validate_maintenance(raw.maintenance.unwrap_or_default(), http.is_some())?;
     if maintenance.token.is_some() {

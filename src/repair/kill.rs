@@ -36,6 +36,8 @@ pub fn stale_connections(
 struct Rounds {
     last: Instant,
     count: u32,
+    /// The last check that found the node's connections there.
+    seen: Instant,
 }
 
 /// State of the kill repair across checks.
@@ -101,9 +103,17 @@ impl Killer {
         timeout: Duration,
         now: Instant,
     ) -> KillReport {
-        // Forget servers the node has left: a later return starts a fresh count.
+        // Forget servers the node has left for good (three kill intervals): a later return
+        // starts a fresh count. A node between a kill and its redial is not gone.
+        for (server, conns) in stale {
+            if let Some(r) = self.rounds.get_mut(server)
+                && !conns.is_empty()
+            {
+                r.seen = now;
+            }
+        }
         self.rounds
-            .retain(|s, _| stale.iter().any(|(t, c)| t == s && !c.is_empty()));
+            .retain(|_, r| now.saturating_duration_since(r.seen) < cfg.kill_interval * 3);
         let view: HashMap<ServerAddr, (Instant, u32)> = self
             .rounds
             .iter()
@@ -126,13 +136,21 @@ impl Killer {
             let entry = self.rounds.entry(server.clone()).or_insert(Rounds {
                 last: now,
                 count: 0,
+                seen: now,
             });
             entry.last = now;
-            entry.count += 1;
-            let round = entry.count;
+            let round = entry.count + 1;
+            let killed_before = report.killed.len();
             for addr in targets {
                 self.kill_one(&mut conn, &server, addr, round, timeout, &mut report)
                     .await;
+            }
+            // Only a round that killed the node's connection counts towards giving up: a kill
+            // refused (an ACL) or that found nothing proves nothing about the node.
+            if report.killed.len() > killed_before
+                && let Some(r) = self.rounds.get_mut(&server)
+            {
+                r.count += 1;
             }
         }
         if self.rounds.is_empty() {
@@ -223,6 +241,8 @@ mod tests {
             kill_attempts: 3,
             pause_writes_on_failover: false,
             pause_for: Duration::from_secs(3),
+            fence_old_master: false,
+            fence_lease: Duration::from_secs(2),
             command: None,
         }
     }

@@ -8,10 +8,13 @@
 //!   the node's connections, never rolecall's own or another client's.
 //! - [`pause`]: pause writes on the verified master while a sentinel promotes its replica
 //!   (`CLIENT PAUSE … WRITE`), so writes the old master would acknowledge and lose wait.
+//! - [`fence`]: once Sentinel's new master is established, pause writes on the old one while it
+//!   still claims master, until Sentinel demotes it (`CLIENT PAUSE <lease> WRITE`, renewed).
 //! - [`command`]: run a command (e.g. restart the node) once an out-of-rotation verdict has
 //!   persisted, under a fleet-wide lock on the master so no two nodes run it at once.
 
 pub mod command;
+pub mod fence;
 pub mod kill;
 pub mod pause;
 
@@ -30,6 +33,7 @@ use crate::verdict::RoutedConnection;
 pub struct GroupRepair {
     killer: Killer,
     pause: Option<pause::WritePause>,
+    pub fence: fence::Fence,
 }
 
 impl GroupRepair {

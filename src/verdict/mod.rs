@@ -111,6 +111,10 @@ pub struct Policy {
 pub struct Observation {
     pub verdict: Verdict,
     pub reason: String,
+    /// A `stale_master` node that the kill repair proved does not ask Sentinel (it came back to
+    /// the old master after every kill round): its grace, which is for nodes that will follow
+    /// Sentinel, does not apply.
+    pub pinned: bool,
 }
 
 impl Observation {
@@ -118,6 +122,7 @@ impl Observation {
         Observation {
             verdict,
             reason: reason.into(),
+            pinned: false,
         }
     }
 }
@@ -130,6 +135,9 @@ pub struct Decision {
     pub in_rotation: bool,
     /// Whether at least one check has completed.
     pub checked: bool,
+    /// Out on evidence only this node has: on a replica, its process gone, or proven not to
+    /// ask Sentinel.
+    pub local: bool,
 }
 
 /// Applies the policy to a stream of observations.
@@ -144,6 +152,8 @@ pub struct Tracker {
     pending: Option<(Verdict, u32, Instant)>,
     /// Rotation held while `unknown`.
     held_rotation: bool,
+    /// The current `stale_master` is proven pinned ([`Observation::pinned`]).
+    pinned: bool,
     checked: bool,
     started: bool,
 }
@@ -157,6 +167,7 @@ impl Tracker {
             since: now,
             pending: None,
             held_rotation: false,
+            pinned: false,
             checked: false,
             started: false,
         }
@@ -193,6 +204,7 @@ impl Tracker {
         if obs.verdict == self.verdict && self.started {
             self.pending = None;
             self.reason = obs.reason;
+            self.pinned = obs.pinned;
         } else {
             let (count, first) = match self.pending {
                 Some((v, n, t)) if v == obs.verdict => (n + 1, t),
@@ -204,6 +216,7 @@ impl Tracker {
                 }
                 self.verdict = obs.verdict;
                 self.reason = obs.reason;
+                self.pinned = obs.pinned;
                 self.since = first;
                 self.pending = None;
                 self.started = true;
@@ -222,7 +235,7 @@ impl Tracker {
         match self.verdict {
             Verdict::Ok | Verdict::Degraded => true,
             Verdict::StuckOnReplica | Verdict::NodeMissing => false,
-            Verdict::StaleMaster => held_for < self.policy.stale_master_grace,
+            Verdict::StaleMaster => !self.pinned && held_for < self.policy.stale_master_grace,
             Verdict::Disconnected => held_for < self.policy.disconnected_grace,
             Verdict::Unknown => self.held_rotation || held_for >= self.policy.unknown_hold,
         }
@@ -272,6 +285,12 @@ impl Tracker {
             reason,
             in_rotation,
             checked: self.checked,
+            local: !in_rotation
+                && match self.verdict {
+                    Verdict::StuckOnReplica | Verdict::NodeMissing => true,
+                    Verdict::StaleMaster => self.pinned,
+                    _ => false,
+                },
         }
     }
 }
@@ -403,6 +422,31 @@ mod tests {
         assert_eq!(got[1], (Unknown, false));
         assert_eq!(got[2], (Unknown, false));
         assert_eq!(got[3], (Unknown, true));
+    }
+
+    #[test]
+    fn a_stale_master_proven_pinned_goes_out_at_once_without_its_grace() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut t = Tracker::new(policy(), t0);
+        t.update(o(Verdict::Ok), at(0));
+        t.update(o(Verdict::Ok), at(1));
+        t.update(o(Verdict::StaleMaster), at(2));
+        let d = t.update(o(Verdict::StaleMaster), at(3));
+        assert!(d.in_rotation && !d.local, "within the grace");
+        let pinned = Observation {
+            pinned: true,
+            ..o(Verdict::StaleMaster)
+        };
+        let d = t.update(pinned, at(4));
+        assert!(
+            !d.in_rotation && d.local,
+            "proven pinned: out, on local evidence"
+        );
+        assert_eq!(d.verdict, Verdict::StaleMaster);
+        // The proof is the latest check's: a node that follows after all is in its grace again.
+        let d = t.update(o(Verdict::StaleMaster), at(5));
+        assert!(d.in_rotation);
     }
 
     #[test]

@@ -568,6 +568,16 @@ impl Rolecall {
         http_request(self.http, method, path)
     }
 
+    /// [`Rolecall::http`] with extra request headers.
+    pub fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse, String> {
+        http_request_with(self.http, method, path, headers)
+    }
+
     /// `GET path` as `(status, body)`; panics if there is no HTTP answer.
     pub fn http_get(&self, path: &str) -> (u16, String) {
         match self.http("GET", path) {
@@ -834,9 +844,24 @@ fn read_to_eof(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
 
 /// A `Connection: close` HTTP/1.1 request on a fresh connection, read to EOF.
 pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<HttpResponse, String> {
+    http_request_with(addr, method, path, &[])
+}
+
+/// [`http_request`] with extra request headers (`("Accept", "…")`).
+pub fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse, String> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| format!("connect to {addr}: {e}"))?;
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     stream
         .set_write_timeout(Some(RESPONSE_TIMEOUT))
         .and_then(|()| stream.write_all(request.as_bytes()))
