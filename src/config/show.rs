@@ -11,11 +11,12 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    AgentConfig, CheckConfig, Config, FleetConfig, GroupConfig, HaproxyConfig, MaintenanceConfig,
-    NodeConfig, RepairConfig,
+    AgentConfig, CheckConfig, Config, FleetConfig, GroupConfig, HaproxyConfig, HttpConfig,
+    LogConfig, MaintenanceConfig, NodeConfig, RepairCommand, RepairConfig,
 };
 use crate::sockets::NodeSelector;
-use crate::tls::Tls;
+use crate::tls::{Tls, TlsSettings};
+use crate::verdict::Policy;
 
 /// What a configured secret shows as.
 pub const REDACTED: &str = "<redacted>";
@@ -27,28 +28,34 @@ impl Config {
     }
 
     /// One TOML table per section, keyed by the section's name (`redis` is an array of them).
+    // Every function here takes its struct apart without `..`: a new key does not compile
+    // until it is shown (and so until a reload sees it change).
     pub(super) fn tables(&self) -> Table {
+        let Config {
+            node: n,
+            groups,
+            check: c,
+            agent: a,
+            http: h,
+            repair: r,
+            maintenance: m,
+            haproxy: hp,
+            fleet: f,
+            log: LogConfig { level },
+        } = self;
         let mut t = Table::new();
-        t.insert("node".into(), node(&self.node).into());
-        let groups = self.groups.iter().map(|g| group(g).into()).collect();
+        t.insert("node".into(), node(n).into());
+        let groups = groups.iter().map(|g| group(g).into()).collect();
         t.insert("redis".into(), Value::Array(groups));
-        t.insert("check".into(), check(&self.check).into());
-        if let Some(a) = &self.agent {
-            t.insert("agent".into(), agent(a).into());
-        }
-        if let Some(h) = &self.http {
-            let mut http = Table::new();
-            http.insert("listen".into(), h.listen.to_string().into());
-            t.insert("http".into(), http.into());
-        }
-        t.insert("repair".into(), repair(&self.repair).into());
-        t.insert("maintenance".into(), maintenance(&self.maintenance).into());
-        if let Some(h) = &self.haproxy {
-            t.insert("haproxy".into(), haproxy(h).into());
-        }
-        t.insert("fleet".into(), fleet(&self.fleet).into());
+        t.insert("check".into(), check(c).into());
+        put(&mut t, "agent", a.as_ref().map(agent));
+        put(&mut t, "http", h.as_ref().map(http));
+        t.insert("repair".into(), repair(r).into());
+        t.insert("maintenance".into(), maintenance(m).into());
+        put(&mut t, "haproxy", hp.as_ref().map(haproxy));
+        t.insert("fleet".into(), fleet(f).into());
         let mut log = Table::new();
-        put(&mut log, "level", self.log.level.clone());
+        put(&mut log, "level", level.clone());
         t.insert("log".into(), log.into());
         t
     }
@@ -66,6 +73,10 @@ fn strings<T: ToString>(items: impl IntoIterator<Item = T>) -> Value {
     Value::Array(items.into_iter().map(|s| s.to_string().into()).collect())
 }
 
+fn int(n: u32) -> Value {
+    i64::from(n).into()
+}
+
 /// Inserts `key` only when there is a value: TOML has no null.
 fn put(t: &mut Table, key: &str, value: Option<impl Into<Value>>) {
     if let Some(v) = value {
@@ -73,132 +84,225 @@ fn put(t: &mut Table, key: &str, value: Option<impl Into<Value>>) {
     }
 }
 
+/// A table from keys and values.
+fn table<const N: usize>(entries: [(&str, Value); N]) -> Table {
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
 fn node(n: &NodeConfig) -> Table {
-    let mut t = Table::new();
-    t.insert("name".into(), n.name.clone().into());
-    let (key, value): (&str, Value) = match &n.selector {
-        NodeSelector::Pid(pid) => ("pid", i64::from(*pid).into()),
+    let NodeConfig {
+        name,
+        selector,
+        state_dir,
+    } = n;
+    let (key, value): (&str, Value) = match selector {
+        NodeSelector::Pid(pid) => ("pid", int(*pid)),
         NodeSelector::PidFile(p) => ("pid_file", path(p)),
         NodeSelector::Process(name) => ("process", name.clone().into()),
         NodeSelector::SystemdUnit(unit) => ("systemd_unit", unit.clone().into()),
         NodeSelector::Namespace => ("namespace", true.into()),
     };
-    t.insert(key.into(), value);
     // An empty state_dir is how the file says "nowhere".
-    let state_dir = n.state_dir.as_deref().map_or_else(|| "".into(), path);
-    t.insert("state_dir".into(), state_dir);
-    t
+    let state_dir = state_dir.as_deref().map_or_else(|| "".into(), path);
+    table([
+        ("name", name.clone().into()),
+        (key, value),
+        ("state_dir", state_dir),
+    ])
 }
 
 fn group(g: &GroupConfig) -> Table {
-    let mut t = Table::new();
-    t.insert("name".into(), g.name.clone().into());
-    t.insert("master_name".into(), g.master_name.clone().into());
-    t.insert("sentinels".into(), strings(&g.sentinels));
-    put(&mut t, "username", g.username.clone());
-    put(&mut t, "password", g.password.as_ref().map(|_| REDACTED));
-    put(&mut t, "sentinel_username", g.sentinel_username.clone());
-    let sentinel_password = g.sentinel_password.as_ref().map(|_| REDACTED);
+    let GroupConfig {
+        name,
+        master_name,
+        sentinels,
+        username,
+        password,
+        sentinel_username,
+        sentinel_password,
+        replica_reads,
+        tls: data_tls,
+        sentinel_tls,
+    } = g;
+    let mut t = table([
+        ("name", name.clone().into()),
+        ("master_name", master_name.clone().into()),
+        ("sentinels", strings(sentinels)),
+    ]);
+    put(&mut t, "username", username.clone());
+    put(&mut t, "password", password.as_ref().map(|_| REDACTED));
+    put(&mut t, "sentinel_username", sentinel_username.clone());
+    let sentinel_password = sentinel_password.as_ref().map(|_| REDACTED);
     put(&mut t, "sentinel_password", sentinel_password);
-    t.insert("replica_reads".into(), g.replica_reads.into());
-    put(&mut t, "tls", g.tls.as_deref().map(tls));
-    put(&mut t, "sentinel_tls", g.sentinel_tls.as_deref().map(tls));
+    t.insert("replica_reads".into(), (*replica_reads).into());
+    put(&mut t, "tls", data_tls.as_deref().map(tls));
+    put(&mut t, "sentinel_tls", sentinel_tls.as_deref().map(tls));
     t
 }
 
 fn tls(tls: &Tls) -> Table {
-    let s = tls.settings();
-    let mut t = Table::new();
-    t.insert("enabled".into(), true.into());
-    put(&mut t, "ca_file", s.ca_file.as_deref().map(path));
-    put(&mut t, "cert_file", s.client.as_ref().map(|(c, _)| path(c)));
-    put(&mut t, "key_file", s.client.as_ref().map(|(_, k)| path(k)));
-    put(&mut t, "server_name", s.server_name.clone());
+    let TlsSettings {
+        ca_file,
+        client,
+        server_name,
+    } = tls.settings();
+    let mut t = table([("enabled", true.into())]);
+    put(&mut t, "ca_file", ca_file.as_deref().map(path));
+    put(&mut t, "cert_file", client.as_ref().map(|(c, _)| path(c)));
+    put(&mut t, "key_file", client.as_ref().map(|(_, k)| path(k)));
+    put(&mut t, "server_name", server_name.clone());
     t
 }
 
 fn check(c: &CheckConfig) -> Table {
-    let p = &c.policy;
-    let mut t = Table::new();
-    t.insert("interval".into(), duration(c.interval));
-    t.insert("timeout".into(), duration(c.timeout));
-    t.insert("fast_interval".into(), duration(c.fast_interval));
-    t.insert("rise".into(), i64::from(p.rise).into());
-    t.insert("fall".into(), i64::from(p.fall).into());
-    t.insert("unknown_hold".into(), duration(p.unknown_hold));
-    t.insert("disconnected_grace".into(), duration(p.disconnected_grace));
-    t.insert("stale_master_grace".into(), duration(p.stale_master_grace));
-    t.insert("write_probe".into(), c.write_probe.into());
-    t.insert("sentinel_events".into(), c.sentinel_events.into());
-    t.insert("probe_key_prefix".into(), c.probe_key_prefix.clone().into());
-    t.insert("probe_ttl".into(), duration(c.probe_ttl));
-    t
+    let CheckConfig {
+        interval,
+        timeout,
+        fast_interval,
+        policy:
+            Policy {
+                rise,
+                fall,
+                unknown_hold,
+                disconnected_grace,
+                stale_master_grace,
+            },
+        write_probe,
+        sentinel_events,
+        probe_key_prefix,
+        probe_ttl,
+    } = c;
+    table([
+        ("interval", duration(*interval)),
+        ("timeout", duration(*timeout)),
+        ("fast_interval", duration(*fast_interval)),
+        ("rise", int(*rise)),
+        ("fall", int(*fall)),
+        ("unknown_hold", duration(*unknown_hold)),
+        ("disconnected_grace", duration(*disconnected_grace)),
+        ("stale_master_grace", duration(*stale_master_grace)),
+        ("write_probe", (*write_probe).into()),
+        ("sentinel_events", (*sentinel_events).into()),
+        ("probe_key_prefix", probe_key_prefix.clone().into()),
+        ("probe_ttl", duration(*probe_ttl)),
+    ])
 }
 
 fn agent(a: &AgentConfig) -> Table {
-    let mut t = Table::new();
-    t.insert("listen".into(), a.listen.to_string().into());
-    let replies: Table = a
-        .out_reply
+    let AgentConfig {
+        listen,
+        out_reply,
+        state_file,
+    } = a;
+    let replies: Table = out_reply
         .iter()
         .map(|(v, w)| (v.as_str().to_string(), w.to_string().into()))
         .collect();
-    t.insert("reply".into(), replies.into());
-    put(&mut t, "state_file", a.state_file.as_deref().map(path));
+    let mut t = table([
+        ("listen", listen.to_string().into()),
+        ("reply", replies.into()),
+    ]);
+    put(&mut t, "state_file", state_file.as_deref().map(path));
     t
 }
 
+fn http(h: &HttpConfig) -> Table {
+    let HttpConfig { listen } = h;
+    table([("listen", listen.to_string().into())])
+}
+
 fn repair(r: &RepairConfig) -> Table {
-    let mut t = Table::new();
-    t.insert(
-        "kill_stale_connections".into(),
-        r.kill_stale_connections.into(),
-    );
-    t.insert("kill_interval".into(), duration(r.kill_interval));
-    t.insert("kill_attempts".into(), i64::from(r.kill_attempts).into());
-    let pause = r.pause_writes_on_failover;
-    t.insert("pause_writes_on_failover".into(), pause.into());
-    t.insert("pause_for".into(), duration(r.pause_for));
-    t.insert("fence_old_master".into(), r.fence_old_master.into());
-    t.insert("fence_lease".into(), duration(r.fence_lease));
-    if let Some(c) = &r.command {
-        t.insert("command".into(), strings(&c.argv));
-        t.insert(
-            "command_on".into(),
-            strings(c.on.iter().map(|v| v.as_str())),
-        );
-        t.insert("command_after".into(), duration(c.after));
-        t.insert("command_timeout".into(), duration(c.timeout));
-        t.insert("command_cooldown".into(), duration(c.cooldown));
-        t.insert("lock_key".into(), c.lock_key.clone().into());
-        t.insert("dry_run".into(), c.dry_run.into());
+    let RepairConfig {
+        kill_stale_connections,
+        kill_interval,
+        kill_attempts,
+        pause_writes_on_failover,
+        pause_for,
+        fence_old_master,
+        fence_lease,
+        command,
+    } = r;
+    let mut t = table([
+        ("kill_stale_connections", (*kill_stale_connections).into()),
+        ("kill_interval", duration(*kill_interval)),
+        ("kill_attempts", int(*kill_attempts)),
+        (
+            "pause_writes_on_failover",
+            (*pause_writes_on_failover).into(),
+        ),
+        ("pause_for", duration(*pause_for)),
+        ("fence_old_master", (*fence_old_master).into()),
+        ("fence_lease", duration(*fence_lease)),
+    ]);
+    if let Some(c) = command {
+        t.extend(repair_command(c));
     }
     t
 }
 
+fn repair_command(c: &RepairCommand) -> Table {
+    let RepairCommand {
+        argv,
+        on,
+        after,
+        timeout,
+        cooldown,
+        lock_key,
+        dry_run,
+    } = c;
+    table([
+        ("command", strings(argv)),
+        ("command_on", strings(on.iter().map(|v| v.as_str()))),
+        ("command_after", duration(*after)),
+        ("command_timeout", duration(*timeout)),
+        ("command_cooldown", duration(*cooldown)),
+        ("lock_key", lock_key.clone().into()),
+        ("dry_run", (*dry_run).into()),
+    ])
+}
+
 fn maintenance(m: &MaintenanceConfig) -> Table {
+    let MaintenanceConfig {
+        file,
+        token,
+        state_file,
+    } = m;
     let mut t = Table::new();
-    put(&mut t, "file", m.file.as_deref().map(path));
-    put(&mut t, "token", m.token.as_ref().map(|_| REDACTED));
-    put(&mut t, "state_file", m.state_file.as_deref().map(path));
+    put(&mut t, "file", file.as_deref().map(path));
+    put(&mut t, "token", token.as_ref().map(|_| REDACTED));
+    put(&mut t, "state_file", state_file.as_deref().map(path));
     t
 }
 
 fn haproxy(h: &HaproxyConfig) -> Table {
-    let mut t = Table::new();
-    t.insert("runtime_api".into(), strings(&h.runtime_api));
-    t.insert("servers".into(), strings(&h.servers));
-    t.insert("timeout".into(), duration(h.timeout));
-    t
+    let HaproxyConfig {
+        runtime_api,
+        servers,
+        timeout,
+    } = h;
+    table([
+        ("runtime_api", strings(runtime_api)),
+        ("servers", strings(servers)),
+        ("timeout", duration(*timeout)),
+    ])
 }
 
 fn fleet(f: &FleetConfig) -> Table {
-    let mut t = Table::new();
-    t.insert("guard".into(), f.guard.into());
-    t.insert("name".into(), f.name.clone().into());
-    t.insert("floor".into(), f.floor.into());
-    t.insert("window".into(), duration(f.window));
-    t
+    let FleetConfig {
+        guard,
+        name,
+        floor,
+        window,
+    } = f;
+    table([
+        ("guard", (*guard).into()),
+        ("name", name.clone().into()),
+        ("floor", (*floor).into()),
+        ("window", duration(*window)),
+    ])
 }
 
 #[cfg(test)]
