@@ -222,6 +222,27 @@ mod tests {
     }
 
     #[test]
+    fn a_new_password_is_refused_by_name_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        let with_password = |secret: &str| {
+            std::fs::write(&file, secret).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            config(&DESIGN_EXAMPLE.replace(
+                "master_name = \"mymaster\"\n",
+                &format!("master_name = \"mymaster\"\npassword_file = {file:?}\n"),
+            ))
+        };
+        let running = with_password("first-s3cret");
+        let r = reload(&running, &with_password("second-s3cret"));
+        assert_eq!(r.refused, ["redis.main.password"]);
+        assert!(r.applied.is_empty(), "{:?}", r.applied);
+        assert_eq!(r.config.groups[0].password, running.groups[0].password);
+        assert!(!format!("{r:?}").contains("s3cret"));
+    }
+
+    #[test]
     fn an_unchanged_file_changes_nothing() {
         let r = reload(&config(DESIGN_EXAMPLE), &config(DESIGN_EXAMPLE));
         assert!(r.applied.is_empty() && r.refused.is_empty(), "{r:?}");
