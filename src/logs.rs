@@ -194,51 +194,53 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut fields = JsonFields(serde_json::Map::new());
-        fields.0.insert(
-            "timestamp".into(),
-            humantime::format_rfc3339_millis(std::time::SystemTime::now())
-                .to_string()
-                .into(),
-        );
-        fields
-            .0
-            .insert("level".into(), meta.level().as_str().into());
-        fields.0.insert("target".into(), meta.target().into());
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let mut fields = JsonFields(vec![
+            ("timestamp", now.to_string().into()),
+            ("level", meta.level().as_str().into()),
+            ("target", meta.target().into()),
+        ]);
         event.record(&mut fields);
-        let text = serde_json::to_string(&fields.0).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        // Written in this order (a JSON map would sort the keys): the time, level and message
+        // first, where a reader of the raw lines looks.
+        writer.write_char('{')?;
+        for (i, (key, value)) in fields.0.iter().enumerate() {
+            let key = serde_json::to_string(key).map_err(|_| fmt::Error)?;
+            let value = serde_json::to_string(value).map_err(|_| fmt::Error)?;
+            let comma = if i == 0 { "" } else { "," };
+            write!(writer, "{comma}{key}:{value}")?;
+        }
+        writeln!(writer, "}}")
     }
 }
 
-/// Collects an event's fields as JSON values: numbers and booleans stay typed, the rest
-/// (`%display`, `?debug`) are strings.
-struct JsonFields(serde_json::Map<String, serde_json::Value>);
+/// Collects an event's fields, in order, as JSON values: numbers and booleans stay typed, the
+/// rest (`%display`, `?debug`) are strings.
+struct JsonFields(Vec<(&'static str, serde_json::Value)>);
 
 impl Visit for JsonFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        self.0.push((field.name(), format!("{value:?}").into()));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.0.push((field.name(), value.into()));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.0.push((field.name(), value.into()));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.0.push((field.name(), value.into()));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
+        self.0.push((field.name(), value.into()));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.0.push((field.name(), value.into()));
     }
 }
 
@@ -334,6 +336,13 @@ mod tests {
         assert!(has_timestamp(warn["timestamp"].as_str().unwrap()));
         let error: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(error["group"], "main");
+        assert!(
+            lines[1].starts_with(r#"{"timestamp":"#)
+                && lines[1].contains(r#""level":"WARN","target":"#)
+                && lines[1].contains(r#""message":"verdict changed","verdict":"#),
+            "{}",
+            lines[1]
+        );
     }
 
     #[test]
