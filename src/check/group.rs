@@ -118,7 +118,43 @@ impl Group {
             .master
             .clone()
             .filter(|m| matches!(facts.get(m).map(|f| &f.role), Some(Ok(Role::Master))));
-        let targets = self.kill_targets(&obs, &routed, &facts);
+        let kill = self
+            .repairs(
+                &mut obs,
+                &view,
+                &routed,
+                &facts,
+                probe.as_ref(),
+                repair,
+                timeout,
+            )
+            .await;
+        GroupCheck {
+            obs,
+            asked,
+            view,
+            placed: routes.placed,
+            unplaced: routes.unplaced,
+            facts,
+            probe,
+            repair: kill,
+        }
+    }
+
+    /// The repairs after a check: the kill (whose rounds may prove the node pinned, which
+    /// `obs` then says) and the fence. Returns what the kill did.
+    #[allow(clippy::too_many_arguments)]
+    async fn repairs(
+        &mut self,
+        obs: &mut Observation,
+        view: &SentinelView,
+        routed: &[RoutedConnection],
+        facts: &BTreeMap<ServerAddr, ServerFacts>,
+        probe: Option<&Result<(), ServerError>>,
+        repair: &RepairConfig,
+        timeout: Duration,
+    ) -> Option<KillReport> {
+        let targets = self.kill_targets(obs, routed, facts);
         let kill = self
             .repair
             .kill_stale(
@@ -134,7 +170,7 @@ impl Group {
             obs.reason = format!("{}; {n}", obs.reason);
         }
         if repair.fence_old_master {
-            self.fence(&view, &facts, probe.as_ref(), repair).await;
+            self.fence(view, facts, probe, repair).await;
         }
         // Killed `kill_attempts` times and back on the old master each time: the node does not
         // ask Sentinel, and the grace that waits for it to follow does not apply.
@@ -147,16 +183,7 @@ impl Group {
                 obs.reason
             );
         }
-        GroupCheck {
-            obs,
-            asked,
-            view,
-            placed: routes.placed,
-            unplaced: routes.unplaced,
-            facts,
-            probe,
-            repair: kill,
-        }
+        kill
     }
 
     /// The fence on old masters that still claim master, after this check's facts.

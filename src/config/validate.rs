@@ -711,4 +711,33 @@ mod tests {
             assert!(err.contains(expect), "{bad:?}: {err}");
         }
     }
+
+    #[test]
+    fn the_fence_follows_the_kill_repair_and_its_lease_outlasts_a_check() {
+        let with = |t: &str| format!("{DESIGN_EXAMPLE}\n[repair]\n{t}\n");
+        let c = Config::from_toml_str(DESIGN_EXAMPLE).unwrap();
+        assert!(!c.repair.fence_old_master);
+        let c = Config::from_toml_str(&with("kill_stale_connections = true")).unwrap();
+        assert!(c.repair.fence_old_master);
+        assert_eq!(c.repair.fence_lease, Duration::from_secs(2));
+        let c = Config::from_toml_str(&with(
+            "kill_stale_connections = true\nfence_old_master = false",
+        ))
+        .unwrap();
+        assert!(!c.repair.fence_old_master);
+        for (bad, expect) in [
+            (
+                "kill_stale_connections = true\nfence_lease = \"1s\"",
+                "longer than check.interval + check.timeout",
+            ),
+            ("fence_lease = \"100ms\"", "between 200ms and 60s"),
+        ] {
+            let err = Config::from_toml_str(&with(bad))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(expect), "{bad:?}: {err}");
+        }
+        // Off, a short lease is no one's concern.
+        assert!(Config::from_toml_str(&with("fence_lease = \"1s\"")).is_ok());
+    }
 }
