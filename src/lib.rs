@@ -27,7 +27,8 @@
 //! 1. Leaves. `secret`: passwords that never print. `tls`: the TLS settings and their files,
 //!    read again when they change. `runclock`: the policy clock, which
 //!    leaves out the time rolecall itself was frozen. `listen`: the bounded accept of the
-//!    servers. [`sockets`]: the node's established TCP connections (socket inodes from
+//!    servers. `logs`: the log line's format (plain, the journal's, JSON) and a level that
+//!    changes at run time. [`sockets`]: the node's established TCP connections (socket inodes from
 //!    /proc/PID/fd, matched against a NETLINK_SOCK_DIAG dump; the /proc/net/tcp tables as
 //!    fallback).
 //! 2. `conn`: the connection layer every part that talks to Redis shares: addresses and their
@@ -65,6 +66,7 @@ pub(crate) mod fleet;
 pub(crate) mod haproxy;
 pub(crate) mod http;
 pub(crate) mod listen;
+pub mod logs;
 pub(crate) mod maintenance;
 pub(crate) mod metrics;
 pub(crate) mod probe;
@@ -99,14 +101,17 @@ pub struct Listeners {
 /// How long the servers get to finish open connections after `shutdown`.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(6);
 
-/// Runs rolecall until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
+/// Runs rolecall until `shutdown` is cancelled. A configuration sent on `reloads` is one
+/// `config::reload` prepared: the check loop takes it at its next check.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    reloads: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) {
     let fds = listen::raise_fd_limit();
-    tracing::debug!(
-        limit = fds,
-        per_server = listen::cap(usize::MAX),
-        "file descriptors"
-    );
+    let per_server = listen::cap(usize::MAX);
+    tracing::debug!(limit = fds, per_server, "file descriptors");
     let config = Arc::new(config);
     let mut checker = Checker::new(config.clone());
     // The operator's switch, and what rolecall itself holds in HAProxy (shared by the agent
@@ -120,7 +125,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let trigger = Trigger::default();
     let mut tasks = tokio::task::JoinSet::new();
     if config.check.sentinel_events {
-        follow_events(&mut tasks, &checker, &config, &trigger, &metrics, &shutdown);
+        tasks.spawn(follow_events(
+            checker.event_sources(),
+            config.check.timeout,
+            trigger.clone(),
+            metrics.clone(),
+            reloads.clone(),
+            shutdown.clone(),
+        ));
     }
     tasks.spawn(runclock::run(shutdown.clone()));
     tasks.spawn(check::run(
@@ -128,10 +140,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tx,
         metrics.clone(),
         trigger,
+        reloads.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(maintenance::watch_file(
         maintenance.clone(),
+        reloads.clone(),
         shutdown.clone(),
     ));
     let memory = Arc::new(agent::Memory::new(
@@ -172,6 +186,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     systemd::ready();
     shutdown.cancelled().await;
     systemd::stopping();
+    drain(tasks).await;
+}
+
+/// Waits, at most [`SHUTDOWN_DRAIN`], for the tasks to finish after `shutdown`.
+async fn drain(mut tasks: tokio::task::JoinSet<()>) {
     if tokio::time::timeout(SHUTDOWN_DRAIN, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -183,34 +202,70 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 }
 
 /// One event subscription per configured sentinel of every group, each feeding the trigger and
-/// counting its events in the metrics.
-fn follow_events(
-    tasks: &mut tokio::task::JoinSet<()>,
-    checker: &Checker,
-    config: &Config,
-    trigger: &Trigger,
-    metrics: &Arc<Metrics>,
-    shutdown: &CancellationToken,
+/// counting its events in the metrics, until `shutdown`. A reload that changes a group's
+/// sentinels ends every subscription and starts those of the sentinels now configured (the
+/// event and vote logs stay).
+async fn follow_events(
+    mut groups: Vec<check::EventSource>,
+    timeout: Duration,
+    trigger: Trigger,
+    metrics: Arc<Metrics>,
+    mut reloads: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
 ) {
-    for group in checker.event_sources() {
-        for sentinel in group.sentinels {
-            tasks.spawn(events::follow(
-                events::Source {
+    loop {
+        let round = shutdown.child_token();
+        let mut tasks = tokio::task::JoinSet::new();
+        for group in &groups {
+            for sentinel in &group.sentinels {
+                let source = events::Source {
                     group: group.name.clone(),
                     metrics: metrics.clone(),
-                    sentinel,
+                    sentinel: sentinel.clone(),
                     auth: group.auth.clone(),
                     tls: group.tls.clone(),
                     master_name: group.master_name.clone(),
-                    timeout: config.check.timeout,
+                    timeout,
                     trigger: trigger.clone(),
                     log: group.log.clone(),
                     votes: group.votes.clone(),
-                },
-                shutdown.clone(),
-            ));
+                };
+                tasks.spawn(events::follow(source, round.clone()));
+            }
+        }
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            () = sentinels_changed(&mut groups, &mut reloads) => false,
+        };
+        round.cancel();
+        while tasks.join_next().await.is_some() {}
+        if stop {
+            return;
         }
     }
+}
+
+/// Returns when a reload changes the sentinels of one of `groups` (updated to the new ones);
+/// never, once there can be no more reloads.
+async fn sentinels_changed(
+    groups: &mut [check::EventSource],
+    reloads: &mut watch::Receiver<Arc<Config>>,
+) {
+    while reloads.changed().await.is_ok() {
+        let config = reloads.borrow_and_update().clone();
+        let mut changed = false;
+        for (group, new) in groups.iter_mut().zip(&config.groups) {
+            let sentinels = check::parse_sentinels(new);
+            if group.sentinels != sentinels {
+                group.sentinels = sentinels;
+                changed = true;
+            }
+        }
+        if changed {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Runs one complete check (for `rolecall check`) and returns its snapshot.

@@ -3,21 +3,38 @@
 //!
 //! Exit codes: 0 clean stop; 64 bad configuration or command line (before anything is bound);
 //! 1 runtime initialisation error. `rolecall check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+//!
+//! Signals of `rolecall run`: SIGTERM and SIGINT stop it; SIGHUP reads the configuration file
+//! again and applies what may change while it runs (`config::reload`), or, when the file does
+//! not load, logs why and changes nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use rolecall::config::{Config, EXAMPLE};
+use rolecall::logs::{LevelHandle, LogFormat};
 
 const EX_USAGE: u8 = 64;
 
+/// `rolecall 0.1.0 (abc123def456)`: the version and the commit it was built from (see
+/// build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("ROLECALL_REVISION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
-    version,
+    version = VERSION,
     about = "Tells HAProxy and Kubernetes whether a node's live Redis connections go to Sentinel's writable master"
 )]
 struct Cli {
@@ -25,17 +42,41 @@ struct Cli {
     command: Command,
 }
 
+/// The configuration file every command but `config example` reads.
+#[derive(Args)]
+struct ConfigFile {
+    /// The configuration file (TOML; `rolecall config example` prints an annotated one).
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        env = "ROLECALL_CONFIG",
+        default_value = "/etc/rolecall/rolecall.toml"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon.
+    /// Run the daemon (SIGHUP reloads the log level, thresholds, sentinels, [maintenance] and [repair]).
     Run {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
+        /// How log lines are written to stderr: `auto` is the journal's format (a syslog
+        /// priority prefix, no timestamp) when stderr is the journal, else `plain`.
+        #[arg(
+            long,
+            value_enum,
+            value_name = "FORMAT",
+            env = "ROLECALL_LOG_FORMAT",
+            default_value = "auto"
+        )]
+        log_format: LogFormat,
     },
     /// Run one complete check and print a Nagios-style line (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Check {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
     /// Configuration tools.
     Config {
@@ -48,24 +89,46 @@ enum Command {
 enum ConfigCommand {
     /// Validate a configuration file.
     Check {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+    /// Print the effective configuration (defaults applied, secrets redacted).
+    Show {
+        #[command(flatten)]
+        file: ConfigFile,
     },
     /// Print an annotated example configuration.
     Example,
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROLECALL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Installs the logs at the level [`log_level`] says.
+fn init_logs(format: LogFormat, config: &Config) -> Result<LevelHandle, ExitCode> {
+    let (level, ignored) = log_level(config);
+    let (_, levels) = rolecall::logs::init(format, &level).map_err(|e| {
+        eprintln!("rolecall: cannot set up logging: {e}");
+        ExitCode::from(EX_USAGE)
+    })?;
+    if let Some(error) = ignored {
+        tracing::warn!(%error, "ROLECALL_LOG not understood; logging at info");
+    }
+    Ok(levels)
 }
 
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+/// The level `rolecall run` logs at: `[log] level` (validated with the file), else
+/// `ROLECALL_LOG`, else info. A `ROLECALL_LOG` tracing cannot read is skipped, its error
+/// returned: worth a warning, not a daemon that does not start.
+fn log_level(config: &Config) -> (String, Option<String>) {
+    let env = std::env::var("ROLECALL_LOG").ok();
+    let level = config.log.effective_level(env.as_deref());
+    match rolecall::logs::parse_level(&level) {
+        Err(e) if config.log.level.is_none() => {
+            (rolecall::logs::DEFAULT_LEVEL.to_string(), Some(e))
+        }
+        _ => (level, None),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("rolecall: {e}");
         ExitCode::from(EX_USAGE)
@@ -81,57 +144,56 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match cli.command {
-        Command::Config {
-            command: ConfigCommand::Example,
-        } => {
-            print!("{EXAMPLE}");
-            ExitCode::SUCCESS
+    let result = match cli.command {
+        Command::Config { command } => config_command(command),
+        Command::Check { file } => load(&file.config).map(one_check),
+        Command::Run { file, log_format } => run(&file.config, log_format),
+    };
+    result.unwrap_or_else(|code| code)
+}
+
+fn config_command(command: ConfigCommand) -> Result<ExitCode, ExitCode> {
+    match command {
+        ConfigCommand::Example => print!("{EXAMPLE}"),
+        ConfigCommand::Show { file } => {
+            let c = load(&file.config)?;
+            print!(
+                "# The effective configuration of {} (defaults applied, secrets redacted).\n{}",
+                file.config.display(),
+                c.show()
+            );
         }
-        Command::Config {
-            command: ConfigCommand::Check { config },
-        } => match load(&config) {
-            Ok(c) => {
-                if let Err(e) = c.check_runnable() {
-                    eprintln!("rolecall: warning: {e}");
-                }
-                println!(
-                    "{}: ok (node {} by {}; {} group(s); {})",
-                    config.display(),
-                    c.node.name,
-                    c.node.selector,
-                    c.groups.len(),
-                    c.check
-                );
-                ExitCode::SUCCESS
+        ConfigCommand::Check { file } => {
+            let c = load(&file.config)?;
+            if let Err(e) = c.check_runnable() {
+                eprintln!("rolecall: warning: {e}");
             }
-            Err(code) => code,
-        },
-        Command::Check { config } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            one_check(config)
+            println!(
+                "{}: ok (node {} by {}; {} group(s); {})",
+                file.config.display(),
+                c.node.name,
+                c.node.selector,
+                c.groups.len(),
+                c.check
+            );
         }
-        Command::Run { config: path } => {
-            let config = match load(&path) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if let Err(e) = config.check_runnable() {
-                eprintln!("rolecall: {}: {e}", path.display());
-                return ExitCode::from(EX_USAGE);
-            }
-            init_tracing();
-            match daemon(config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "rolecall failed to start");
-                    eprintln!("rolecall: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(path: &Path, log_format: LogFormat) -> Result<ExitCode, ExitCode> {
+    let config = load(path)?;
+    if let Err(e) = config.check_runnable() {
+        eprintln!("rolecall: {}: {e}", path.display());
+        return Err(ExitCode::from(EX_USAGE));
+    }
+    let levels = init_logs(log_format, &config)?;
+    match daemon(path.to_path_buf(), config, levels) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "rolecall failed to start");
+            eprintln!("rolecall: {e:#}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }
@@ -161,32 +223,12 @@ fn one_check(config: Config) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn daemon(config: Config) -> anyhow::Result<()> {
+fn daemon(path: PathBuf, config: Config, levels: LevelHandle) -> anyhow::Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let agent = match &config.agent {
-            Some(a) => Some(
-                tokio::net::TcpListener::bind(a.listen)
-                    .await
-                    .with_context(|| format!("cannot listen for agent checks on {}", a.listen))?,
-            ),
-            None => None,
-        };
-        let http = match &config.http {
-            Some(h) => Some(
-                tokio::net::TcpListener::bind(h.listen)
-                    .await
-                    .with_context(|| format!("cannot listen for http on {}", h.listen))?,
-            ),
-            None => None,
-        };
-        if let Some(l) = &agent {
-            tracing::info!(addr = %l.local_addr()?, "agent listening");
-        }
-        if let Some(l) = &http {
-            tracing::info!(addr = %l.local_addr()?, "http listening");
-        }
+        let listeners = bind(&config).await?;
         tracing::info!(
+            version = VERSION,
             node = %config.node.name,
             selector = %config.node.selector,
             groups = config.groups.len(),
@@ -194,18 +236,159 @@ fn daemon(config: Config) -> anyhow::Result<()> {
             "rolecall started"
         );
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot install the SIGTERM handler")?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
-            }
-            signals.cancel();
-        });
-        rolecall::run(config, rolecall::Listeners { agent, http }, shutdown).await;
+        stop_on_signals(shutdown.clone())?;
+        let (reloads, reloaded) = watch::channel(Arc::new(config.clone()));
+        let hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        let reloader = Reloader {
+            path,
+            running: Arc::new(config.clone()),
+            reloads,
+            levels,
+        };
+        tokio::spawn(reloader.run(hup, shutdown.clone()));
+        rolecall::run(config, listeners, reloaded, shutdown).await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The listeners, bound before anything starts; each bound address is logged once.
+async fn bind(config: &Config) -> anyhow::Result<rolecall::Listeners> {
+    let agent = match &config.agent {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("cannot listen for agent checks on {}", a.listen))?,
+        ),
+        None => None,
+    };
+    let http = match &config.http {
+        Some(h) => Some(
+            tokio::net::TcpListener::bind(h.listen)
+                .await
+                .with_context(|| format!("cannot listen for http on {}", h.listen))?,
+        ),
+        None => None,
+    };
+    if let Some(l) = &agent {
+        tracing::info!(addr = %l.local_addr()?, "agent listening");
+    }
+    if let Some(l) = &http {
+        tracing::info!(addr = %l.local_addr()?, "http listening");
+    }
+    Ok(rolecall::Listeners { agent, http })
+}
+
+/// SIGTERM and SIGINT stop rolecall.
+fn stop_on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+/// SIGHUP: reads the configuration file again and applies what may change while rolecall
+/// runs (`config::reload`). A file that does not load changes nothing.
+struct Reloader {
+    path: PathBuf,
+    running: Arc<Config>,
+    reloads: watch::Sender<Arc<Config>>,
+    levels: LevelHandle,
+}
+
+impl Reloader {
+    async fn run(mut self, mut hup: tokio::signal::unix::Signal, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(()) = hup.recv() => self.reload(),
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        let path = self.path.display().to_string();
+        let new = match Config::load(&self.path).and_then(|c| c.check_runnable().map(|()| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    file = %path,
+                    error = %e,
+                    "reload refused; running on the configuration as it was"
+                );
+                return;
+            }
+        };
+        let plan = rolecall::config::reload(&self.running, &new);
+        if !plan.refused.is_empty() {
+            tracing::warn!(
+                file = %path,
+                keys = plan.refused.join(", "),
+                "reload: these changes need a restart and are not applied"
+            );
+        }
+        let (level, _) = log_level(&plan.config);
+        if let Err(e) = self.levels.set(&level) {
+            tracing::error!(level = %level, error = %e, "reload: log level not applied");
+        }
+        tracing::info!(
+            file = %path,
+            applied = plan.applied.join(", "),
+            level = %level,
+            check = %plan.config.check,
+            "configuration reloaded"
+        );
+        self.running = Arc::new(plan.config);
+        self.reloads.send_replace(self.running.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command, and every command, says what it is for.
+    #[test]
+    fn every_argument_and_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "rolecall", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_config_file_defaults_to_etc_and_reads_rolecall_config() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        let config = run
+            .get_arguments()
+            .find(|a| a.get_id() == "config")
+            .unwrap();
+        assert_eq!(
+            config.get_env(),
+            Some(std::ffi::OsStr::new("ROLECALL_CONFIG"))
+        );
+        assert_eq!(config.get_default_values(), ["/etc/rolecall/rolecall.toml"]);
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+    }
 }

@@ -11,6 +11,10 @@
 //!   endpoint does not exist (404). The HTTP switch is kept in a state file in
 //!   `[node] state_dir` (written atomically), so a restart does not end a maintenance.
 //!
+//! A reload (SIGHUP) may change the file and the token: the API switch goes off when its token
+//! is removed (as a restart without it would), and the new file is looked at within a
+//! [`FILE_POLL`].
+//!
 //! The file is watched by a small task ([`watch_file`]) that looks every [`FILE_POLL`], not by
 //! each probe: probes never touch the filesystem (a hung NFS mount cannot stall them), and the
 //! HAProxy push learns of a change without waiting for a probe. The state is published in a
@@ -21,11 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MaintenanceConfig;
+use crate::config::{Config, MaintenanceConfig};
 
 /// How often the flag file is looked at: a `stat`, at most 250 ms late.
 pub const FILE_POLL: Duration = Duration::from_millis(250);
@@ -64,7 +69,8 @@ impl MaintenanceState {
 /// The switch: both sources and the published state.
 #[derive(Debug)]
 pub struct Maintenance {
-    config: MaintenanceConfig,
+    /// Swapped whole by a reload; readers load it once per use.
+    config: ArcSwap<MaintenanceConfig>,
     by_file: AtomicBool,
     by_api: AtomicBool,
     tx: watch::Sender<MaintenanceState>,
@@ -89,14 +95,14 @@ impl Maintenance {
                 ..MaintenanceState::default()
             })
             .0,
-            config,
+            config: ArcSwap::from_pointee(config.clone()),
         };
-        if let Some(path) = &m.config.file
+        if let Some(path) = &config.file
             && let Ok(exists) = path.try_exists()
         {
             m.set_file(exists);
         }
-        if let Some(path) = &m.config.state_file
+        if let Some(path) = &config.state_file
             && std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "on")
         {
             tracing::warn!(file = %path.display(), "maintenance switched on through POST /maintenance before this start: still on");
@@ -116,12 +122,30 @@ impl Maintenance {
 
     /// Whether `POST`/`DELETE /maintenance` exist (a token is configured).
     pub fn api_enabled(&self) -> bool {
-        self.config.token.is_some()
+        self.config.load().token.is_some()
+    }
+
+    /// Takes a reloaded `[maintenance]`: the token at once; the new file at the watcher's next
+    /// look (until then the old file's state holds, so a renamed flag file does not flap).
+    pub fn reconfigure(&self, config: MaintenanceConfig) {
+        let old = self.config.swap(Arc::new(config));
+        let new = self.config.load();
+        if old.token.is_some() && new.token.is_none() && self.by_api.swap(false, Ordering::SeqCst) {
+            tracing::info!(
+                source = "http",
+                "maintenance switched off: its token was removed by a reload"
+            );
+        }
+        if old.file != new.file {
+            tracing::info!(file = ?new.file, "maintenance file changed");
+        }
+        self.publish();
     }
 
     /// Whether an `Authorization` header value carries the configured bearer token.
     pub fn authorized(&self, header: Option<&[u8]>) -> bool {
-        let (Some(token), Some(header)) = (&self.config.token, header) else {
+        let config = self.config.load();
+        let (Some(token), Some(header)) = (&config.token, header) else {
             return false;
         };
         let Ok(header) = std::str::from_utf8(header) else {
@@ -138,7 +162,7 @@ impl Maintenance {
     /// The switch is kept in the state file before it is published, so a restart keeps it.
     pub fn set_api(&self, on: bool) -> MaintenanceState {
         if self.by_api.swap(on, Ordering::SeqCst) != on {
-            if let Some(path) = &self.config.state_file
+            if let Some(path) = &self.config.load().state_file
                 && let Err(e) = keep(path, on)
             {
                 tracing::warn!(file = %path.display(), error = %e, "cannot keep the maintenance switch: a restart will forget it");
@@ -156,6 +180,7 @@ impl Maintenance {
         if self.by_file.swap(exists, Ordering::SeqCst) != exists {
             let file = self
                 .config
+                .load()
                 .file
                 .as_deref()
                 .map(Path::display)
@@ -173,6 +198,12 @@ impl Maintenance {
     fn publish(&self) -> MaintenanceState {
         let by_file = self.by_file.load(Ordering::SeqCst);
         let by_api = self.by_api.load(Ordering::SeqCst);
+        let file = self
+            .config
+            .load()
+            .file
+            .as_ref()
+            .map(|p| p.display().to_string());
         self.tx.send_if_modified(|s| {
             let on = by_file || by_api;
             let since = match (s.on, on) {
@@ -184,7 +215,7 @@ impl Maintenance {
                 on,
                 by_file,
                 by_api,
-                file: s.file.clone(),
+                file,
                 since_unix_ms: since,
             };
             let changed = *s != next;
@@ -216,11 +247,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Watches the flag file until `shutdown`; returns at once when no file is configured.
-pub async fn watch_file(m: Arc<Maintenance>, shutdown: CancellationToken) {
-    let Some(path) = m.config.file.clone() else {
-        return;
-    };
+/// Watches the flag file until `shutdown`, and takes each reloaded `[maintenance]` from
+/// `reloads`. Without a file it only waits for a reload that configures one.
+pub async fn watch_file(
+    m: Arc<Maintenance>,
+    mut reloads: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(FILE_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -228,32 +261,43 @@ pub async fn watch_file(m: Arc<Maintenance>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
-        }
-        let p = path.clone();
-        let seen = tokio::time::timeout(
-            STAT_TIMEOUT,
-            tokio::task::spawn_blocking(move || p.try_exists()),
-        )
-        .await;
-        match seen {
-            Ok(Ok(Ok(exists))) => {
+            Ok(()) = reloads.changed() => {
+                let config = reloads.borrow_and_update().maintenance.clone();
+                m.reconfigure(config);
                 failing = false;
-                m.set_file(exists);
             }
-            // Unreadable (permissions), or the stat hangs: keep the last state, say so once.
-            other => {
-                if !failing {
-                    let error = match other {
-                        Ok(Ok(Err(e))) => e.to_string(),
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {STAT_TIMEOUT:?}"),
-                    };
-                    tracing::warn!(file = %path.display(), %error, "cannot look at the maintenance file; keeping the last state");
-                }
-                failing = true;
-            }
+        }
+        match m.config.load().file.clone() {
+            Some(path) => failing = look(&m, path, failing).await,
+            None if m.by_file.load(Ordering::SeqCst) => m.set_file(false),
+            None => {}
         }
     }
+}
+
+/// Looks whether the flag file exists, under [`STAT_TIMEOUT`]; returns whether the look
+/// failed (said once per run of failures, `failing` being the last look's).
+async fn look(m: &Maintenance, path: std::path::PathBuf, failing: bool) -> bool {
+    let p = path.clone();
+    let seen = tokio::time::timeout(
+        STAT_TIMEOUT,
+        tokio::task::spawn_blocking(move || p.try_exists()),
+    )
+    .await;
+    let error = match seen {
+        Ok(Ok(Ok(exists))) => {
+            m.set_file(exists);
+            return false;
+        }
+        // Unreadable (permissions), or the stat hangs: keep the last state, say so once.
+        Ok(Ok(Err(e))) => e.to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {STAT_TIMEOUT:?}"),
+    };
+    if !failing {
+        tracing::warn!(file = %path.display(), %error, "cannot look at the maintenance file; keeping the last state");
+    }
+    true
 }
 
 #[cfg(test)]
@@ -303,6 +347,25 @@ mod tests {
         let off = Maintenance::new(MaintenanceConfig::default());
         assert!(!off.api_enabled());
         assert!(!off.authorized(Some(b"Bearer s3cret")));
+    }
+
+    #[test]
+    fn a_reload_swaps_the_token_and_removing_it_ends_the_api_switch() {
+        let m = with_token("old");
+        m.set_api(true);
+        m.reconfigure(MaintenanceConfig {
+            token: Some(Secret::new("new".into())),
+            ..MaintenanceConfig::default()
+        });
+        assert!(m.authorized(Some(b"Bearer new")));
+        assert!(!m.authorized(Some(b"Bearer old")));
+        assert!(m.state().on, "a new token keeps the switch");
+        m.reconfigure(MaintenanceConfig::default());
+        assert!(!m.api_enabled());
+        assert!(
+            !m.state().on,
+            "no token: the switch is off, as after a restart"
+        );
     }
 
     #[test]

@@ -22,3 +22,31 @@ fn the_shipped_unit_passes_systemd_analyze_security() {
         "{text}"
     );
 }
+
+/// `systemctl reload` sends SIGHUP (README "Reload"), and the unit leaves stderr on the journal
+/// with `SyslogLevelPrefix=` on (their defaults), so rolecall's `auto` log lines carry their
+/// priorities into `journalctl -p` (README "Logs").
+#[test]
+fn the_shipped_unit_reloads_with_sighup_and_logs_to_the_journal_with_priorities() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/rolecall.service"
+    ))
+    .expect("the shipped unit");
+    let settings: Vec<(&str, &str)> = unit
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let get = |key: &str| settings.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    assert_eq!(get("ExecReload"), Some("/bin/kill -HUP $MAINPID"));
+    assert!(
+        matches!(get("SyslogLevelPrefix"), None | Some("yes" | "true" | "on")),
+        "{unit}"
+    );
+    assert!(
+        matches!(get("StandardError"), None | Some("journal" | "inherit")),
+        "{unit}"
+    );
+}

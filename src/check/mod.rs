@@ -91,11 +91,7 @@ impl Checker {
             .groups
             .iter()
             .map(|g| Group {
-                sentinels: g
-                    .sentinels
-                    .iter()
-                    .map(|s| s.parse().expect("validated sentinel address"))
-                    .collect(),
+                sentinels: parse_sentinels(g),
                 sentinel_pool: Pool::new(
                     "sentinel",
                     sentinel_auth(g),
@@ -142,6 +138,27 @@ impl Checker {
             master_changed: None,
             config,
         }
+    }
+
+    /// Runs on a reloaded configuration (see `config::reload`: only the reloadable keys differ
+    /// from the running one): the verdict trackers take its policy and keep their state; a
+    /// group whose sentinels changed asks the new ones and learns their membership afresh;
+    /// pools, event logs and the fleet guard are untouched.
+    pub fn reconfigure(&mut self, config: Arc<Config>) {
+        let policy = &config.check.policy;
+        self.tracker.set_policy(policy.clone());
+        for (g, new) in self.groups.iter_mut().zip(&config.groups) {
+            g.tracker.set_policy(policy.clone());
+            if g.config.sentinels != new.sentinels {
+                tracing::info!(group = %g.config.name, sentinels = ?new.sentinels, "sentinels changed");
+                g.sentinels = parse_sentinels(new);
+                // The real sentinels behind the old addresses are not the group's any more:
+                // remembered, they would count against a majority of the new ones.
+                g.members = Members::default();
+                g.config = new.clone();
+            }
+        }
+        self.config = config;
     }
 
     /// Tells the fleet guard whether the operator's maintenance switch is on.
@@ -443,6 +460,14 @@ fn hold_groups_in(groups: &mut [GroupStatus]) {
     }
 }
 
+/// A group's configured sentinels (validated: each parses).
+pub fn parse_sentinels(g: &crate::config::GroupConfig) -> Vec<ServerAddr> {
+    g.sentinels
+        .iter()
+        .map(|s| s.parse().expect("validated sentinel address"))
+        .collect()
+}
+
 fn sentinel_auth(g: &crate::config::GroupConfig) -> Auth {
     Auth {
         username: g.sentinel_username.clone(),
@@ -480,10 +505,9 @@ pub async fn run(
     tx: watch::Sender<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
     trigger: Trigger,
+    mut reloads: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
 ) {
-    let interval = checker.config.check.interval;
-    let fast = checker.config.check.fast_interval;
     let mut last: Option<(Verdict, bool)> = None;
     loop {
         let failovers = trigger.take_failovers();
@@ -510,16 +534,23 @@ pub async fn run(
         }
         crate::systemd::watchdog();
         let _ = tx.send(Arc::new(snapshot));
+        let check = &checker.config.check;
         let wait = match (checker.pending(), trigger.bursting()) {
             (true, true) => EVENT_CONFIRM,
-            (true, false) => fast,
-            (false, _) if checker.unsettled() => fast,
-            (false, _) => interval,
+            (true, false) => check.fast_interval,
+            (false, _) if checker.unsettled() => check.fast_interval,
+            (false, _) => check.interval,
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
             _ = trigger.notified() => {}
+            // A reload applies to the next check, which comes at once (a shorter interval is
+            // not waited out at the old one); one sent during a check is seen here after it.
+            // A closed channel means no more reloads: the branch is then off.
+            Ok(()) = reloads.changed() => {
+                checker.reconfigure(reloads.borrow_and_update().clone());
+            }
         }
     }
 }

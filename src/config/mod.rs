@@ -12,12 +12,16 @@
 //! - `opt_in`: the validators of the opt-in sections, `[repair]`, `[maintenance]`, `[haproxy]`.
 //! - `reply`: [`OutWord`], the agent's words for a node out of rotation and what each one
 //!   does in HAProxy.
+//! - `show`: the effective configuration as TOML, secrets redacted (`rolecall config show`).
+//! - `reload`: what SIGHUP may change while rolecall runs, and what needs a restart.
 //! - here: the validated types, [`ConfigError`], loading, and the shipped [`EXAMPLE`].
 
 pub(crate) mod defaults;
 mod opt_in;
 mod raw;
+mod reload;
 mod reply;
+mod show;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -34,7 +38,9 @@ use crate::verdict::{Policy, Verdict};
 
 use raw::RawConfig;
 
+pub use reload::{Reload, reload};
 pub use reply::OutWord;
+pub use show::REDACTED;
 
 /// A configuration error, printed as `FILE:LINE:COL: message` where a position is known.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +92,26 @@ pub struct Config {
     pub haproxy: Option<HaproxyConfig>,
     /// The fleet guard (`[fleet]`); on by default.
     pub fleet: FleetConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The level (tracing's directives); `None`: `ROLECALL_LOG`, else `info`.
+    pub level: Option<String>,
+}
+
+impl LogConfig {
+    /// The level to log at: the file's, else `ROLECALL_LOG` (`from_env`), else `info`.
+    pub fn effective_level(&self, from_env: Option<&str>) -> String {
+        self.level
+            .as_deref()
+            .or(from_env.filter(|l| !l.trim().is_empty()))
+            .unwrap_or(crate::logs::DEFAULT_LEVEL)
+            .to_string()
+    }
 }
 
 /// The fleet guard (`[fleet]`): the rolecalls that share a registry name are one fleet, and
@@ -213,7 +239,7 @@ pub struct HttpConfig {
 }
 
 /// `[maintenance]`, validated.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MaintenanceConfig {
     /// The flag file: maintenance while it exists.
     pub file: Option<PathBuf>,

@@ -25,6 +25,14 @@ pub(super) struct RawConfig {
     pub(super) maintenance: Option<RawMaintenance>,
     pub(super) haproxy: Option<RawHaproxy>,
     pub(super) fleet: Option<RawFleet>,
+    pub(super) log: Option<RawLog>,
+}
+
+/// `[log]`: what SIGHUP may change about the logs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) level: Option<String>,
 }
 
 /// `[fleet]`: the fleet guard.

@@ -20,10 +20,12 @@ use crate::verdict::{Policy, Verdict};
 
 use super::defaults;
 use super::opt_in::{validate_haproxy, validate_maintenance, validate_repair};
-use super::raw::{RawAgent, RawCheck, RawConfig, RawFleet, RawHttp, RawNode, RawRedis, RawTls};
+use super::raw::{
+    RawAgent, RawCheck, RawConfig, RawFleet, RawHttp, RawLog, RawNode, RawRedis, RawTls,
+};
 use super::reply::out_word;
 use super::{
-    AgentConfig, CheckConfig, Config, ConfigError, FleetConfig, GroupConfig, HttpConfig,
+    AgentConfig, CheckConfig, Config, ConfigError, FleetConfig, GroupConfig, HttpConfig, LogConfig,
     NodeConfig, OutWord,
 };
 
@@ -58,6 +60,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .map(|h| validate_haproxy(h, agent.is_some()))
         .transpose()?;
     let fleet = validate_fleet(raw.fleet.unwrap_or_default(), &groups, &check)?;
+    let log = validate_log(raw.log.unwrap_or_default())?;
     Ok(Config {
         node,
         groups,
@@ -68,7 +71,17 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         maintenance,
         haproxy,
         fleet,
+        log,
     })
+}
+
+/// `[log]`: the level must be one tracing understands (`debug`, `info,rolecall::check=debug`).
+fn validate_log(l: RawLog) -> Result<LogConfig, ConfigError> {
+    if let Some(level) = &l.level {
+        crate::logs::parse_level(level)
+            .map_err(|e| ConfigError::invalid(format!("log.level: {e}")))?;
+    }
+    Ok(LogConfig { level: l.level })
 }
 
 /// `[fleet]`: the guard's floor and window; the registry is named after the first group's

@@ -173,6 +173,13 @@ impl Tracker {
         }
     }
 
+    /// Takes a new policy (a reload) and keeps the verdict, its streak and the change being
+    /// confirmed: a pending change now needs the new threshold, a grace or hold runs from
+    /// when it started.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
     /// When the evidence for the current verdict began.
     pub fn since(&self) -> Instant {
         self.since

@@ -76,7 +76,8 @@ pub use redis::{
     call_timeout, host_port, parse_info, parse_kv_lines, role_word, value_to_line, value_to_string,
 };
 pub use rolecall::{
-    Dumper, HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall, run_rolecall_under,
+    Dumper, HttpResponse, Rolecall, RolecallConfig, http_status, run_rolecall, run_rolecall_env,
+    run_rolecall_under,
 };
 pub use switch::{Heard, SwitchWatcher};
 pub use tls::{Pki, TlsCluster, TlsPod};

@@ -482,7 +482,7 @@ impl Rolecall {
             // daemon's own, kept across restart() (a test may set another).
             .env("STATE_DIRECTORY", dir.path().join("state"));
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd.env(k, v.replace("{journal_stream}", &device_inode(&stderr)));
         }
         let proc = Proc::spawn(cmd, "rolecall run");
         Rolecall {
@@ -712,6 +712,11 @@ impl Rolecall {
         self.proc.is_running()
     }
 
+    /// SIGHUP: rolecall reads its configuration file again (`systemctl reload`).
+    pub fn reload(&mut self) {
+        self.proc.signal(libc::SIGHUP);
+    }
+
     /// SIGTERM (a clean shutdown; see [`Rolecall::wait_exit`]).
     pub fn terminate(&mut self) {
         self.proc.signal(libc::SIGTERM);
@@ -741,15 +746,38 @@ impl Rolecall {
     }
 }
 
+/// `DEVICE:INODE` of a file, as systemd sets `JOURNAL_STREAM` for the stream it connects to
+/// the journal (the `{journal_stream}` placeholder of [`RolecallConfig::env`] values: rolecall's
+/// stderr log).
+fn device_inode(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    format!("{}:{}", meta.dev(), meta.ino())
+}
+
 /// Runs the rolecall binary with `args` to completion, killing it after `timeout` (then panics).
 pub fn run_rolecall(args: &[&str], timeout: Duration) -> Output {
     run_rolecall_under(None, args, timeout)
+}
+
+/// [`run_rolecall`] with these environment variables set (and none removed).
+pub fn run_rolecall_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
+    run_rolecall_with(None, args, env, timeout)
 }
 
 /// [`run_rolecall`] with `hosts` (if any) as its `/etc/hosts`.
 pub fn run_rolecall_under(
     hosts: Option<&PrivateHosts>,
     args: &[&str],
+    timeout: Duration,
+) -> Output {
+    run_rolecall_with(hosts, args, &[], timeout)
+}
+
+fn run_rolecall_with(
+    hosts: Option<&PrivateHosts>,
+    args: &[&str],
+    env: &[(&str, &str)],
     timeout: Duration,
 ) -> Output {
     let dir = tempfile::tempdir().expect("create a temp dir");
@@ -759,7 +787,8 @@ pub fn run_rolecall_under(
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("create stderr file"));
+        .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
+        .envs(env.iter().copied());
     let mut proc = Proc::spawn(cmd, format!("rolecall {}", args.join(" ")));
     let status = proc.wait_exit(timeout);
     let stdout = std::fs::read(&out_path).unwrap_or_default();
