@@ -14,7 +14,7 @@ use crate::events::{EventLog, VoteLog};
 use crate::probe::{LastCommands, Role, ServerFacts, last_commands, server_facts};
 use crate::repair::fence::Established;
 use crate::repair::{GroupRepair, note};
-use crate::sentinel::{Asked, Members, SentinelView};
+use crate::sentinel::{Asked, Members, Reports, SentinelView};
 use crate::snapshot::{
     ConnectionStatus, EventStatus, GroupStatus, KillReport, ProbeStatus, SentinelStatus,
     ServerStatus, UnplacedStatus,
@@ -48,6 +48,10 @@ pub(super) struct Group {
     pub placements: route::Memo,
     /// The group's real sentinels, as their answers made them known.
     pub members: Members,
+    /// Each sentinel's last full answer (most checks ask only the master's address).
+    pub reports: Reports,
+    /// When this group's sentinels were last asked.
+    pub asked_at: Option<Instant>,
     /// What each server and sentinel runs, as it said on rolecall's last new connection to it.
     pub software: BTreeMap<ServerAddr, Software>,
 }
@@ -478,6 +482,22 @@ impl Group {
             last_event: self.last_event(),
         };
         (obs, status)
+    }
+
+    /// Whether a Sentinel event about this group's master came after `since` (or ever, without
+    /// `since`).
+    pub fn event_since(&self, since: Option<Instant>) -> bool {
+        let at = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|e| e.at);
+        match (at, since) {
+            (Some(at), Some(since)) => at > since,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     /// The last Sentinel event about this group's master.

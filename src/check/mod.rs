@@ -116,6 +116,8 @@ impl Checker {
                 verified_master: None,
                 placements: Default::default(),
                 members: Members::default(),
+                reports: Default::default(),
+                asked_at: None,
                 software: Default::default(),
                 config: g.clone(),
             })
@@ -155,6 +157,7 @@ impl Checker {
                 // The real sentinels behind the old addresses are not the group's any more:
                 // remembered, they would count against a majority of the new ones.
                 g.members = Members::default();
+                g.reports = Default::default();
                 g.config = new.clone();
             }
         }
@@ -367,14 +370,20 @@ impl Checker {
         let ports = self.ports.clone();
         let selector = &self.config.node.selector;
         let discovery = discover_blocking(selector.clone(), ports.clone(), self.fd_memory.clone());
-        let views = join_all(self.groups.iter_mut().map(|g| async {
-            let votes = g.votes.current(Instant::now());
+        let events = self.config.check.sentinel_events;
+        let views = join_all(self.groups.iter_mut().map(|g| async move {
+            let now = Instant::now();
+            let votes = g.votes.current(now);
+            // Asked in full after a Sentinel event (and always without events); otherwise
+            // mostly only the master's address.
+            let refresh = !events || g.event_since(g.asked_at);
+            g.asked_at = Some(now);
             let mut asked = ask_group(
                 &mut g.sentinel_pool,
-                &mut g.members,
+                (&mut g.members, &mut g.reports),
                 &g.sentinels,
                 &g.config.master_name,
-                !votes.is_empty(),
+                (!votes.is_empty(), refresh),
             )
             .await;
             let count = g.members.count(&mut asked);

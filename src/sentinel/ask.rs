@@ -115,14 +115,59 @@ fn parse_tilt(info: &str) -> bool {
     info.lines().any(|l| l.trim_end() == "sentinel_tilt:1")
 }
 
-/// Asks one sentinel; the connection is returned when it should be kept.
+/// A sentinel is asked in full at least this often; between, one command per check
+/// (`SENTINEL get-master-addr-by-name`), and the rest of its last full answer stands. What the
+/// rest says changes with a failover or a sentinel's state, which Sentinel announces as events
+/// (and each event asks in full); a replica or a sentinel added without a failover is known
+/// within this.
+pub const FULL_AFTER: Duration = Duration::from_secs(30);
+
+/// Each sentinel's last full answer, and when it was asked.
+#[derive(Debug, Default)]
+pub struct Reports(BTreeMap<ServerAddr, (SentinelReport, Instant)>);
+
+impl Reports {
+    /// The last full answer of `addr`, while it is recent enough to stand for this check's
+    /// (`None`: ask in full).
+    fn cached(&self, addr: &ServerAddr, refresh: bool, now: Instant) -> Option<SentinelReport> {
+        self.0
+            .get(addr)
+            .filter(|(_, at)| !refresh && now.saturating_duration_since(*at) < FULL_AFTER)
+            .map(|(r, _)| r.clone())
+    }
+
+    fn record(&mut self, answer: &SentinelAnswer, full: bool, now: Instant) {
+        match (&answer.result, full) {
+            (Ok(r), true) => {
+                self.0.insert(answer.addr.clone(), (r.clone(), now));
+            }
+            (Ok(_), false) => {}
+            (Err(_), _) => {
+                self.0.remove(&answer.addr);
+            }
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&ServerAddr) -> bool) {
+        self.0.retain(|a, _| keep(a));
+    }
+}
+
+/// Asks one sentinel: only the master's address when its last full answer (`cached`) can stand
+/// for the rest and it names the same master; in full otherwise. Returns the answer, whether it
+/// was full, and the connection when it should be kept.
 async fn ask(
     conn: Result<(redis::aio::MultiplexedConnection, bool), ServerError>,
     addr: ServerAddr,
     master_name: String,
     timeout: Duration,
     epochs: bool,
-) -> (SentinelAnswer, Option<redis::aio::MultiplexedConnection>) {
+    cached: Option<SentinelReport>,
+) -> (
+    SentinelAnswer,
+    bool,
+    Option<redis::aio::MultiplexedConnection>,
+) {
     let started = Instant::now();
     let (mut c, fresh) = match conn {
         Ok(c) => c,
@@ -133,12 +178,54 @@ async fn ask(
                     latency: None,
                     result: Err(e),
                 },
+                false,
                 None,
             );
         }
     };
     let mut get = redis::cmd("SENTINEL");
     get.arg("get-master-addr-by-name").arg(&master_name);
+    if let Some(prev) = cached.filter(|_| !fresh && !epochs) {
+        let master = command(&mut c, &addr, "sentinel", timeout, &get)
+            .await
+            .and_then(|v| {
+                parse_master_addr(&v).map_err(|m| {
+                    ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"))
+                })
+            });
+        match master {
+            // The same master: the rest of the last full answer stands.
+            Ok(m) if m == prev.master => {
+                let result = Ok(SentinelReport {
+                    software: None,
+                    ..prev
+                });
+                return (
+                    SentinelAnswer {
+                        addr,
+                        latency: Some(started.elapsed()),
+                        result,
+                    },
+                    false,
+                    Some(c),
+                );
+            }
+            // Another master: ask in full now.
+            Ok(_) => {}
+            Err(e) => {
+                let keep = keeps_connection(&Err(e.clone()));
+                return (
+                    SentinelAnswer {
+                        addr,
+                        latency: None,
+                        result: Err(e),
+                    },
+                    false,
+                    keep.then_some(c),
+                );
+            }
+        }
+    }
     let mut reps = redis::cmd("SENTINEL");
     reps.arg("replicas").arg(&master_name);
     let mut info = redis::cmd("INFO");
@@ -172,6 +259,7 @@ async fn ask(
             latency: result.is_ok().then(|| started.elapsed()),
             result,
         },
+        true,
         keep.then_some(c),
     )
 }
@@ -263,20 +351,23 @@ fn keeps_connection(result: &Result<SentinelReport, ServerError>) -> bool {
 /// failover-leader rule of [`decide`] needs; only worth asking while a leader vote is on record).
 pub async fn ask_all(
     pool: &mut Pool,
+    reports: &mut Reports,
     sentinels: &[ServerAddr],
     master_name: &str,
-    epochs: bool,
+    (epochs, refresh): (bool, bool),
 ) -> Vec<SentinelAnswer> {
     let timeout = pool.timeout();
+    let now = Instant::now();
     let asks = sentinels.iter().map(|addr| {
         let conn = pool.connection(addr);
+        let cached = reports.cached(addr, refresh, now);
         let addr = addr.clone();
         let name = master_name.to_string();
         async move {
             // One deadline for connect plus commands, so a black-holed sentinel costs at most
             // twice the timeout and never more.
             match tokio::time::timeout(timeout * 2, async {
-                ask(conn.await, addr.clone(), name, timeout, epochs).await
+                ask(conn.await, addr.clone(), name, timeout, epochs, cached).await
             })
             .await
             {
@@ -287,6 +378,7 @@ pub async fn ask_all(
                         addr,
                         latency: None,
                     },
+                    false,
                     None,
                 ),
             }
@@ -294,11 +386,12 @@ pub async fn ask_all(
     });
     let results = join_all(asks).await;
     let mut answers = Vec::with_capacity(results.len());
-    for (answer, conn) in results {
+    for (answer, full, conn) in results {
         match conn {
             Some(c) => pool.keep(&answer.addr, c),
             None => pool.forget(&answer.addr),
         }
+        reports.record(&answer, full, now);
         answers.push(answer);
     }
     answers
@@ -308,12 +401,17 @@ pub async fn ask_all(
 /// name as every address it resolves to, and every sentinel known from earlier answers at its
 /// announced address; then, in a second round, the sentinels this round's answers made known.
 /// Names are resolved again first; connections to addresses no longer asked are dropped.
+///
+/// Each sentinel is asked in full at least every [`FULL_AFTER`], on a new connection,
+/// when it names another master than in its last full answer, while a leader vote is on
+/// record (`epochs`), and whenever `refresh` (a Sentinel event since the last check, or events
+/// off); otherwise only `SENTINEL get-master-addr-by-name`.
 pub async fn ask_group(
     pool: &mut Pool,
-    members: &mut Members,
+    (members, reports): (&mut Members, &mut Reports),
     configured: &[ServerAddr],
     master_name: &str,
-    epochs: bool,
+    (epochs, refresh): (bool, bool),
 ) -> Vec<Asked> {
     let timeout = pool.timeout();
     let announced: Vec<ServerAddr> = members.announced().cloned().collect();
@@ -333,7 +431,8 @@ pub async fn ask_group(
             .iter()
             .filter_map(|t| Some((t.addr.clone(), t.via.as_ref()?.host.clone()))),
     );
-    let mut asked = ask_targets(pool, targets, master_name, epochs).await;
+    let how = (epochs, refresh);
+    let mut asked = ask_targets(pool, reports, targets, master_name, how).await;
     members.learn(&asked, Instant::now());
     let asked_targets: Vec<Target> = asked.iter().map(|(t, _)| t.clone()).collect();
     let more = members.unasked(&asked_targets);
@@ -347,11 +446,12 @@ pub async fn ask_group(
         pool.refresh(&every).await;
         let mut more = same_once(pool, asked_targets.into_iter().chain(more).collect());
         more.retain(|t| !asked.iter().any(|(a, _)| a.addr == t.addr));
-        let round = ask_targets(pool, more, master_name, epochs).await;
+        let round = ask_targets(pool, reports, more, master_name, how).await;
         members.learn(&round, Instant::now());
         asked.extend(round);
     }
     pool.retain(|a| asked.iter().any(|(t, _)| &t.addr == a));
+    reports.retain(|a| asked.iter().any(|(t, _)| &t.addr == a));
     asked
         .into_iter()
         .map(|(target, answer)| Asked {
@@ -384,12 +484,13 @@ fn same_once(pool: &Pool, targets: Vec<Target>) -> Vec<Target> {
 
 async fn ask_targets(
     pool: &mut Pool,
+    reports: &mut Reports,
     targets: Vec<Target>,
     master_name: &str,
-    epochs: bool,
+    how: (bool, bool),
 ) -> Vec<(Target, SentinelAnswer)> {
     let addrs: Vec<ServerAddr> = targets.iter().map(|t| t.addr.clone()).collect();
-    let answers = ask_all(pool, &addrs, master_name, epochs).await;
+    let answers = ask_all(pool, reports, &addrs, master_name, how).await;
     targets.into_iter().zip(answers).collect()
 }
 
@@ -397,6 +498,46 @@ async fn ask_targets(
 mod tests {
     use super::*;
     use crate::sentinel::testutil::*;
+
+    #[test]
+    fn a_full_answer_stands_until_it_is_old_an_event_asks_again_or_the_sentinel_fails() {
+        let t0 = Instant::now();
+        let s = a("127.0.0.1:26379");
+        let report = SentinelReport {
+            master: Some(a(M)),
+            ..SentinelReport::default()
+        };
+        let ok = |r: &SentinelReport| SentinelAnswer {
+            addr: s.clone(),
+            latency: None,
+            result: Ok(r.clone()),
+        };
+        let mut reports = Reports::default();
+        assert!(
+            reports.cached(&s, false, t0).is_none(),
+            "never asked: in full"
+        );
+        reports.record(&ok(&report), true, t0);
+        assert_eq!(reports.cached(&s, false, t0), Some(report.clone()));
+        // A light answer does not make the full one newer.
+        reports.record(&ok(&report), false, t0 + FULL_AFTER / 2);
+        assert!(
+            reports.cached(&s, false, t0 + FULL_AFTER).is_none(),
+            "old: in full"
+        );
+        assert!(reports.cached(&s, true, t0).is_none(), "an event: in full");
+        let failed = SentinelAnswer {
+            addr: s.clone(),
+            latency: None,
+            result: Err(ServerError::timeout(
+                "sentinel",
+                &s,
+                Duration::from_millis(1),
+            )),
+        };
+        reports.record(&failed, false, t0);
+        assert!(reports.cached(&s, false, t0).is_none(), "failed: in full");
+    }
 
     #[test]
     fn replies_parse() {

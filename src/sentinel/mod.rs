@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use crate::conn::{ServerAddr, ServerError, Software};
 
-pub use ask::ask_group;
+pub use ask::{Reports, ask_group};
 pub use decide::decide;
 pub use members::{Asked, Found, Members};
 
