@@ -32,6 +32,12 @@ pub struct Candidate {
     pub paused_until: Option<Instant>,
     /// Fencing over for this episode (Sentinel converts it, or [`FENCE_MAX`]): never renewed.
     pub done: bool,
+    /// Paused as a promotion of its replica starts, while it is still Sentinel's master: that
+    /// pause runs its course (or an aborted failover lifts it) until another master is
+    /// established.
+    pub promoting: bool,
+    /// Whether the fence said it holds this server (once per episode).
+    pub announced: bool,
 }
 
 /// What one check does to one candidate.
@@ -64,6 +70,7 @@ pub fn plan(
     let mut actions = Vec::new();
     for (server, c) in candidates {
         let action = match roles(server) {
+            _ if established.master == Some(server) && c.promoting => None,
             _ if established.master == Some(server) => Some(Action::Forget),
             Some(Role::Replica { .. }) => Some(Action::Forget),
             _ if c.done => None,
@@ -127,10 +134,15 @@ impl Fence {
                 since: now,
                 paused_until: None,
                 done: false,
+                promoting: false,
+                announced: false,
             });
         }
         if let Some(m) = verified {
             self.last_master = Some(m.clone());
+            for (server, c) in self.candidates.iter_mut() {
+                c.promoting &= server == m;
+            }
         }
         let role = |a: &ServerAddr| roles.get(a).cloned();
         let actions = plan(&self.candidates, &role, established, now);
@@ -146,9 +158,12 @@ impl Fence {
             since: Instant::now(),
             paused_until: None,
             done: false,
+            promoting: true,
+            announced: false,
         });
         c.paused_until = Some(until);
         c.done = false;
+        c.promoting = true;
     }
 
     /// Forgets `server` (a failover aborted: it stays the master).
@@ -196,7 +211,7 @@ impl Fence {
             return;
         }
         match command(&mut conn, server, "server", pool.timeout(), &cmd).await {
-            Ok(_) => self.acted(server, action, lease, was_paused),
+            Ok(_) => self.acted(server, action, lease),
             Err(e) if matches!(e.class, ErrorClass::NoPerm | ErrorClass::Auth) => {
                 if !self.acl_reported {
                     tracing::error!(server = %server, error = %e, "repair: fencing refused; grant rolecall's user +client|pause and +client|unpause on the data servers, or set repair.fence_old_master = false");
@@ -209,13 +224,14 @@ impl Fence {
         }
     }
 
-    fn acted(&mut self, server: &ServerAddr, action: Action, lease: Duration, was_paused: bool) {
+    fn acted(&mut self, server: &ServerAddr, action: Action, lease: Duration) {
         let now = Instant::now();
         match action {
             Action::Pause => {
                 if let Some(c) = self.candidates.get_mut(server) {
-                    if !was_paused {
+                    if !c.announced {
                         tracing::warn!(server = %server, lease_ms = lease.as_millis() as u64, "repair: fenced the old master (writes paused while it still claims master)");
+                        c.announced = true;
                     }
                     c.paused_until = Some(now + lease);
                 }
@@ -248,7 +264,29 @@ mod tests {
             since,
             paused_until: paused.then(|| since + Duration::from_secs(100)),
             done,
+            promoting: false,
+            announced: false,
         }
+    }
+
+    #[test]
+    fn the_promotion_pause_runs_its_course_while_the_old_master_is_still_sentinels() {
+        let now = Instant::now();
+        let old = a("127.0.0.1:7001");
+        let mut cs = BTreeMap::new();
+        cs.insert(
+            old.clone(),
+            Candidate {
+                promoting: true,
+                ..candidate(now, true, false)
+            },
+        );
+        let still = Established {
+            master: Some(&old),
+            verified: true,
+            probe_ok: false,
+        };
+        assert!(plan(&cs, &|_| Some(Role::Master), still, now).is_empty());
     }
 
     #[test]
