@@ -45,6 +45,12 @@ const EVENT_CONFIRM: Duration = Duration::from_millis(2);
 /// milliseconds after Sentinel converts it) is seen at once, not at the next interval.
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// Within a Sentinel event's burst, while the node is `disconnected` or `stale_master`, checks
+/// follow each other this closely: when Sentinel converts the old master it kills its clients,
+/// and a pinned node redials it within tens of milliseconds (its client's retry delay); seen at
+/// the next check, confirmed 2 ms later. Bounded by the burst (2 s after each event).
+const SETTLE_WATCH: Duration = Duration::from_millis(20);
+
 /// State kept across checks.
 pub struct Checker {
     config: Arc<Config>,
@@ -547,7 +553,8 @@ pub async fn run(
         let wait = match (checker.pending(), trigger.bursting()) {
             (true, true) => EVENT_CONFIRM,
             (true, false) => check.fast_interval,
-            (false, _) if checker.unsettled() => check.fast_interval,
+            (false, true) if checker.unsettled() => SETTLE_WATCH,
+            (false, false) if checker.unsettled() => check.fast_interval,
             (false, _) => check.interval,
         };
         tokio::select! {
