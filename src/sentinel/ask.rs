@@ -153,6 +153,33 @@ impl Reports {
     }
 }
 
+/// The light ask: `SENTINEL get-master-addr-by-name` alone. When the sentinel names the master
+/// of its last full answer (`prev`), that answer stands; an error is the answer; `None` when it
+/// names another master (ask in full now).
+async fn ask_light(
+    c: &mut redis::aio::MultiplexedConnection,
+    addr: &ServerAddr,
+    get: &redis::Cmd,
+    prev: SentinelReport,
+    timeout: Duration,
+) -> Option<Result<SentinelReport, ServerError>> {
+    let master = command(c, addr, "sentinel", timeout, get)
+        .await
+        .and_then(|v| {
+            parse_master_addr(&v).map_err(|m| {
+                ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"))
+            })
+        });
+    match master {
+        Ok(m) if m == prev.master => Some(Ok(SentinelReport {
+            software: None,
+            ..prev
+        })),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 /// Asks one sentinel: only the master's address when its last full answer (`cached`) can stand
 /// for the rest and it names the same master; in full otherwise. Returns the answer, whether it
 /// was full, and the connection when it should be kept.
@@ -185,46 +212,19 @@ async fn ask(
     };
     let mut get = redis::cmd("SENTINEL");
     get.arg("get-master-addr-by-name").arg(&master_name);
-    if let Some(prev) = cached.filter(|_| !fresh && !epochs) {
-        let master = command(&mut c, &addr, "sentinel", timeout, &get)
-            .await
-            .and_then(|v| {
-                parse_master_addr(&v).map_err(|m| {
-                    ServerError::new(ErrorClass::Protocol, format!("sentinel {addr}: {m}"))
-                })
-            });
-        match master {
-            // The same master: the rest of the last full answer stands.
-            Ok(m) if m == prev.master => {
-                let result = Ok(SentinelReport {
-                    software: None,
-                    ..prev
-                });
-                return (
-                    SentinelAnswer {
-                        addr,
-                        latency: Some(started.elapsed()),
-                        result,
-                    },
-                    false,
-                    Some(c),
-                );
-            }
-            // Another master: ask in full now.
-            Ok(_) => {}
-            Err(e) => {
-                let keep = keeps_connection(&Err(e.clone()));
-                return (
-                    SentinelAnswer {
-                        addr,
-                        latency: None,
-                        result: Err(e),
-                    },
-                    false,
-                    keep.then_some(c),
-                );
-            }
-        }
+    if let Some(prev) = cached.filter(|_| !fresh && !epochs)
+        && let Some(result) = ask_light(&mut c, &addr, &get, prev, timeout).await
+    {
+        let keep = keeps_connection(&result);
+        return (
+            SentinelAnswer {
+                addr,
+                latency: result.is_ok().then(|| started.elapsed()),
+                result,
+            },
+            false,
+            keep.then_some(c),
+        );
     }
     let mut reps = redis::cmd("SENTINEL");
     reps.arg("replicas").arg(&master_name);
