@@ -69,10 +69,23 @@ impl ReadyWatch {
     }
 }
 
-/// Runs a failover under a Sentinel-following node with the given `[repair]` section and
-/// returns (acknowledged writes, writes the final master holds, time from +switch-master to the
-/// node's connection on the new master, /readyz polls, 503s seen).
-fn failover_with_follower(repair: &str) -> (u64, i64, Duration, usize, usize) {
+/// What a failover under a Sentinel-following node showed.
+struct FollowerRun {
+    /// Writes the node saw acknowledged.
+    acked: i64,
+    /// Writes whose outcome the node could not know (a timeout, a dropped connection): each may
+    /// or may not have been applied.
+    uncertain: i64,
+    /// The node's counter on the final master.
+    held: i64,
+    /// From `+switch-master` to the node's connection on the new master.
+    moved_after: Duration,
+    polls: usize,
+    not_ready: usize,
+}
+
+/// Runs a failover under a Sentinel-following node with the given `[repair]` section.
+fn failover_with_follower(repair: &str) -> FollowerRun {
     let topology = Topology::start(1, 3);
     let mut node = DemoNode::follow(&topology);
     let mut rolecall = RolecallConfig::new()
@@ -96,7 +109,12 @@ fn failover_with_follower(repair: &str) -> (u64, i64, Duration, usize, usize) {
     topology.wait_demoted(old);
     // Stop watching readiness before the node exits (that is node_missing, rightly out).
     let (polls, not_ready) = watch.finish();
-    let acked = node.terminate();
+    let acked = node.terminate() as i64;
+    let uncertain = node
+        .stderr_tail(100_000)
+        .lines()
+        .filter(|l| l.contains("INCR:"))
+        .count() as i64;
     let held = topology
         .server(new)
         .try_cli(&["GET", &node.count_key()])
@@ -108,20 +126,27 @@ fn failover_with_follower(repair: &str) -> (u64, i64, Duration, usize, usize) {
         rolecall.stderr_tail(40),
         node.report()
     );
-    (
+    FollowerRun {
         acked,
+        uncertain,
         held,
-        moved.saturating_duration_since(switched),
+        moved_after: moved.saturating_duration_since(switched),
         polls,
         not_ready,
-    )
+    }
 }
 
 #[test]
 fn with_repair_a_following_node_moves_within_a_second_stays_in_rotation_and_loses_no_write() {
     // `kill_stale_connections` alone: it brings the write pause on the old master with it.
-    let (acked, held, moved_after, polls, not_ready) =
-        failover_with_follower("[repair]\nkill_stale_connections = true\n");
+    let FollowerRun {
+        acked,
+        uncertain,
+        held,
+        moved_after,
+        polls,
+        not_ready,
+    } = failover_with_follower("[repair]\nkill_stale_connections = true\n");
     eprintln!(
         "repair: acked {acked}, final master holds {held}, on the new master {} ms after +switch-master",
         moved_after.as_millis()
@@ -136,9 +161,11 @@ fn with_repair_a_following_node_moves_within_a_second_stays_in_rotation_and_lose
         "on the new master within a second of +switch-master, took {moved_after:?}"
     );
     assert!(acked > 0);
-    assert_eq!(
-        held, acked as i64,
-        "every acknowledged write is on the final master"
+    // No acknowledged write lost; beyond them, at most the writes whose outcome the node could
+    // not know (a write held by the pause, timed out at the client, may still have been applied).
+    assert!(
+        held >= acked && held <= acked + uncertain,
+        "every acknowledged write is on the final master: acked {acked}, uncertain {uncertain}, held {held}"
     );
 }
 
