@@ -52,7 +52,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{DemoNode, Rolecall, RolecallConfig, Topology};
+use support::{DemoNode, Rolecall, RolecallConfig, Topology, env_count, percentile, proc_cpu_ms};
 
 const SECS_ENV: &str = "ROLECALL_BENCH_COST_SECS";
 const PROBES_ENV: &str = "ROLECALL_BENCH_COST_PROBES";
@@ -87,13 +87,6 @@ master*) exit 0 ;;
 *) exit 1 ;;
 esac
 "#;
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs benches in test mode: skip the
@@ -272,18 +265,6 @@ fn online_cpus() -> i64 {
 // ---------------------------------------------------------------------------------------------
 // Process accounting from /proc and getrusage.
 
-/// utime + stime of a whole process (every thread, live or exited) in ms, from `/proc/PID/stat`.
-fn proc_cpu_ms(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
-    // The command name (field 2) is in parentheses and may hold spaces: count from its end.
-    let rest = &text[text.rfind(')').expect("stat has a command name") + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime), counted from 1; `rest` starts at field 3.
-    let ticks = |i: usize| fields[i - 3].parse::<u64>().expect("stat tick count");
-    (ticks(14) + ticks(15)) as f64 * 1000.0 / clock_ticks_per_sec()
-}
-
 /// CPU time of a whole process (every thread, live or exited) in ms, with nanosecond resolution:
 /// the scheduler's runtime through the process's CPU-time clock (`clock_getcpuclockid`).
 /// `/proc/PID/stat` counts in 10 ms clock ticks, too coarse for phases of a second or two.
@@ -306,13 +287,6 @@ fn proc_cpu_clock_ms(pid: u32) -> f64 {
         std::io::Error::last_os_error()
     );
     ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf takes an integer and touches no memory of ours.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    assert!(hz > 0, "sysconf(_SC_CLK_TCK) = {hz}");
-    hz as f64
 }
 
 /// `(VmRSS, VmHWM)` in KiB: resident memory now, and its peak.
@@ -692,14 +666,6 @@ struct Phase {
     cpu_ms_each: Vec<f64>,
     /// Redis-side usage per probe beyond the idle baseline (and the checks made meanwhile).
     per_probe: Usage,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 impl Phase {

@@ -29,35 +29,8 @@ use std::time::{Duration, Instant};
 
 use support::{
     DemoNode, ReadyWatch, Rolecall, RolecallConfig, SwitchWatcher, Topology, call_timeout,
-    value_to_string,
+    env_count, percentile, summary, value_to_string,
 };
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn summary(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{name}: n={} median={:.1} ms p99={:.1} ms max={:.1} ms min={:.1} ms",
-        ms.len(),
-        percentile(&ms, 50.0),
-        percentile(&ms, 99.0),
-        ms.last().copied().unwrap_or(f64::NAN),
-        ms.first().copied().unwrap_or(f64::NAN),
-    );
-}
 
 fn rolecall_for(node: &DemoNode, name: &str, topology: &Topology, extra: &str) -> Rolecall {
     RolecallConfig::new()

@@ -22,26 +22,9 @@ mod support;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::{Rolecall, RolecallConfig, Topology, parse_info, value_to_string};
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// utime + stime of a process in ms, from `/proc/PID/stat`.
-fn proc_cpu_ms(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
-    let rest = &text[text.rfind(')').expect("stat has a comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime), counted from 1; `rest` starts at field 3.
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // Linux counts them in USER_HZ ticks, 100 per second.
-    ticks * 10.0
-}
+use support::{
+    Rolecall, RolecallConfig, Topology, env_count, parse_info, proc_cpu_ms, value_to_string,
+};
 
 /// Commands processed so far, from `INFO stats`.
 fn commands(cli: &dyn Fn(&[&str]) -> redis::Value) -> f64 {

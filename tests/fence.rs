@@ -138,22 +138,8 @@ fn the_sentinels_naming_the_old_master_again_lift_its_fence_at_once() {
     let (old, _) = topology.failover();
     wait_fenced(&mut rolecall, old);
     assert!(!writes_pass(old));
-    // Every sentinel forgets the master first, so none keeps the failover's configuration to
-    // hand back to the others; then all monitor the old master.
-    for s in topology.sentinels() {
-        s.cli(&["SENTINEL", "REMOVE", topology.master_name()]);
-    }
     let repointed = Instant::now();
-    for s in topology.sentinels() {
-        s.cli(&[
-            "SENTINEL",
-            "MONITOR",
-            topology.master_name(),
-            &old.ip().to_string(),
-            &old.port().to_string(),
-            "2",
-        ]);
-    }
+    topology.repoint(&old.ip().to_string(), old.port());
     let mut lifted = None;
     for _ in 0..100 {
         if writes_pass(old) {

@@ -52,21 +52,6 @@ fn pinned_fleet(topology: &Topology) -> (Vec<DemoNode>, Vec<Rolecall>) {
     (nodes, rolecalls)
 }
 
-/// Points every sentinel of `topology` at `other` under the same master name.
-fn repoint(topology: &Topology, other: &RedisServer) {
-    for s in topology.sentinels() {
-        s.cli(&["SENTINEL", "REMOVE", topology.master_name()]);
-        s.cli(&[
-            "SENTINEL",
-            "MONITOR",
-            topology.master_name(),
-            &other.addr().ip().to_string(),
-            &other.port().to_string(),
-            "2",
-        ]);
-    }
-}
-
 /// Whether each rolecall has its node in rotation, by the agent and by `/readyz`.
 fn rotation(rolecalls: &[Rolecall]) -> Vec<(bool, bool)> {
     rolecalls
@@ -93,7 +78,7 @@ fn sentinels_re_pointed_at_another_topology_never_take_the_whole_fleet_out() {
     let other = RedisServer::start();
     let (_nodes, mut rolecalls) = pinned_fleet(&topology);
 
-    repoint(&topology, &other);
+    topology.repoint(&other.addr().ip().to_string(), other.port());
     let start = Instant::now();
     let mut rounds = 0;
     while start.elapsed() < WATCH_FOR {
@@ -219,7 +204,7 @@ fn with_the_registry_refused_every_node_goes_out_by_todays_rules_and_says_why() 
     other.cli(&["ACL", "SETUSER", "default", "-hgetall"]);
     let (_nodes, mut rolecalls) = pinned_fleet(&topology);
 
-    repoint(&topology, &other);
+    topology.repoint(&other.addr().ip().to_string(), other.port());
     for rc in &mut rolecalls {
         let s = rc.wait_for_status("out, the registry unreachable", VERDICT_TIMEOUT, |s| {
             s["in_rotation"] == false

@@ -449,17 +449,7 @@ fn a_master_announced_under_an_address_unreachable_from_here_holds_in_rotation()
     // `announce-ip`), where nothing listens from this host; the node still reaches it as
     // 127.0.0.1:PORT.
     let announced = format!("127.0.0.2:{}", master.port());
-    for s in topology.sentinels() {
-        s.cli(&["SENTINEL", "REMOVE", topology.master_name()]);
-        s.cli(&[
-            "SENTINEL",
-            "MONITOR",
-            topology.master_name(),
-            "127.0.0.2",
-            &master.port().to_string(),
-            "2",
-        ]);
-    }
+    topology.repoint("127.0.0.2", master.port());
     rolecall.wait_for_status(
         &format!("unknown with Sentinel's master {announced}"),
         VERDICT_TIMEOUT,

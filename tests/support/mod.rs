@@ -22,6 +22,8 @@
 //! - `rolecall`: [`Rolecall`] and [`RolecallConfig`], the daemon under test with a tiny HTTP and
 //!   agent client.
 //! - `watch`: [`ReadyWatch`], a thread polling `/readyz` through a failover.
+//! - `measure`: what the benchmarks share: counts from the environment, percentiles, a
+//!   process's CPU time.
 //! - `haproxy`: [`Haproxy`], a real `haproxy` running a shipped `haproxy/*.cfg`, read through
 //!   its runtime API; [`Backend`], a node's service port.
 //! - `netns`: [`PodNetns`], a network namespace like a Kubernetes pod's and one standing for the
@@ -47,6 +49,7 @@
 mod chart;
 mod haproxy;
 mod hosts;
+mod measure;
 mod netns;
 mod node;
 mod peer;
@@ -67,6 +70,7 @@ pub use haproxy::{
     shipped_config, shipped_configs,
 };
 pub use hosts::{PrivateHosts, has_own_mount_ns, resolves_here};
+pub use measure::{env_count, percentile, proc_cpu_ms, summary};
 pub use netns::{Netns, PodNetns};
 pub use node::{DemoNode, NodeOptions};
 pub use peer::{PEER_VAR, Peer, Software, VALKEY_SERVER_VAR};

@@ -222,6 +222,25 @@ impl Topology {
         self.servers.iter().filter(|s| s.addr() != master).collect()
     }
 
+    /// Points every sentinel at `host:port` under the same master name (quorum 2), as an
+    /// operator's `SENTINEL REMOVE` and `MONITOR` would: all forget the master first, so none
+    /// keeps the old configuration (with its epoch) to hand back to the others.
+    pub fn repoint(&self, host: &str, port: u16) {
+        for s in &self.sentinels {
+            s.cli(&["SENTINEL", "REMOVE", &self.master_name]);
+        }
+        for s in &self.sentinels {
+            s.cli(&[
+                "SENTINEL",
+                "MONITOR",
+                &self.master_name,
+                host,
+                &port.to_string(),
+                "2",
+            ]);
+        }
+    }
+
     /// Runs `SENTINEL FAILOVER` and waits until every sentinel reports a new master that itself
     /// answers `ROLE` with `master`. Returns `(old, new)`. The old master is not demoted yet:
     /// see [`Topology::wait_demoted`].
