@@ -46,7 +46,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rolecall::sockets::{
-    Connection, FdMemory, Method, NodeSelector, discover_remembering, discover_to_ports_with,
+    Connection, FdMemory, Listing, Method, NodeSelector, discover_remembering,
+    discover_to_ports_with,
 };
 
 const SIZES: [usize; 3] = [0, 1_000, 10_000];
@@ -214,6 +215,8 @@ impl Bench {
         let mut scan_ms = Vec::new();
         let mut remembered_ms = Vec::new();
         let mut memory = FdMemory::default();
+        let mut steady_ms = Vec::new();
+        let mut steady_memory = FdMemory::default();
         let mut order = Way::ALL;
         let no_ports = BTreeSet::new();
         for rep in 0..=self.reps {
@@ -238,10 +241,24 @@ impl Bench {
             // The daemon's way: ports, and the fds read again only when the candidate
             // sockets change (after the first, untimed round: never here).
             let start = Instant::now();
-            let remembered = discover_remembering(&self.selector, &self.ports, &mut memory)
-                .unwrap_or_else(|err| panic!("discover remembering: {err}"));
+            let remembered =
+                discover_remembering(&self.selector, &self.ports, &mut memory, Listing::Always)
+                    .unwrap_or_else(|err| panic!("discover remembering: {err}"));
             if rep > 0 {
                 remembered_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            // The daemon in steady state: the known connections confirmed by exact lookups,
+            // the namespace listed every DUMP_EVERY.
+            let start = Instant::now();
+            let steady = discover_remembering(
+                &self.selector,
+                &self.ports,
+                &mut steady_memory,
+                Listing::KnownMayDo,
+            )
+            .unwrap_or_else(|err| panic!("discover in steady state: {err}"));
+            if rep > 0 {
+                steady_ms.push(start.elapsed().as_secs_f64() * 1000.0);
             }
             if scan {
                 let start = Instant::now();
@@ -265,6 +282,7 @@ impl Bench {
             assert_eq!(netlink_ports, &restricted, "netlink filtered");
             assert_eq!(proc_ports, &restricted, "/proc filtered");
             assert_eq!(remembered.connections, restricted, "remembering");
+            assert_eq!(steady.connections, restricted, "steady state");
             order.rotate_left(1);
         }
         let [proc, netlink, netlink_ports, proc_ports] = ms.map(Summary::of);
@@ -279,6 +297,8 @@ impl Bench {
             scan: (!scan_ms.is_empty()).then(|| Summary::of(scan_ms)),
             remembered: Summary::of(remembered_ms),
             full_scans: memory.full_scans,
+            steady: Summary::of(steady_ms),
+            confirmed: steady_memory.confirmed,
         }
     }
 }
@@ -313,18 +333,23 @@ struct Row {
     /// [`discover_remembering`] with ports: what the daemon does at each check.
     remembered: Summary,
     full_scans: u64,
+    /// [`discover_remembering`] in steady state ([`Listing::KnownMayDo`]).
+    steady: Summary,
+    /// Of its calls, those answered by exact lookups (no dump).
+    confirmed: u64,
 }
 
 fn print_table(rows: &[Row]) {
     println!(
         "| N | TIME_WAIT in ns | TCP in use in ns | /proc median (min–max) | netlink median \
          (min–max) | netlink, ports median (min–max) | /proc, ports median (min–max) | /proc ÷ \
-         netlink | netlink ÷ netlink, ports | remembering (daemon) median (min–max) |"
+         netlink | netlink ÷ netlink, ports | remembering median (min–max) | steady state \
+         (daemon) median (min–max) | steady calls without a dump |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!(
-            "| {} | {}–{} | {}–{} | {} | {} | {} | {} | {:.1}× | {:.1}× | {} |",
+            "| {} | {}–{} | {}–{} | {} | {} | {} | {} | {:.1}× | {:.1}× | {} | {} | {} |",
             row.n,
             row.before.tw,
             row.after.tw,
@@ -337,6 +362,8 @@ fn print_table(rows: &[Row]) {
             row.proc.median / row.netlink.median,
             row.netlink.median / row.netlink_ports.median,
             row.remembered,
+            row.steady,
+            row.confirmed,
         );
     }
 }
@@ -346,9 +373,10 @@ fn print_own_table(rows: &[Row]) {
         "| N (node's) | TIME_WAIT in ns | TCP in use in ns | /proc/PID/fd scan alone median \
          (min–max) | /proc median (min–max) | netlink median (min–max) | netlink, ports median \
          (min–max) | /proc, ports median (min–max) | scan µs per extra socket | netlink, ports \
-         µs per extra socket | remembering (daemon) median (min–max) | full fd reads |"
+         µs per extra socket | remembering median (min–max) | full fd reads | steady state \
+         (daemon) median (min–max) | steady calls without a dump |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let base = rows.first();
     let per_socket = |row: &Row, value: fn(&Row) -> f64| match base {
         Some(base) if row.n > 0 => {
@@ -363,7 +391,7 @@ fn print_own_table(rows: &[Row]) {
             .as_ref()
             .map_or_else(|| "–".to_owned(), ToString::to_string);
         println!(
-            "| {} | {}–{} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {}–{} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.n,
             row.before.tw,
             row.after.tw,
@@ -378,6 +406,8 @@ fn print_own_table(rows: &[Row]) {
             per_socket(row, |row| row.netlink_ports.median),
             row.remembered,
             row.full_scans,
+            row.steady,
+            row.confirmed,
         );
     }
 }

@@ -29,7 +29,9 @@ use crate::metrics::Metrics;
 use crate::repair::{CommandRunner, GroupRepair};
 use crate::sentinel::{Asked, Members, SentinelView, ask_group, decide};
 use crate::snapshot::{GroupStatus, NodeStatus, Snapshot};
-use crate::sockets::{DiscoverError, FdMemory, NodeSelector, NodeSockets, discover_remembering};
+use crate::sockets::{
+    DiscoverError, FdMemory, Listing, NodeSelector, NodeSockets, discover_remembering,
+};
 use crate::verdict::{Tracker, Verdict, observe};
 
 use group::{Group, GroupCheck};
@@ -375,7 +377,21 @@ impl Checker {
     ) {
         let ports = self.ports.clone();
         let selector = &self.config.node.selector;
-        let discovery = discover_blocking(selector.clone(), ports.clone(), self.fd_memory.clone());
+        // Steady state: the node was `ok` and no Sentinel event came since the last check; its
+        // known connections may then be confirmed by exact lookups (see `FdMemory`).
+        let listing = if self.observed == Verdict::Ok
+            && self.groups.iter().all(|g| !g.event_since(g.asked_at))
+        {
+            Listing::KnownMayDo
+        } else {
+            Listing::Always
+        };
+        let discovery = discover_blocking(
+            selector.clone(),
+            ports.clone(),
+            self.fd_memory.clone(),
+            listing,
+        );
         let events = self.config.check.sentinel_events;
         let views = join_all(self.groups.iter_mut().map(|g| async move {
             let now = Instant::now();
@@ -409,7 +425,13 @@ impl Checker {
             .flat_map(|(_, v)| v.servers().map(|s| s.port))
             .collect();
         let node = if !ports.is_empty() && !wanted.is_subset(&ports) {
-            discover_blocking(selector.clone(), wanted.clone(), self.fd_memory.clone()).await
+            discover_blocking(
+                selector.clone(),
+                wanted.clone(),
+                self.fd_memory.clone(),
+                Listing::Always,
+            )
+            .await
         } else {
             node
         };
@@ -495,12 +517,13 @@ async fn discover_blocking(
     selector: NodeSelector,
     ports: BTreeSet<u16>,
     memory: Arc<std::sync::Mutex<FdMemory>>,
+    listing: Listing,
 ) -> Result<NodeSockets, DiscoverError> {
     tokio::task::spawn_blocking(move || {
         // Only the check loop discovers, one at a time; a poisoned lock only means a panic in
         // an earlier discovery, and the memory is still consistent or forgotten below.
         let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-        let result = discover_remembering(&selector, &ports, &mut memory);
+        let result = discover_remembering(&selector, &ports, &mut memory, listing);
         if result.is_err() {
             *memory = FdMemory::default();
         }

@@ -177,6 +177,24 @@ pub(super) fn namespace_sockets(
     method: Method,
     ports: &BTreeSet<u16>,
 ) -> Result<(NodeSockets, Method), DiscoverError> {
+    let (table, used) = namespace_table(method, ports)?;
+    let sockets = NodeSockets {
+        pids: Vec::new(),
+        connections: sorted(
+            table
+                .into_iter()
+                .map(|(connection, _)| connection)
+                .collect(),
+        ),
+    };
+    Ok((sockets, used))
+}
+
+/// [`namespace_sockets`] with each connection's inode.
+pub(super) fn namespace_table(
+    method: Method,
+    ports: &BTreeSet<u16>,
+) -> Result<(Table, Method), DiscoverError> {
     let own_fds = Path::new("/proc/self/fd");
     let gone = || DiscoverError::Unreadable("/proc/self vanished".to_owned());
     // rolecall opens and closes its own connections (probes) while this runs. Listing its fds
@@ -208,16 +226,8 @@ pub(super) fn namespace_sockets(
         return Err(gone());
     }
     keep_ports(&mut table, ports);
-    let connections = table
-        .into_iter()
-        // Inode 0: the handshake is done but nobody has accept()ed the socket yet, so no
-        // process holds it (it sits in a listener's queue, e.g. rolecall's own HTTP port).
-        .filter(|(_, inode)| *inode != 0 && !own.contains(inode))
-        .map(|(connection, _)| connection)
-        .collect();
-    let sockets = NodeSockets {
-        pids: Vec::new(),
-        connections: sorted(connections),
-    };
-    Ok((sockets, used))
+    // Inode 0: the handshake is done but nobody has accept()ed the socket yet, so no process
+    // holds it (it sits in a listener's queue, e.g. rolecall's own HTTP port).
+    table.retain(|(_, inode)| *inode != 0 && !own.contains(inode));
+    Ok((table, used))
 }

@@ -43,7 +43,7 @@ pub(super) enum NetlinkError {
 }
 
 impl NetlinkError {
-    fn os(what: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
+    pub(super) fn os(what: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
         move |cause| NetlinkError::Os { what, cause }
     }
 }
@@ -52,7 +52,7 @@ impl NetlinkError {
 /// answering the previous `recv`, so a dump never waits for anything; these only guard against
 /// the unexpected.
 const NETLINK_RECV_TIMEOUT: Duration = Duration::from_secs(1);
-const NETLINK_DUMP_LIMIT: Duration = Duration::from_secs(5);
+pub(super) const NETLINK_DUMP_LIMIT: Duration = Duration::from_secs(5);
 
 /// The kernel sends dump datagrams of at most 32 KiB (`netlink_recvmsg` caps what it allocates
 /// for the next one at `SKB_WITH_OVERHEAD(32768)`, net/netlink/af_netlink.c); a smaller buffer
@@ -95,16 +95,7 @@ pub(super) fn dump_established(ports: &BTreeSet<u16>) -> Result<Table, NetlinkEr
 /// The ESTABLISHED TCP sockets of rolecall's network namespace that pass `filter`, an
 /// `INET_DIAG_REQ_BYTECODE` program (none when empty).
 pub(super) fn dump_filtered(filter: &[u8]) -> Result<Table, NetlinkError> {
-    use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
-
-    let socket = Socket::new(NETLINK_SOCK_DIAG).map_err(NetlinkError::os("open a socket"))?;
-    // Port 0 is the kernel; connecting also binds the socket to a port of its own.
-    socket
-        .connect(&NetlinkAddr::new(0, 0))
-        .map_err(NetlinkError::os("connect to the kernel"))?;
-    socket2::SockRef::from(&socket)
-        .set_read_timeout(Some(NETLINK_RECV_TIMEOUT))
-        .map_err(NetlinkError::os("set a receive timeout"))?;
+    let socket = open_socket()?;
     let deadline = Instant::now() + NETLINK_DUMP_LIMIT;
     let mut buffer = vec![0u8; NETLINK_RECV_BUFFER];
     let mut table = Vec::new();
@@ -143,6 +134,22 @@ pub(super) fn dump_filtered(filter: &[u8]) -> Result<Table, NetlinkError> {
         }
     }
     Ok(table)
+}
+
+/// A `NETLINK_SOCK_DIAG` socket connected to the kernel, each `recv` bounded by
+/// [`NETLINK_RECV_TIMEOUT`].
+pub(super) fn open_socket() -> Result<netlink_sys::Socket, NetlinkError> {
+    use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
+
+    let socket = Socket::new(NETLINK_SOCK_DIAG).map_err(NetlinkError::os("open a socket"))?;
+    // Port 0 is the kernel; connecting also binds the socket to a port of its own.
+    socket
+        .connect(&NetlinkAddr::new(0, 0))
+        .map_err(NetlinkError::os("connect to the kernel"))?;
+    socket2::SockRef::from(&socket)
+        .set_read_timeout(Some(NETLINK_RECV_TIMEOUT))
+        .map_err(NetlinkError::os("set a receive timeout"))?;
+    Ok(socket)
 }
 
 /// A `SOCK_DIAG_BY_FAMILY` dump request for the ESTABLISHED TCP sockets of `family`, with
@@ -257,7 +264,7 @@ fn parse_dump_datagram(mut datagram: &[u8], table: &mut Table) -> Result<Dump, N
 /// [`parse_proc_net_tcp`](super::parse_proc_net_tcp)). Ports arrive in network order and
 /// addresses as bytes in network order; the crate has already turned them into numbers and
 /// addresses.
-fn connection_of(header: &InetResponseHeader) -> Option<(Connection, u64)> {
+pub(super) fn connection_of(header: &InetResponseHeader) -> Option<(Connection, u64)> {
     if header.state != TCP_ESTABLISHED {
         return None;
     }
