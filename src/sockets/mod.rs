@@ -8,7 +8,8 @@
 //!
 //! - `discover`: the entry points, and how one discovery goes.
 //! - `memory`: [`FdMemory`] and [`discover_remembering`], the daemon's discovery, which skips
-//!   reading the node's fds while the candidate sockets are ones it has seen.
+//!   reading the node's fds while the candidate sockets are ones it has seen, and in steady
+//!   state confirms the node's known connections instead of listing the namespace's sockets.
 //! - `pids`: a [`NodeSelector`] resolved to running pids (pid files, `/proc/PID/stat`, names).
 //! - `cgroup`: a systemd unit's pids, from its cgroup (cgroup v2 or the hybrid `name=systemd`
 //!   hierarchy, found in `/proc/self/mountinfo`), and which unit names rolecall accepts.
@@ -16,6 +17,8 @@
 //! - `namespace`: the ESTABLISHED sockets of the node's network namespace, by netlink or /proc
 //!   ([`Method`]), and which of them the node holds.
 //! - `netlink`: the `NETLINK_SOCK_DIAG` dump: the request, the datagrams, the kernel's errors.
+//! - `exact`: exact `NETLINK_SOCK_DIAG` lookups, which confirm known connections without a
+//!   dump (what [`FdMemory`] uses in steady state).
 //! - `port_filter`: the bytecode that has the kernel send only sockets to given remote ports.
 //! - `proc_net`: the `/proc/PID/net/tcp` and `tcp6` tables ([`parse_proc_net_tcp`]).
 //! - `connection`: the plain data: [`Connection`], [`NodeSockets`], a namespace's table.

@@ -10,8 +10,8 @@
 //!   [`NodeSelector::Namespace`](super::NodeSelector::Namespace); for the other selectors the
 //!   node normally runs beside rolecall, on the host or in the same pod). rolecall cannot enter
 //!   another namespace: `setns` needs `CAP_SYS_ADMIN` and unsafe code. Netlink still walks the
-//!   kernel's hash table once per family, so its cost grows with the namespace's sockets too,
-//!   but it stays the cheaper way (BENCHMARKS.md; `benches/discovery.rs` compares both).
+//!   kernel's whole hash table (once for both families), so its cost grows with the table and
+//!   the namespace's sockets too, but it stays the cheaper way (BENCHMARKS.md; `benches/discovery.rs` compares both).
 //! - **/proc** ([`proc_net`](super::proc_net)): `/proc/PID/net/tcp` and `tcp6`, which list every
 //!   socket of that process's namespace as text, TIME_WAIT included. The kernel formats the
 //!   whole table at every read, so a read costs in proportion to every socket of the namespace,

@@ -1,7 +1,8 @@
 //! The `NETLINK_SOCK_DIAG` dump (sock_diag(7), the interface `ss` uses): the ESTABLISHED TCP
 //! sockets of rolecall's network namespace, with their inodes.
 //!
-//! One dump request per address family with `idiag_states = 1 << TCP_ESTABLISHED`, so the
+//! One dump request for both address families (or, on a kernel that refuses it, one per
+//! family; see [`dump_filtered`]) with `idiag_states = 1 << TCP_ESTABLISHED`, so the
 //! kernel skips TIME_WAIT and LISTEN sockets without formatting or copying them, and sends the
 //! rest as fixed binary records, one `recv` per 32 KiB of them; there is no syscall per socket.
 //! A request may carry a port filter ([`port_filter`](super::port_filter)). A netlink socket
@@ -94,14 +95,48 @@ pub(super) fn dump_established(ports: &BTreeSet<u16>) -> Result<Table, NetlinkEr
 
 /// The ESTABLISHED TCP sockets of rolecall's network namespace that pass `filter`, an
 /// `INET_DIAG_REQ_BYTECODE` program (none when empty).
+///
+/// One dump for both families when the kernel takes it: the older `TCPDIAG_GETSOCK` request
+/// dumps with no family (`inet_diag_dump_compat` sets `AF_UNSPEC`), so the kernel walks its
+/// established-socket hash table once instead of once per family, and the walk is most of a
+/// dump's cost. If the kernel refuses that request and then takes the per-family ones, the
+/// per-family ones are used from then on.
 pub(super) fn dump_filtered(filter: &[u8]) -> Result<Table, NetlinkError> {
+    if COMPAT_REFUSED.load(Ordering::Relaxed) {
+        return dump_requests(&[
+            dump_request(AF_INET, 1, filter),
+            dump_request(AF_INET6, 2, filter),
+        ]);
+    }
+    match dump_requests(&[compat_dump_request(filter)]) {
+        Err(NetlinkError::Os { what, cause }) => {
+            let table = dump_requests(&[
+                dump_request(AF_INET, 1, filter),
+                dump_request(AF_INET6, 2, filter),
+            ])?;
+            COMPAT_REFUSED.store(true, Ordering::Relaxed);
+            tracing::debug!(
+                error = %NetlinkError::Os { what, cause },
+                "the kernel refused a TCPDIAG_GETSOCK dump, dumping each family"
+            );
+            Ok(table)
+        }
+        other => other,
+    }
+}
+
+/// Set once the kernel refused a `TCPDIAG_GETSOCK` dump and took the per-family ones.
+static COMPAT_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Sends each dump request in turn and gathers their records.
+fn dump_requests(requests: &[Vec<u8>]) -> Result<Table, NetlinkError> {
     let socket = open_socket()?;
     let deadline = Instant::now() + NETLINK_DUMP_LIMIT;
     let mut buffer = vec![0u8; NETLINK_RECV_BUFFER];
     let mut table = Vec::new();
-    for (sequence, family) in [(1, AF_INET), (2, AF_INET6)] {
+    for request in requests {
         socket
-            .send(&dump_request(family, sequence, filter), 0)
+            .send(request, 0)
             .map_err(NetlinkError::os("send a dump request"))?;
         loop {
             if Instant::now() > deadline {
@@ -125,7 +160,9 @@ pub(super) fn dump_filtered(filter: &[u8]) -> Result<Table, NetlinkError> {
                 Ok(Dump::Done) => break,
                 // No AF_INET6 handler: the kernel has no IPv6, like a missing /proc/net/tcp6.
                 Err(NetlinkError::Os { cause, .. })
-                    if family == AF_INET6 && cause.raw_os_error() == Some(libc::ENOENT) =>
+                    if requests.len() > 1
+                        && request_family(request) == Some(AF_INET6)
+                        && cause.raw_os_error() == Some(libc::ENOENT) =>
                 {
                     break;
                 }
@@ -134,6 +171,11 @@ pub(super) fn dump_filtered(filter: &[u8]) -> Result<Table, NetlinkError> {
         }
     }
     Ok(table)
+}
+
+/// The family byte of a `SOCK_DIAG_BY_FAMILY` request (the first byte of its payload).
+fn request_family(request: &[u8]) -> Option<u8> {
+    request.get(NETLINK_HEADER_LEN).copied()
 }
 
 /// A `NETLINK_SOCK_DIAG` socket connected to the kernel, each `recv` bounded by
@@ -173,20 +215,56 @@ fn dump_request(family: u8, sequence: u32, filter: &[u8]) -> Vec<u8> {
     message.finalize();
     let mut bytes = vec![0u8; message.buffer_len()];
     message.serialize(&mut bytes);
-    if !filter.is_empty() {
-        // A struct nlattr (u16 nla_len, u16 nla_type) and the program, after the
-        // inet_diag_req_v2 (`inet_diag_parse_attrs` in net/ipv4/inet_diag.c reads the attributes
-        // there). The program's length is a multiple of 4, so no padding follows.
-        let attribute_len = u16::try_from(NLA_HEADER_LEN + filter.len())
-            .expect("port_filter bounds the program's length");
-        bytes.extend_from_slice(&attribute_len.to_ne_bytes());
-        bytes.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-        bytes.extend_from_slice(filter);
-        let total = u32::try_from(bytes.len()).expect("a request of a few KiB");
-        NetlinkBuffer::new(&mut bytes[..]).set_length(total);
-    }
+    push_filter(&mut bytes, filter);
+    let total = u32::try_from(bytes.len()).expect("a request of a few KiB");
+    NetlinkBuffer::new(&mut bytes[..]).set_length(total);
     bytes
 }
+
+/// A `TCPDIAG_GETSOCK` dump request (`struct inet_diag_req`, linux/inet_diag.h) for the
+/// ESTABLISHED TCP sockets of both families, with `filter` as its `INET_DIAG_REQ_BYTECODE`
+/// attribute unless it is empty. Its records come back as `TCPDIAG_GETSOCK` messages holding
+/// the same `inet_diag_msg` as `SOCK_DIAG_BY_FAMILY` ones.
+fn compat_dump_request(filter: &[u8]) -> Vec<u8> {
+    // inet_diag_req: family, src_len, dst_len, ext (u8 each), inet_diag_sockid (48 bytes:
+    // ports, addresses, interface, cookie), states, dbs (u32 each). The family is ignored for
+    // a dump; the sockid is all zeroes (no address or port to match).
+    let mut bytes = vec![0u8; NETLINK_HEADER_LEN];
+    bytes.extend_from_slice(&[AF_INET, 0, 0, 0]);
+    bytes.extend_from_slice(&[0u8; 48]);
+    bytes.extend_from_slice(&(1u32 << TCP_ESTABLISHED).to_ne_bytes());
+    bytes.extend_from_slice(&0u32.to_ne_bytes());
+    push_filter(&mut bytes, filter);
+    let total = u32::try_from(bytes.len()).expect("a request of a few KiB");
+    let mut header = NetlinkBuffer::new(&mut bytes[..]);
+    header.set_length(total);
+    header.set_message_type(TCPDIAG_GETSOCK);
+    header.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
+    header.set_sequence_number(1);
+    bytes
+}
+
+/// Appends `filter` to a request as its `INET_DIAG_REQ_BYTECODE` attribute (none when empty):
+/// a `struct nlattr` (u16 nla_len, u16 nla_type) and the program, after the request's fixed
+/// part (`inet_diag_parse_attrs` in net/ipv4/inet_diag.c reads the attributes there). The
+/// program's length is a multiple of 4, so no padding follows. The netlink length is the
+/// caller's to set.
+fn push_filter(bytes: &mut Vec<u8>, filter: &[u8]) {
+    if filter.is_empty() {
+        return;
+    }
+    let attribute_len = u16::try_from(NLA_HEADER_LEN + filter.len())
+        .expect("port_filter bounds the program's length");
+    bytes.extend_from_slice(&attribute_len.to_ne_bytes());
+    bytes.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    bytes.extend_from_slice(filter);
+}
+
+/// `TCPDIAG_GETSOCK` in linux/inet_diag.h: the request (and record) type of the older,
+/// TCP-only interface.
+const TCPDIAG_GETSOCK: u16 = 18;
+/// The size of a `struct nlmsghdr`.
+const NETLINK_HEADER_LEN: usize = 16;
 
 /// `INET_DIAG_REQ_BYTECODE` in linux/inet_diag.h: the request attribute holding a filter.
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
@@ -215,7 +293,7 @@ fn parse_dump_datagram(mut datagram: &[u8], table: &mut Table) -> Result<Dump, N
             NetlinkBuffer::new_checked(datagram).map_err(|err| malformed("a message", &err))?;
         let payload = message.payload();
         match message.message_type() {
-            SOCK_DIAG_BY_FAMILY => {
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                 let header = InetResponseHeader::parse(payload)
                     .map_err(|err| malformed("an inet_diag record", &err))?;
                 table.extend(connection_of(&header));
@@ -572,5 +650,62 @@ mod tests {
         );
         assert_eq!(u16::from_ne_bytes([attribute[2], attribute[3]]), 1);
         assert_eq!(&attribute[4..], &filter[..]);
+    }
+
+    #[test]
+    fn a_compat_dump_request_asks_for_established_tcp_of_any_family_with_the_program() {
+        let filter = port_filter(&ports(&[6379, 26379]), PortMatch::Equal);
+        let bytes = compat_dump_request(&filter);
+        let message = NetlinkBuffer::new_checked(&bytes[..]).unwrap();
+        assert_eq!(message.length() as usize, bytes.len());
+        assert_eq!(message.message_type(), TCPDIAG_GETSOCK);
+        assert_eq!(message.flags(), NLM_F_REQUEST | NLM_F_DUMP);
+        // nlmsghdr, inet_diag_req (60 bytes), the attribute.
+        assert_eq!(bytes.len(), 16 + 60 + 4 + filter.len());
+        let states = &bytes[16 + 52..16 + 56];
+        assert_eq!(states, (1u32 << 1).to_ne_bytes());
+        let attribute = &bytes[76..];
+        assert_eq!(u16::from_ne_bytes([attribute[2], attribute[3]]), 1);
+        assert_eq!(&attribute[4..], &filter[..]);
+        assert_eq!(compat_dump_request(&[]).len(), 76);
+    }
+
+    #[test]
+    fn one_compat_dump_lists_both_families_as_the_per_family_dumps_do() {
+        use crate::sockets::testutil::Pair;
+        let pairs = [
+            Pair::connect("127.0.0.1:0", |p| addr(&format!("127.0.0.1:{p}"))),
+            Pair::connect("[::1]:0", |p| addr(&format!("[::1]:{p}"))),
+            Pair::connect("[::]:0", |p| addr(&format!("127.0.0.1:{p}"))),
+        ];
+        let listening: Vec<u16> = pairs
+            .iter()
+            .map(|p| p.server.local_addr().unwrap().port())
+            .collect();
+        let filter = port_filter(&ports(&listening), PortMatch::Range);
+        let sorted = |mut t: Table| {
+            t.sort_unstable();
+            t
+        };
+        let compat = sorted(
+            dump_requests(&[compat_dump_request(&filter)])
+                .expect("this kernel takes a TCPDIAG_GETSOCK dump"),
+        );
+        let per_family = sorted(
+            dump_requests(&[
+                dump_request(AF_INET, 1, &filter),
+                dump_request(AF_INET6, 2, &filter),
+            ])
+            .unwrap(),
+        );
+        assert_eq!(compat, per_family);
+        for pair in &pairs {
+            assert!(
+                compat.iter().any(|(c, _)| *c == pair.client_side()),
+                "{:?} not in {compat:?}",
+                pair.client_side()
+            );
+        }
+        assert!(!COMPAT_REFUSED.load(Ordering::Relaxed));
     }
 }
