@@ -424,9 +424,18 @@ fn redis_settings(auth: &Auth) -> RedisConnectionInfo {
     redis
 }
 
+/// TCP keepalive of every connection rolecall opens: a peer that vanished without a word (a
+/// host gone, a partition, a pod's address that no longer answers) is found within
+/// 5 + 3 × 2 = 11 s of silence, by the kernel, without a command. It is what keeps an idle
+/// event subscription honest between its rare `PING`s.
+const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(5))
+    .with_interval(Duration::from_secs(2))
+    .with_retries(3);
+
 /// Opens the byte stream to `addr` at `ip`: TCP (`TCP_NODELAY`: rolecall sends a few small
 /// commands at once; with Nagle's algorithm each later one would wait for the peer's delayed
-/// ACK), and with `tls` the TLS handshake, verifying `verify` (the name dialled, or the one a
+/// ACK; and [`KEEPALIVE`]), and with `tls` the TLS handshake, verifying `verify` (the name dialled, or the one a
 /// configured name resolved from) or the configured override. Not bounded in time: callers
 /// put it under their timeout.
 async fn open_stream(
@@ -440,6 +449,7 @@ async fn open_stream(
         .await
         .map_err(|e| ServerError::new(ErrorClass::Connect, format!("{addr}: {e}")))?;
     let _ = sock.set_nodelay(true);
+    let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&KEEPALIVE);
     let inner: Box<dyn Transport> = match tls {
         None => Box::new(sock),
         Some(tls) => {

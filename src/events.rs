@@ -43,7 +43,10 @@ pub const CHANNELS: &[&str] = &[
     "-tilt",
 ];
 
-const PING_EVERY: Duration = Duration::from_secs(5);
+/// A `PING` on an idle subscription this often finds a sentinel that keeps the connection but
+/// stopped answering; a peer that vanished is found sooner by TCP keepalive (`conn`). Rare, so
+/// that a check in steady state costs each sentinel one command.
+const PING_EVERY: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 

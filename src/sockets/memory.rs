@@ -192,6 +192,29 @@ fn still_holds(link: &PathBuf, inode: u64) -> bool {
         == Some(inode)
 }
 
+/// The node's known connections to `ports`, if exact lookups confirm them all and they may stand
+/// in for a listing (see [`FdMemory`]); `Ok(None)` when the sockets must be listed. Costs a few
+/// system calls (the selector's pids, a `readlink` and a lookup per connection), so the daemon
+/// calls it in place, and [`discover_remembering`] when it gives `None`.
+pub fn confirm_known(
+    selector: &NodeSelector,
+    ports: &BTreeSet<u16>,
+    memory: &mut FdMemory,
+) -> Result<Option<NodeSockets>, DiscoverError> {
+    let pids = match node_pids(selector)? {
+        Some((pids, _)) => pids,
+        None => Vec::new(),
+    };
+    let Some(connections) = memory.confirm(&pids, ports, Instant::now()) else {
+        return Ok(None);
+    };
+    memory.confirmed += 1;
+    Ok(Some(NodeSockets {
+        pids,
+        connections: sorted(connections),
+    }))
+}
+
 /// The daemon's discovery: the node's connections to `ports`, reading the node's fds only when
 /// `memory` cannot account for the candidate sockets, and, when `listing` allows, confirming the
 /// known connections by exact lookups instead of listing the namespace's sockets (see
@@ -202,17 +225,13 @@ pub fn discover_remembering(
     memory: &mut FdMemory,
     listing: Listing,
 ) -> Result<NodeSockets, DiscoverError> {
+    if listing == Listing::KnownMayDo
+        && let Some(sockets) = confirm_known(selector, ports, memory)?
+    {
+        return Ok(sockets);
+    }
     let now = Instant::now();
     let Some((pids, missing)) = node_pids(selector)? else {
-        if listing == Listing::KnownMayDo
-            && let Some(connections) = memory.confirm(&[], ports, now)
-        {
-            memory.confirmed += 1;
-            return Ok(NodeSockets {
-                pids: Vec::new(),
-                connections: sorted(connections),
-            });
-        }
         let (table, method) = namespace_table(Method::Auto, ports)?;
         let connections = sorted(table.iter().map(|(c, _)| *c).collect());
         memory.listed(&[], ports, table, method);
@@ -221,15 +240,6 @@ pub fn discover_remembering(
             connections,
         });
     };
-    if listing == Listing::KnownMayDo
-        && let Some(connections) = memory.confirm(&pids, ports, now)
-    {
-        memory.confirmed += 1;
-        return Ok(NodeSockets {
-            pids,
-            connections: sorted(connections),
-        });
-    }
     let mut table = None;
     for &pid in &pids {
         table = namespace_table_of(pid, Method::Auto, ports)?;
