@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds rolecall's Debian package with cargo-deb (metadata: Cargo.toml's
+# [package.metadata.deb]) and prints its path.
+#
+#   bash packaging/build-deb.sh [--profile PROFILE] [cargo-deb options, e.g. --output DIR]
+#
+# The profile is `release` unless told (the test suite uses `dev`, the build it has already
+# made). Steps: build the binary, let it write its man pages and shell completions from its own
+# command line (`rolecall generate`) into the build's output directory, where the metadata's
+# `target/release/package/...` assets point, then package without building again.
+# Needs cargo-deb (`cargo install cargo-deb --locked`) and dpkg-dev (dpkg-shlibdeps, for
+# the package's library dependencies).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=release
+if [ "${1:-}" = "--profile" ]; then
+  profile=${2:?--profile needs a name}
+  shift 2
+fi
+command -v cargo-deb >/dev/null 2>&1 \
+  || { echo "cargo-deb not found: cargo install cargo-deb --locked" >&2; exit 1; }
+command -v dpkg-shlibdeps >/dev/null 2>&1 \
+  || { echo "dpkg-shlibdeps not found: apt-get install dpkg-dev" >&2; exit 1; }
+
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+case "$profile" in
+  dev | debug) out="$target_dir/debug" ;;
+  *) out="$target_dir/$profile" ;;
+esac
+
+cargo build --quiet --locked --profile "$profile" --bin rolecall
+rm -rf "$out/package"
+"$out/rolecall" generate man --out "$out/package/man"
+# Debian's man pages are gzipped (Policy 12.1); cargo-deb compresses only files it did not
+# find in the build's output directory.
+gzip -9n "$out/package/man/"*.1
+"$out/rolecall" generate completions --out "$out/package/completions"
+cargo deb --no-build --locked --profile "$profile" "$@"
