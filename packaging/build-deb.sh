@@ -2,10 +2,11 @@
 # Builds rolecall's Debian package with cargo-deb (metadata: Cargo.toml's
 # [package.metadata.deb]) and prints its path.
 #
-#   bash packaging/build-deb.sh [--profile PROFILE] [cargo-deb options, e.g. --output DIR]
+#   bash packaging/build-deb.sh [--profile PROFILE] [--no-build] [cargo-deb options, e.g. --output DIR]
 #
-# The profile is `release` unless told (the test suite uses `dev`, the build it has already
-# made). Steps: build the binary, let it write its man pages and shell completions from its own
+# The profile is `release` unless told (the test suite packages the `dev` build it has already
+# made, with --no-build: cargo-deb calls that profile unsupported, so tests/run.sh pins the
+# cargo-deb version it installs). Steps: build the binary, let it write its man pages and shell completions from its own
 # command line (`rolecall generate`) into the build's output directory, where the metadata's
 # `target/release/package/...` assets point, then package without building again.
 # Needs cargo-deb (`cargo install cargo-deb --locked`) and dpkg-dev (dpkg-shlibdeps, for
@@ -14,10 +15,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=release
-if [ "${1:-}" = "--profile" ]; then
-  profile=${2:?--profile needs a name}
-  shift 2
-fi
+build=yes
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) profile=${2:?--profile needs a name}; shift 2 ;;
+    --no-build) build=no; shift ;;
+    *) break ;;
+  esac
+done
 command -v cargo-deb >/dev/null 2>&1 \
   || { echo "cargo-deb not found: cargo install cargo-deb --locked" >&2; exit 1; }
 command -v dpkg-shlibdeps >/dev/null 2>&1 \
@@ -30,7 +35,9 @@ case "$profile" in
   *) out="$target_dir/$profile" ;;
 esac
 
-cargo build --quiet --locked --profile "$profile" --bin rolecall
+if [ "$build" = yes ]; then
+  cargo build --quiet --locked --profile "$profile" --bin rolecall
+fi
 rm -rf "$out/package"
 "$out/rolecall" generate man --out "$out/package/man"
 # Debian's man pages are gzipped (Policy 12.1); cargo-deb compresses only files it did not
