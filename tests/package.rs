@@ -75,7 +75,11 @@ fn require_tools() {
         missing.join(", ")
     );
     let uid = run(Command::new("id").arg("-u"), "id is part of coreutils");
-    assert_eq!(uid.trim(), "0", "the package test installs a package: run it as root");
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "the package test installs a package: run it as root"
+    );
 }
 
 /// Whether dpkg knows the package `rolecall` in any state but "not installed".
@@ -89,7 +93,6 @@ fn installed() -> bool {
 
 /// Undoes what the test did to the machine, whatever step failed: stops the container,
 /// unmounts the overlay, purges the package.
-#[derive(Default)]
 struct Cleanup {
     container: Option<Child>,
     overlay: Option<PathBuf>,
@@ -168,20 +171,29 @@ fn check_contents(deb: &Path) {
         .map(|p| p.trim_start_matches('.'))
         .collect();
     for want in FILES {
-        assert!(files.contains(want), "{want} not in the package:\n{listing}");
+        assert!(
+            files.contains(want),
+            "{want} not in the package:\n{listing}"
+        );
     }
     assert!(
         listing.contains("-rwxr-xr-x root/root") || listing.contains("-rwxr-xr-x 0/0"),
         "{listing}"
     );
     let info = run(
-        Command::new("dpkg-deb").args(["-f"]).arg(deb).arg("Package"),
+        Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(deb)
+            .arg("Package"),
         "dpkg-deb",
     );
     assert_eq!(info.trim(), "rolecall");
     let control = tempfile::tempdir().unwrap();
     run(
-        Command::new("dpkg-deb").arg("-e").arg(deb).arg(control.path()),
+        Command::new("dpkg-deb")
+            .arg("-e")
+            .arg(deb)
+            .arg(control.path()),
         "dpkg-deb",
     );
     let conffiles = std::fs::read_to_string(control.path().join("conffiles")).unwrap();
@@ -213,8 +225,18 @@ fn check_lintian(deb: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E:")).collect();
-    assert!(errors.is_empty() && out.status.success(), "lintian:\n{text}");
-    eprintln!("lintian: {}", if text.trim().is_empty() { "clean" } else { &text });
+    assert!(
+        errors.is_empty() && out.status.success(),
+        "lintian:\n{text}"
+    );
+    eprintln!(
+        "lintian: {}",
+        if text.trim().is_empty() {
+            "clean"
+        } else {
+            &text
+        }
+    );
 }
 
 /// The installed unit: enabled, verified, and as hardened as the repository's.
@@ -223,7 +245,11 @@ fn check_installed_unit() {
         assert!(Path::new(file).exists(), "{file} not installed");
     }
     let wants = Path::new("/etc/systemd/system/multi-user.target.wants/rolecall.service");
-    assert!(wants.is_symlink(), "the unit is not enabled: no {}", wants.display());
+    assert!(
+        wants.is_symlink(),
+        "the unit is not enabled: no {}",
+        wants.display()
+    );
     let unit = "/usr/lib/systemd/system/rolecall.service";
     run(
         Command::new("systemd-analyze").args(["verify", unit]),
@@ -368,7 +394,15 @@ fn boot_probe(work: &Path, cleanup: &mut Cleanup) -> std::collections::HashMap<S
          {boot_log}\nprobe:\n{probe_log}"
     );
     let mut answers = std::collections::HashMap::new();
-    for name in ["enabled", "unconfigured", "started", "livez", "status", "stopped", "done"] {
+    for name in [
+        "enabled",
+        "unconfigured",
+        "started",
+        "livez",
+        "status",
+        "stopped",
+        "done",
+    ] {
         let text = std::fs::read_to_string(probe.join(name)).unwrap_or_else(|e| {
             panic!("the probe wrote no {name} ({e}):\n{probe_log}\n{boot_log}")
         });
@@ -385,7 +419,8 @@ fn check_probe(a: &std::collections::HashMap<String, String>) {
     assert_eq!(a["enabled"].trim(), "enabled");
     let unconfigured = &a["unconfigured"];
     assert!(
-        unconfigured.contains("ConditionResult=no") && unconfigured.contains("ActiveState=inactive"),
+        unconfigured.contains("ConditionResult=no")
+            && unconfigured.contains("ActiveState=inactive"),
         "without /etc/rolecall/rolecall.toml the unit must not start: {unconfigured}"
     );
     let started = &a["started"];
@@ -398,10 +433,14 @@ fn check_probe(a: &std::collections::HashMap<String, String>) {
     let status = &a["status"];
     assert!(status.contains("Active: active (running)"), "{status}");
     assert!(
-        status.contains("ExecStartPre=/usr/bin/rolecall config check") && status.contains("status=0/SUCCESS"),
+        status.contains("ExecStartPre=/usr/bin/rolecall config check")
+            && status.contains("status=0/SUCCESS"),
         "{status}"
     );
-    assert!(status.contains("Status: \""), "no STATUS= from rolecall: {status}");
+    assert!(
+        status.contains("Status: \""),
+        "no STATUS= from rolecall: {status}"
+    );
     let stopped = &a["stopped"];
     assert!(
         stopped.contains("ActiveState=inactive") && stopped.contains("Result=success"),
@@ -459,8 +498,9 @@ fn the_debian_package_installs_runs_under_systemd_and_purges_without_a_trace() {
     check_lintian(&deb);
 
     let mut cleanup = Cleanup {
+        container: None,
+        overlay: None,
         installed: true,
-        ..Cleanup::default()
     };
     run(Command::new("dpkg").arg("-i").arg(&deb), "dpkg");
     check_installed_unit();
