@@ -6,9 +6,10 @@
 #
 # The profile is `release` unless told (the test suite packages the `dev` build it has already
 # made, with --no-build: cargo-deb calls that profile unsupported, so tests/run.sh pins the
-# cargo-deb version it installs). Steps: build the binary, let it write its man pages and shell completions from its own
-# command line (`rolecall generate`) into the build's output directory, where the metadata's
-# `target/release/package/...` assets point, then package without building again.
+# cargo-deb version it installs). Steps: build the binary (unless --no-build), let it write its
+# man pages and shell completions from its own command line (`rolecall generate`) into the
+# build's output directory, where the metadata's `target/release/package/...` assets point,
+# then package without building again.
 # Needs cargo-deb (`cargo install cargo-deb --locked`) and dpkg-dev (dpkg-shlibdeps, for
 # the package's library dependencies).
 set -euo pipefail
