@@ -1,7 +1,7 @@
 //! The Debian package (README "Install from the Debian package"), end to end on this machine:
 //!
 //! 1. built by `packaging/build-deb.sh` from the binary this test run built (the `dev` profile,
-//!    `--no-build`: no second build of the crate);
+//!    `--no-build`: no second build of the crate; `--fast` compression);
 //! 2. its contents: the binary, the unit, the conffile, man pages, completions, the copyright
 //!    file, the changelog and the examples;
 //! 3. lintian finds no error;
@@ -10,8 +10,10 @@
 //!    for the repository's copy;
 //! 5. under a real systemd: `systemd-nspawn --boot` boots this machine's own tree (through an
 //!    overlay, so whatever the container writes stays in a temporary directory) into a probe
-//!    unit that checks the unit is inert without `/etc/rolecall/rolecall.toml`, writes one,
-//!    starts the unit, asks `/livez`, reads `systemctl status`, stops it, and powers off;
+//!    unit that checks the unit is inert without `/etc/rolecall/rolecall.toml`, writes one and
+//!    sets `ROLECALL_LOG_FORMAT=json` in `/etc/default/rolecall`, starts the unit, asks
+//!    `/livez`, reads `systemctl status` (JSON log lines: the environment file was read), stops
+//!    it, and powers off;
 //! 6. `dpkg --purge` leaves nothing behind, not even the state directory systemd makes at run
 //!    time.
 //!
@@ -142,7 +144,8 @@ fn build(out: &Path) -> PathBuf {
     let stdout = run(
         Command::new("bash")
             .arg(Path::new(CRATE).join("packaging/build-deb.sh"))
-            .args(["--profile", "dev", "--no-build", "--output"])
+            // --fast: cargo-deb's quicker compression (seconds less, a larger file).
+            .args(["--profile", "dev", "--no-build", "--fast", "--output"])
             .arg(out)
             .env("CARGO_TARGET_DIR", target_dir()),
         "bash is needed",
@@ -176,9 +179,10 @@ fn check_contents(deb: &Path) {
             "{want} not in the package:\n{listing}"
         );
     }
+    let binary = listing.lines().find(|l| l.ends_with(" ./usr/bin/rolecall"));
     assert!(
-        listing.contains("-rwxr-xr-x root/root") || listing.contains("-rwxr-xr-x 0/0"),
-        "{listing}"
+        binary.is_some_and(|l| l.starts_with("-rwxr-xr-x 0/0")),
+        "/usr/bin/rolecall is not an executable owned by root: {binary:?}"
     );
     let info = run(
         Command::new("dpkg-deb")
@@ -279,6 +283,7 @@ systemctl start rolecall.service
 systemctl show -p ActiveState -p ConditionResult rolecall.service > /probe/unconfigured
 mkdir -p /etc/rolecall
 cp /probe/rolecall.toml /etc/rolecall/rolecall.toml
+echo ROLECALL_LOG_FORMAT=json >> /etc/default/rolecall
 systemctl start rolecall.service
 systemctl show -p ActiveState -p SubState -p StatusText rolecall.service > /probe/started
 curl -sS --max-time 5 http://127.0.0.1:7071/livez > /probe/livez
@@ -321,7 +326,9 @@ listen = "127.0.0.1:7071"
 ///
 /// The tree is `/` seen through an overlay whose upper layer is a temporary directory: the
 /// container sees the package `dpkg -i` installed here, and whatever it writes (its
-/// configuration, journal, state) never reaches this machine. `--register=no --keep-unit`:
+/// configuration, journal, state) never reaches this machine; `redirect_dir=on` lets systemd
+/// move a `/var/lib/rolecall` directory it finds into `/var/lib/private` (`DynamicUser=`), a
+/// rename of a lower directory that overlayfs refuses without it. `--register=no --keep-unit`:
 /// no machined and no transient scope, so no system bus is needed (on this machine PID 1 is
 /// not systemd); `--link-journal=no`: the container has this machine's machine-id;
 /// `--private-network`: its rolecall listens on a loopback of its own.
@@ -339,7 +346,7 @@ fn boot_probe(work: &Path, cleanup: &mut Cleanup) -> std::collections::HashMap<S
         Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o"])
             .arg(format!(
-                "lowerdir=/,upperdir={},workdir={}",
+                "lowerdir=/,upperdir={},workdir={},redirect_dir=on",
                 upper.display(),
                 scratch.display()
             ))
@@ -441,6 +448,11 @@ fn check_probe(a: &std::collections::HashMap<String, String>) {
         status.contains("Status: \""),
         "no STATUS= from rolecall: {status}"
     );
+    // /etc/default/rolecall reaches rolecall: the probe set ROLECALL_LOG_FORMAT=json there.
+    assert!(
+        status.contains(r#""message":"rolecall started""#),
+        "no JSON log line, so /etc/default/rolecall was not read: {status}"
+    );
     let stopped = &a["stopped"];
     assert!(
         stopped.contains("ActiveState=inactive") && stopped.contains("Result=success"),
@@ -448,32 +460,52 @@ fn check_probe(a: &std::collections::HashMap<String, String>) {
     );
 }
 
-/// The paths the package or its unit may create besides its files.
-const LEFTOVERS: &[&str] = &[
+/// What installing the package makes besides its files: the unit's enablement.
+const ENABLEMENT: &[&str] = &[
     "/etc/systemd/system/multi-user.target.wants/rolecall.service",
     "/var/lib/systemd/deb-systemd-helper-enabled/rolecall.service.dsh-also",
     "/var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/rolecall.service",
-    "/var/lib/private/rolecall",
-    "/var/lib/rolecall",
-    "/run/rolecall",
     "/usr/share/doc/rolecall",
 ];
 
+/// What systemd makes for the unit at run time (`StateDirectory=` under `DynamicUser=`, and
+/// `RuntimeDirectory=` kept across restarts), which a purge removes too.
+const STATE: &[&str] = &[
+    "/var/lib/private/rolecall",
+    "/var/lib/rolecall",
+    "/run/rolecall",
+];
+
+fn exists(path: &str) -> bool {
+    Path::new(path).exists() || Path::new(path).is_symlink()
+}
+
 /// `dpkg --purge` removes the package, its conffile, the unit's enablement and the state
-/// systemd made for it at run time (made here as systemd would: DynamicUser's
-/// /var/lib/private/rolecall and the /var/lib/rolecall link to it).
+/// systemd made for it at run time, made here as systemd would: DynamicUser's
+/// /var/lib/private/rolecall and the /var/lib/rolecall link to it. (A /var/lib/rolecall that
+/// is already a directory, the default `state_dir` of a rolecall run as root outside systemd,
+/// is rolecall's state too, and goes as well.)
 fn purge_and_check(cleanup: &mut Cleanup) {
+    let private_existed = exists("/var/lib/private");
     std::fs::create_dir_all("/var/lib/private/rolecall").unwrap();
     std::fs::write("/var/lib/private/rolecall/agent-probe.state", "drain\n").unwrap();
-    std::os::unix::fs::symlink("private/rolecall", "/var/lib/rolecall").unwrap();
+    if !exists("/var/lib/rolecall") {
+        std::os::unix::fs::symlink("private/rolecall", "/var/lib/rolecall").unwrap();
+    }
+    std::fs::create_dir_all("/run/rolecall").unwrap();
     run(Command::new("dpkg").args(["--purge", "rolecall"]), "dpkg");
     cleanup.installed = false;
+    if !private_existed {
+        // Made by this test, not by the package: an empty directory the purge leaves.
+        let _ = std::fs::remove_dir("/var/lib/private");
+    }
     assert!(!installed(), "dpkg still knows rolecall after --purge");
     let left: Vec<&str> = FILES
         .iter()
-        .chain(LEFTOVERS)
+        .chain(ENABLEMENT)
+        .chain(STATE)
         .copied()
-        .filter(|p| Path::new(p).exists() || Path::new(p).is_symlink())
+        .filter(|p| exists(p))
         .collect();
     assert!(left.is_empty(), "left behind by dpkg --purge: {left:?}");
 }
@@ -486,9 +518,9 @@ fn the_debian_package_installs_runs_under_systemd_and_purges_without_a_trace() {
         "the rolecall package is installed on this machine; this test installs and purges it: \
          `dpkg --purge rolecall` first"
     );
-    for path in LEFTOVERS.iter().chain(FILES) {
+    for path in ENABLEMENT.iter().chain(FILES) {
         assert!(
-            !Path::new(path).exists() && !Path::new(path).is_symlink(),
+            !exists(path),
             "{path} exists before the package is installed: remove it first"
         );
     }

@@ -81,8 +81,8 @@ if [ -z "${PROMTOOL_BIN:-}" ] && ! command -v promtool >/dev/null 2>&1; then
 fi
 # tests/package.rs builds the Debian package (cargo-deb; dpkg-shlibdeps from dpkg-dev), lints it
 # (lintian), installs it and boots this machine's tree under systemd-nspawn (systemd-container)
-# to start the unit; man-db lets systemd-analyze verify the unit's Documentation=. About a
-# minute on a clean machine (apt-get and compiling cargo-deb), then ~25 s per run.
+# to start the unit; man-db lets systemd-analyze verify the unit's Documentation=. On a clean
+# 2-core machine: ~35 s for apt-get and ~90 s to compile cargo-deb, once; then ~10 s per run.
 pkg_missing=()
 for b in lintian:lintian systemd-nspawn:systemd-container dpkg-shlibdeps:dpkg-dev man:man-db; do
   command -v "${b%%:*}" >/dev/null 2>&1 || pkg_missing+=("${b#*:}")
