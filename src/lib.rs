@@ -39,7 +39,8 @@
 //! 4. `verdict`: the pure decision and its rise/fall/grace/hold policy.
 //! 5. [`config`]: the TOML file, raw and validated; every section's types and defaults, and the
 //!    words HAProxy's agent check understands.
-//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it;
+//! 6. [`snapshot`]: the one published state, plain data, and the history of its verdict
+//!    changes. `metrics` and `systemd` read it;
 //!    `metrics` also counts what later modules hand it as plain values (Sentinel events, HAProxy
 //!    pushes), and serves OpenMetrics or the Prometheus text format as the scrape asks.
 //! 7. `events`: Sentinel event subscriptions, and the trigger that asks for a check at once.
@@ -50,8 +51,10 @@
 //!    snapshot; it calls the repairs with the facts of each check.
 //! 9. Outputs. `maintenance`: the operator's switch (a flag file, or `POST` and `DELETE` on
 //!    `/maintenance`). `agent`: HAProxy's agent check, and what rolecall holds in HAProxy.
-//!    `haproxy`: the optional push of each change to HAProxy's runtime API. `http`:
-//!    `/livez`, `/readyz`, `/status`, `/metrics`, `/maintenance`.
+//!    `haproxy`: the optional push of each change to HAProxy's runtime API. [`console`]: what
+//!    a person reads (the page at `/`, and the `rolecall status` and `rolecall maint`
+//!    commands, made of the `/status` document). `http`: `/`, `/livez`, `/readyz`, `/status`,
+//!    `/metrics`, `/maintenance`.
 //!
 //! [`run`] wires them together with bound listeners and one cancellation token.
 
@@ -61,6 +64,7 @@ pub(crate) mod agent;
 pub(crate) mod check;
 pub mod config;
 pub(crate) mod conn;
+pub mod console;
 pub(crate) mod events;
 pub(crate) mod fleet;
 pub(crate) mod haproxy;
@@ -175,11 +179,14 @@ pub async fn run(
         ));
     }
     if let Some(l) = listeners.http {
+        let history = Arc::new(snapshot::History::default());
+        tasks.spawn(keep_history(rx.clone(), history.clone(), shutdown.clone()));
         tasks.spawn(http::serve(
             l,
             rx.clone(),
             metrics,
             maintenance,
+            history,
             shutdown.clone(),
         ));
     }
@@ -187,6 +194,25 @@ pub async fn run(
     shutdown.cancelled().await;
     systemd::stopping();
     drain(tasks).await;
+}
+
+/// Records every published snapshot in `history` (which keeps its changes of verdict) until
+/// `shutdown`. It wakes on each snapshot sent; a watch channel keeps only the latest, so a
+/// snapshot is skipped only if the next is sent before this task runs at all (checks are at
+/// least 2 ms apart, and this task does next to nothing).
+async fn keep_history(
+    mut rx: watch::Receiver<Arc<snapshot::Snapshot>>,
+    history: Arc<snapshot::History>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let s = rx.borrow_and_update().clone();
+        history.record(&s, std::time::SystemTime::now());
+    }
 }
 
 /// Waits, at most [`SHUTDOWN_DRAIN`], for the tasks to finish after `shutdown`.
