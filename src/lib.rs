@@ -179,14 +179,11 @@ pub async fn run(
         ));
     }
     if let Some(l) = listeners.http {
-        let history = Arc::new(snapshot::History::default());
-        tasks.spawn(keep_history(rx.clone(), history.clone(), shutdown.clone()));
         tasks.spawn(http::serve(
             l,
             rx.clone(),
             metrics,
             maintenance,
-            history,
             shutdown.clone(),
         ));
     }
@@ -194,25 +191,6 @@ pub async fn run(
     shutdown.cancelled().await;
     systemd::stopping();
     drain(tasks).await;
-}
-
-/// Records every published snapshot in `history` (which keeps its changes of verdict) until
-/// `shutdown`. It wakes on each snapshot sent; a watch channel keeps only the latest, so a
-/// snapshot is skipped only if the next is sent before this task runs at all (checks are at
-/// least 2 ms apart, and this task does next to nothing).
-async fn keep_history(
-    mut rx: watch::Receiver<Arc<snapshot::Snapshot>>,
-    history: Arc<snapshot::History>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-        }
-        let s = rx.borrow_and_update().clone();
-        history.record(&s, std::time::SystemTime::now());
-    }
 }
 
 /// Waits, at most [`SHUTDOWN_DRAIN`], for the tasks to finish after `shutdown`.

@@ -103,11 +103,10 @@ struct StatusArgs {
         short,
         value_name = "FILE",
         env = "ROLECALL_CONFIG",
-        default_value = "/etc/rolecall/rolecall.toml",
-        conflicts_with = "url"
+        default_value = "/etc/rolecall/rolecall.toml"
     )]
     config: PathBuf,
-    /// Ask the daemon at this URL instead (`http://127.0.0.1:7071`, or its /status URL).
+    /// Ask the daemon at this URL instead of the file's listener (`http://127.0.0.1:7071`, or its /status URL).
     #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// Print the /status document itself (JSON); with --watch, one document per line.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{DemoNode, Rolecall, RolecallConfig, Topology, free_port, run_rolecall};
+use support::{DemoNode, Rolecall, RolecallConfig, Topology, free_port, poll_for, run_rolecall};
 
 /// From start to a confirmed verdict: a few checks of 250 ms; generous for a loaded machine.
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -196,11 +196,27 @@ fn assert_healthy(r: &Rolecall, master: SocketAddr) {
     );
 }
 
+/// A look that shows the node's connection on `old`: the pinned node redials after every
+/// READONLY, so a look may fall between its connections; looks again until one does.
+fn look_on<T>(what: &str, old: SocketAddr, mut look: impl FnMut() -> (bool, T, String)) -> T {
+    let mut last = String::new();
+    let seen = poll_for(VERDICT_TIMEOUT, || {
+        let (on_old, value, shown) = look();
+        last = shown;
+        on_old.then_some(value)
+    });
+    seen.unwrap_or_else(|| panic!("{what} never showed the node's connection on {old}:\n{last}"))
+}
+
 /// The node line, the group row, the JSON and the page of the node stuck on `old`.
 fn assert_stuck(r: &Rolecall, old: SocketAddr, new: SocketAddr) {
-    let out = status_command(r, &["--url", &format!("http://{}", r.http_addr())]);
-    assert_eq!(out.status.code(), Some(2), "CRITICAL\n{}", show(&out));
-    let text = stdout(&out);
+    let url = format!("http://{}", r.http_addr());
+    let text = look_on("rolecall status", old, || {
+        let out = status_command(r, &["--url", &url]);
+        assert_eq!(out.status.code(), Some(2), "CRITICAL\n{}", show(&out));
+        let text = stdout(&out);
+        (text.contains(&format!("{old} replica")), text.clone(), text)
+    });
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[0].starts_with("node pinned: OUT stuck_on_replica since "),
@@ -232,7 +248,11 @@ fn assert_stuck(r: &Rolecall, old: SocketAddr, new: SocketAddr) {
         "{text}"
     );
 
-    let dom = browser_dom(&format!("http://{}/", r.http_addr()));
+    let replica_cell = format!("<td>{old}</td><td class=\"role-replica\">replica</td>");
+    let dom = look_on("the page", old, || {
+        let dom = browser_dom(&format!("{url}/"));
+        (dom.contains(&replica_cell), dom.clone(), dom)
+    });
     assert_eq!(element_text(&dom, "rotation"), "OUT", "{dom}");
     assert_eq!(element_text(&dom, "verdict"), "stuck_on_replica", "{dom}");
     assert!(
@@ -241,10 +261,7 @@ fn assert_stuck(r: &Rolecall, old: SocketAddr, new: SocketAddr) {
     );
     assert!(dom.contains("<header id=\"node\" class=\"out\">"), "{dom}");
     assert!(
-        dom.contains("<tr class=\"connection bad\">")
-            && dom.contains(&format!(
-                "<td>{old}</td><td class=\"role-replica\">replica</td>"
-            )),
+        dom.contains("<tr class=\"connection bad\"><td>"),
         "the node's connection on the replica is marked: {dom}"
     );
     assert!(
@@ -362,6 +379,13 @@ fn a_daemon_that_cannot_be_reached_is_unknown_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert!(out.stdout.is_empty(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach rolecall"));
+    // --url is asked instead of the file, even one named in the environment.
+    let out = support::run_rolecall_env(
+        &["status", "--url", &format!("http://127.0.0.1:{port}")],
+        &[("ROLECALL_CONFIG", "/nonexistent/rolecall.toml")],
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     // A URL rolecall does not serve, and a config without [http], are refused before asking.
     let out = run_rolecall(&["status", "--url", "https://127.0.0.1:1"], COMMAND_TIMEOUT);
     assert_eq!(out.status.code(), Some(64), "{}", show(&out));

