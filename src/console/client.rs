@@ -120,13 +120,17 @@ impl Endpoint {
         Ok(Endpoint::listen(addr))
     }
 
-    pub(super) fn url(&self, path: &str) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
+    /// `HOST:PORT`, an IPv6 address in brackets: the `Host` header and the URL's authority.
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
         } else {
-            self.host.clone()
-        };
-        format!("http://{host}:{}{}{path}", self.port, self.base)
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub(super) fn url(&self, path: &str) -> String {
+        format!("http://{}{}{path}", self.authority(), self.base)
     }
 }
 
@@ -150,8 +154,10 @@ pub(super) async fn request(
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", ep.base))
-            .header(hyper::header::HOST, format!("{}:{}", ep.host, ep.port))
-            .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            .header(hyper::header::HOST, ep.authority());
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+        }
         if let Some(token) = token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -260,4 +266,67 @@ pub async fn status(o: StatusOptions) -> u8 {
         let _ = out.flush();
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(host: &str, port: u16, base: &str) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+            base: base.into(),
+        }
+    }
+
+    #[test]
+    fn a_url_names_the_listener_and_an_optional_prefix() {
+        let cases = [
+            ("http://127.0.0.1:7071", ep("127.0.0.1", 7071, "")),
+            ("http://127.0.0.1:7071/", ep("127.0.0.1", 7071, "")),
+            ("http://127.0.0.1:7071/status", ep("127.0.0.1", 7071, "")),
+            (
+                "http://node-1.example/rolecall/",
+                ep("node-1.example", 80, "/rolecall"),
+            ),
+            (
+                "http://[::1]:7071/rolecall/status",
+                ep("::1", 7071, "/rolecall"),
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(Endpoint::from_url(url).unwrap(), want, "{url}");
+        }
+        assert_eq!(
+            ep("::1", 7071, "/rolecall").url("/status"),
+            "http://[::1]:7071/rolecall/status"
+        );
+        for bad in ["https://127.0.0.1:7071", "127.0.0.1:7071", "http://"] {
+            assert!(Endpoint::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_config_gives_its_http_listener_reached_on_loopback_when_unspecified() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rolecall.toml");
+        for (listen, want) in [
+            ("0.0.0.0:7071", ep("127.0.0.1", 7071, "")),
+            ("[::]:7071", ep("::1", 7071, "")),
+            ("10.0.0.5:9000", ep("10.0.0.5", 9000, "")),
+        ] {
+            std::fs::write(
+                &file,
+                format!("[node]\nname = \"n\"\n[http]\nlisten = \"{listen}\"\n"),
+            )
+            .unwrap();
+            assert_eq!(Endpoint::from_config(&file).unwrap(), want, "{listen}");
+        }
+        std::fs::write(&file, "[node]\nname = \"n\"\n").unwrap();
+        let e = Endpoint::from_config(&file).unwrap_err();
+        assert!(e.contains("no [http] listen"), "{e}");
+        let e = Endpoint::from_config(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(e.starts_with("cannot read "), "{e}");
+    }
 }
