@@ -2,7 +2,9 @@
 //! binds the listeners and hands them to the library.
 //!
 //! Exit codes: 0 clean stop; 64 bad configuration or command line (before anything is bound);
-//! 1 runtime initialisation error. `rolecall check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+//! 1 runtime initialisation error. `rolecall check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN;
+//! `rolecall status` the same for the running daemon's verdict (3 when it cannot be reached);
+//! `rolecall maint`: 0 done, 1 failed, 3 the daemon did not answer (`maint status`).
 //!
 //! Signals of `rolecall run`: SIGTERM and SIGINT stop it; SIGHUP reads the configuration file
 //! again and applies what may change while it runs (`config::reload`), or, when the file does

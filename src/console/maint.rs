@@ -92,7 +92,11 @@ async fn on(sw: &Switches, reason: Option<String>) -> u8 {
                 return 1;
             }
         },
-        _ => unreachable!("maint() refuses a configuration without a switch"),
+        // A token without [http] does not validate; said rather than assumed.
+        _ => {
+            eprintln!("rolecall: no flag file, and no [http] listener for POST /maintenance");
+            return EX_USAGE;
+        }
     };
     settle(sw, true, &done).await
 }
