@@ -2,11 +2,12 @@
 //!
 //! | path | answer |
 //! |---|---|
+//! | `/` | a page for a person (`console::page`): the verdict, the groups, the recent changes |
 //! | `/livez` | always `200 ok` while the process serves: liveness never depends on Redis |
 //! | `/readyz` | `200 ready` in rotation, `503 not ready` otherwise and until the first complete check; `?verbose` lists each check |
-//! | `/status` | the snapshot as JSON (never a secret) |
+//! | `/status` | the snapshot as JSON (never a secret), with the maintenance switch and the last verdict changes (`changes`) |
 //! | `/metrics` | Prometheus text 0.0.4, or OpenMetrics 1.0.0 when `Accept` prefers it, each with its own content type |
-//! | `/maintenance` | `POST` on, `DELETE` off, with `Authorization: Bearer <token>`; only when `[maintenance] token_file` is set (404 otherwise) |
+//! | `/maintenance` | `POST` on (the body, if any, is the operator's note), `DELETE` off, with `Authorization: Bearer <token>`; only when `[maintenance] token_file` is set (404 otherwise) |
 //!
 //! GET and HEAD only (405 otherwise); any other path is 404. Every answer comes from the
 //! published snapshot. Connections are capped and each has a header-read timeout, so slow or
@@ -14,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,15 +27,47 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::console;
 use crate::maintenance::{Maintenance, MaintenanceState};
 use crate::metrics::{Format, Metrics};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{History, Snapshot};
 
 const MAX_CONNECTIONS: usize = 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle keep-alive connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest body of `POST /maintenance` (the note), and how long it may take to arrive.
+const NOTE_BODY_MAX: usize = 1024;
+const NOTE_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The page allows no script, no frame, nothing from elsewhere: only its own inline style.
+const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// What the answers are made of, as of one request: the published snapshot, the maintenance
+/// switch, and the history of verdict changes.
+pub struct Published<'a> {
+    pub snapshot: &'a Snapshot,
+    pub maintenance: &'a MaintenanceState,
+    pub history: &'a History,
+}
+
+impl Published<'_> {
+    /// The JSON of `/status`: the snapshot as of `now`, the maintenance switch, the changes.
+    fn status_json(&self, now: Instant) -> serde_json::Value {
+        let mut json = self.snapshot.to_json(now);
+        if let Some(o) = json.as_object_mut() {
+            o.insert(
+                "maintenance".into(),
+                serde_json::to_value(self.maintenance).unwrap_or_default(),
+            );
+            o.insert(
+                "changes".into(),
+                serde_json::to_value(self.history.changes()).unwrap_or_default(),
+            );
+        }
+        json
+    }
+}
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
@@ -142,19 +175,47 @@ fn metrics_page(
     r
 }
 
-/// Answers one request from the snapshot and the maintenance switch (in maintenance `/readyz` is
-/// 503, and `/status` shows it as `maintenance`); `accept` picks the format of `/metrics`. Pure
-/// apart from reading the clock.
+/// `/`: the page, rendered from the `/status` document (see `console::page` for why on the
+/// server).
+fn page(p: &Published, now: Instant) -> Response<Full<Bytes>> {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let html = match console::view::Status::from_json(p.status_json(now)) {
+        Ok(view) => console::page::render(&view, wall),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    };
+    let mut r = text(StatusCode::OK, html);
+    let headers = r.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Answers one request from the published state (in maintenance `/readyz` is 503, and
+/// `/status` shows it as `maintenance`); `accept` picks the format of `/metrics`. Pure apart
+/// from reading the clock.
 pub fn respond(
     method: &Method,
     path: &str,
     query: Option<&str>,
     accept: Option<&str>,
-    snapshot: &Snapshot,
+    published: &Published,
     metrics: &Metrics,
-    maintenance: &MaintenanceState,
 ) -> Response<Full<Bytes>> {
-    let known = matches!(path, "/livez" | "/readyz" | "/status" | "/metrics");
+    let (snapshot, maintenance) = (published.snapshot, published.maintenance);
+    let known = matches!(path, "/" | "/livez" | "/readyz" | "/status" | "/metrics");
     if !known {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
@@ -168,15 +229,9 @@ pub fn respond(
     let mut r = match path {
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readyz(snapshot, now, maintenance, query),
+        "/" => page(published, now),
         "/status" => {
-            let mut json = snapshot.to_json(now);
-            if let Some(o) = json.as_object_mut() {
-                o.insert(
-                    "maintenance".into(),
-                    serde_json::to_value(maintenance).unwrap_or_default(),
-                );
-            }
-            let body = serde_json::to_vec_pretty(&json).unwrap_or_default();
+            let body = serde_json::to_vec_pretty(&published.status_json(now)).unwrap_or_default();
             let mut r = text(StatusCode::OK, body);
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -189,12 +244,14 @@ pub fn respond(
     r
 }
 
-/// `POST /maintenance` (on) and `DELETE /maintenance` (off) with
-/// `Authorization: Bearer <token>`; answers the resulting state as JSON. Without a configured
-/// token the endpoint does not exist (404); a missing or wrong token is 401.
+/// `POST /maintenance` (on, with the operator's `note`: the request's body) and
+/// `DELETE /maintenance` (off) with `Authorization: Bearer <token>`; answers the resulting
+/// state as JSON. Without a configured token the endpoint does not exist (404); a missing or
+/// wrong token is 401.
 pub fn maintenance_endpoint(
     method: &Method,
     authorization: Option<&[u8]>,
+    note: Option<String>,
     maintenance: &Maintenance,
 ) -> Response<Full<Bytes>> {
     if !maintenance.api_enabled() {
@@ -218,7 +275,7 @@ pub fn maintenance_endpoint(
         );
         return r;
     }
-    let state = maintenance.set_api(on);
+    let state = maintenance.set_api(on, note);
     let body = serde_json::to_vec_pretty(&state).unwrap_or_default();
     let mut r = text(StatusCode::OK, body);
     r.headers_mut()
@@ -228,8 +285,101 @@ pub fn maintenance_endpoint(
     r
 }
 
+/// What every request is answered from.
+struct Sources {
+    rx: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+    maintenance: Arc<Maintenance>,
+    history: Arc<History>,
+}
+
+impl Sources {
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let head = req.method() == Method::HEAD;
+        let mut r = if req.uri().path() == "/maintenance" {
+            self.maintenance_request(req).await
+        } else {
+            let snapshot = self.rx.borrow().clone();
+            let maintenance = self.maintenance.state();
+            let published = Published {
+                snapshot: &snapshot,
+                maintenance: &maintenance,
+                history: &self.history,
+            };
+            respond(
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+                req.headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+                &published,
+                &self.metrics,
+            )
+        };
+        if head {
+            *r.body_mut() = Full::new(Bytes::new());
+        }
+        r
+    }
+
+    /// `/maintenance`, with the note a `POST` carries in its body.
+    async fn maintenance_request(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let authorization = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let mut note = None;
+        if method == Method::POST && self.maintenance.api_enabled() {
+            match read_note(req.into_body()).await {
+                Ok(n) => note = n,
+                Err(r) => return r,
+            }
+        }
+        maintenance_endpoint(&method, authorization.as_deref(), note, &self.maintenance)
+    }
+}
+
+/// The body of `POST /maintenance`, at most [`NOTE_BODY_MAX`] bytes within
+/// [`NOTE_BODY_TIMEOUT`].
+async fn read_note(body: Incoming) -> Result<Option<String>, Response<Full<Bytes>>> {
+    let limited = http_body_util::Limited::new(body, NOTE_BODY_MAX);
+    match tokio::time::timeout(NOTE_BODY_TIMEOUT, http_body_util::BodyExt::collect(limited)).await {
+        Ok(Ok(b)) => Ok(Some(String::from_utf8_lossy(&b.to_bytes()).into_owned())),
+        Ok(Err(_)) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the note is at most {NOTE_BODY_MAX} bytes\n"),
+        )),
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time\n",
+        )),
+    }
+}
+
+/// Records every published snapshot in `history` (which keeps its changes of verdict) until
+/// `shutdown`. It wakes on each snapshot sent; a watch channel keeps only the latest, so a
+/// snapshot is skipped only if the next is sent before this task runs at all (checks are at
+/// least 2 ms apart, and this task does next to nothing).
+async fn keep_history(
+    mut rx: watch::Receiver<Arc<Snapshot>>,
+    history: Arc<History>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let s = rx.borrow_and_update().clone();
+        history.record(&s, SystemTime::now());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Serves HTTP on `listener` until `shutdown` (`/readyz`, `/status` and `/maintenance` with the
-/// maintenance switch), then drains open connections for a bounded time.
+/// maintenance switch; `/status` and `/` with the history of verdict changes, which it keeps
+/// from `rx` while it serves), then drains open connections for a bounded time.
 pub async fn serve(
     listener: TcpListener,
     rx: watch::Receiver<Arc<Snapshot>>,
@@ -239,41 +389,21 @@ pub async fn serve(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = crate::listen::Slots::new(crate::listen::cap(MAX_CONNECTIONS));
+    let history = Arc::new(History::default());
+    let keeper = tokio::spawn(keep_history(rx.clone(), history.clone(), shutdown.clone()));
+    let sources = Arc::new(Sources {
+        rx,
+        metrics,
+        maintenance,
+        history,
+    });
     while let Some((stream, slot)) =
         crate::listen::accept("http", &listener, &slots, &shutdown).await
     {
-        let (rx, metrics, maintenance) = (rx.clone(), metrics.clone(), maintenance.clone());
+        let sources = sources.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let r = if req.uri().path() == "/maintenance" {
-                maintenance_endpoint(
-                    req.method(),
-                    req.headers()
-                        .get(hyper::header::AUTHORIZATION)
-                        .map(HeaderValue::as_bytes),
-                    &maintenance,
-                )
-            } else {
-                let snapshot = rx.borrow().clone();
-                respond(
-                    req.method(),
-                    req.uri().path(),
-                    req.uri().query(),
-                    req.headers()
-                        .get(hyper::header::ACCEPT)
-                        .and_then(|v| v.to_str().ok()),
-                    &snapshot,
-                    &metrics,
-                    &maintenance.state(),
-                )
-            };
-            let head = req.method() == Method::HEAD;
-            async move {
-                let mut r = r;
-                if head {
-                    *r.body_mut() = Full::new(Bytes::new());
-                }
-                Ok::<_, Infallible>(r)
-            }
+            let sources = sources.clone();
+            async move { Ok::<_, Infallible>(sources.answer(req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -290,6 +420,7 @@ pub async fn serve(
             }
         });
     }
+    let _ = keeper.await;
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()
@@ -328,15 +459,27 @@ mod tests {
         s
     }
 
+    fn published<'a>(
+        snapshot: &'a Snapshot,
+        maintenance: &'a MaintenanceState,
+        history: &'a History,
+    ) -> Published<'a> {
+        Published {
+            snapshot,
+            maintenance,
+            history,
+        }
+    }
+
     fn status(m: Method, path: &str, q: Option<&str>, s: &Snapshot) -> (u16, String) {
+        let (maintenance, history) = (MaintenanceState::default(), History::default());
         let r = respond(
             &m,
             path,
             q,
             None,
-            s,
+            &published(s, &maintenance, &history),
             &Metrics::new(),
-            &MaintenanceState::default(),
         );
         let code = r.status().as_u16();
         let body =
@@ -390,9 +533,18 @@ mod tests {
             by_api: false,
             file: Some("/run/rolecall/maintenance".into()),
             since_unix_ms: Some(1),
+            note: None,
         };
+        let history = History::default();
         let get = |path: &str, q: Option<&str>| {
-            let r = respond(&Method::GET, path, q, None, &ready, &Metrics::new(), &m);
+            let r = respond(
+                &Method::GET,
+                path,
+                q,
+                None,
+                &published(&ready, &m, &history),
+                &Metrics::new(),
+            );
             let code = r.status().as_u16();
             let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
                 r.into_body(),
@@ -424,7 +576,7 @@ mod tests {
         use crate::config::MaintenanceConfig;
         let off = Maintenance::new(MaintenanceConfig::default());
         assert_eq!(
-            maintenance_endpoint(&Method::POST, Some(b"Bearer x"), &off).status(),
+            maintenance_endpoint(&Method::POST, Some(b"Bearer x"), None, &off).status(),
             404
         );
         let m = Maintenance::new(MaintenanceConfig {
@@ -432,25 +584,25 @@ mod tests {
             token: Some(crate::secret::Secret::new("t0ken".into())),
             state_file: None,
         });
-        let r = maintenance_endpoint(&Method::POST, None, &m);
+        let r = maintenance_endpoint(&Method::POST, None, None, &m);
         assert_eq!(r.status(), 401);
         assert!(r.headers().contains_key("www-authenticate"));
         assert_eq!(
-            maintenance_endpoint(&Method::POST, Some(b"Bearer nope"), &m).status(),
+            maintenance_endpoint(&Method::POST, Some(b"Bearer nope"), None, &m).status(),
             401
         );
         assert!(!m.state().on);
         assert_eq!(
-            maintenance_endpoint(&Method::GET, Some(b"Bearer t0ken"), &m).status(),
+            maintenance_endpoint(&Method::GET, Some(b"Bearer t0ken"), None, &m).status(),
             405
         );
         assert_eq!(
-            maintenance_endpoint(&Method::POST, Some(b"Bearer t0ken"), &m).status(),
+            maintenance_endpoint(&Method::POST, Some(b"Bearer t0ken"), None, &m).status(),
             200
         );
         assert!(m.state().on && m.state().by_api);
         assert_eq!(
-            maintenance_endpoint(&Method::DELETE, Some(b"Bearer t0ken"), &m).status(),
+            maintenance_endpoint(&Method::DELETE, Some(b"Bearer t0ken"), None, &m).status(),
             200
         );
         assert!(!m.state().on);
@@ -460,15 +612,15 @@ mod tests {
     fn metrics_answer_in_the_format_accept_asks_for_under_its_own_content_type() {
         let s = snapshot(true, true);
         let metrics = Metrics::new();
+        let (maintenance, history) = (MaintenanceState::default(), History::default());
         let get = |method: &Method, accept: Option<&str>| {
             let r = respond(
                 method,
                 "/metrics",
                 None,
                 accept,
-                &s,
+                &published(&s, &maintenance, &history),
                 &metrics,
-                &MaintenanceState::default(),
             );
             let header = |h| r.headers().get(h).map(|v| v.to_str().unwrap().to_string());
             let (ct, vary) = (header(CONTENT_TYPE), header(hyper::header::VARY));
@@ -509,5 +661,74 @@ mod tests {
         assert_eq!(status(Method::DELETE, "/status", None, &s).0, 405);
         assert_eq!(status(Method::GET, "/nope", None, &s).0, 404);
         assert_eq!(status(Method::HEAD, "/livez", None, &s).0, 200);
+    }
+
+    #[test]
+    fn the_page_at_the_root_is_html_that_is_never_cached_and_runs_no_script() {
+        let mut out = snapshot(false, true);
+        out.reason = "on a replica <b>".into();
+        let (maintenance, history) = (MaintenanceState::default(), History::default());
+        history.record(&out, SystemTime::now());
+        let r = respond(
+            &Method::GET,
+            "/",
+            None,
+            None,
+            &published(&out, &maintenance, &history),
+            &Metrics::new(),
+        );
+        assert_eq!(r.status(), 200);
+        let header = |h: &str| r.headers().get(h).unwrap().to_str().unwrap().to_string();
+        assert_eq!(header("content-type"), "text/html; charset=utf-8");
+        assert_eq!(header("cache-control"), "no-store");
+        assert!(header("content-security-policy").starts_with("default-src 'none'"));
+        let body =
+            futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(r.into_body()))
+                .unwrap()
+                .unwrap()
+                .to_bytes();
+        let page = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            page.contains("<span id=\"verdict\">stuck_on_replica</span>"),
+            "{page}"
+        );
+        assert!(page.contains("on a replica &lt;b&gt;"), "{page}");
+        assert_eq!(status(Method::POST, "/", None, &out).0, 405);
+    }
+
+    #[test]
+    fn status_lists_the_verdict_changes_with_their_times_and_causes() {
+        let mut s = snapshot(true, true);
+        s.reason = "all on the master".into();
+        let history = History::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_796_049_000);
+        history.record(&s, t0);
+        s.verdict = Verdict::StuckOnReplica;
+        s.in_rotation = false;
+        s.reason = "on a replica".into();
+        history.record(&s, t0 + Duration::from_secs(12));
+        let maintenance = MaintenanceState::default();
+        let r = respond(
+            &Method::GET,
+            "/status",
+            None,
+            None,
+            &published(&s, &maintenance, &history),
+            &Metrics::new(),
+        );
+        let body =
+            futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(r.into_body()))
+                .unwrap()
+                .unwrap()
+                .to_bytes();
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let changes = j["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0]["at"], "2026-11-30T14:30:00.000Z");
+        assert_eq!(changes[0]["verdict"], "ok");
+        assert_eq!(changes[0]["reason"], "all on the master");
+        assert_eq!(changes[1]["at"], "2026-11-30T14:30:12.000Z");
+        assert_eq!(changes[1]["in_rotation"], false);
+        assert_eq!(changes[1]["reason"], "on a replica");
     }
 }

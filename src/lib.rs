@@ -39,7 +39,8 @@
 //! 4. `verdict`: the pure decision and its rise/fall/grace/hold policy.
 //! 5. [`config`]: the TOML file, raw and validated; every section's types and defaults, and the
 //!    words HAProxy's agent check understands.
-//! 6. [`snapshot`]: the one published state, plain data. `metrics` and `systemd` read it;
+//! 6. [`snapshot`]: the one published state, plain data, and the history of its verdict
+//!    changes. `metrics` and `systemd` read it;
 //!    `metrics` also counts what later modules hand it as plain values (Sentinel events, HAProxy
 //!    pushes), and serves OpenMetrics or the Prometheus text format as the scrape asks.
 //! 7. `events`: Sentinel event subscriptions, and the trigger that asks for a check at once.
@@ -50,8 +51,10 @@
 //!    snapshot; it calls the repairs with the facts of each check.
 //! 9. Outputs. `maintenance`: the operator's switch (a flag file, or `POST` and `DELETE` on
 //!    `/maintenance`). `agent`: HAProxy's agent check, and what rolecall holds in HAProxy.
-//!    `haproxy`: the optional push of each change to HAProxy's runtime API. `http`:
-//!    `/livez`, `/readyz`, `/status`, `/metrics`, `/maintenance`.
+//!    `haproxy`: the optional push of each change to HAProxy's runtime API. [`console`]: what
+//!    a person reads (the page at `/`, and the `rolecall status` and `rolecall maint`
+//!    commands, made of the `/status` document). `http`: `/`, `/livez`, `/readyz`, `/status`,
+//!    `/metrics`, `/maintenance`.
 //!
 //! [`run`] wires them together with bound listeners and one cancellation token.
 
@@ -61,6 +64,7 @@ pub(crate) mod agent;
 pub(crate) mod check;
 pub mod config;
 pub(crate) mod conn;
+pub mod console;
 pub(crate) mod events;
 pub(crate) mod fleet;
 pub(crate) mod haproxy;

@@ -2,7 +2,9 @@
 //! binds the listeners and hands them to the library.
 //!
 //! Exit codes: 0 clean stop; 64 bad configuration or command line (before anything is bound);
-//! 1 runtime initialisation error. `rolecall check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+//! 1 runtime initialisation error. `rolecall check`: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN;
+//! `rolecall status` the same for the running daemon's verdict (3 when it cannot be reached);
+//! `rolecall maint`: 0 done, 1 failed, 3 the daemon did not answer (`maint status`).
 //!
 //! Signals of `rolecall run`: SIGTERM and SIGINT stop it; SIGHUP reads the configuration file
 //! again and applies what may change while it runs (`config::reload`), or, when the file does
@@ -11,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -19,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use rolecall::config::{Config, EXAMPLE};
+use rolecall::console::{MaintAction, StatusOptions, Target};
 use rolecall::logs::{LevelHandle, LogFormat};
 
 const EX_USAGE: u8 = 64;
@@ -78,6 +82,13 @@ enum Command {
         #[command(flatten)]
         file: ConfigFile,
     },
+    /// Show what the running daemon decided (its /status): a line for the node, a row per group, the recent changes (exit as `check`).
+    Status(StatusArgs),
+    /// Put the node in maintenance or take it out, through the flag file or the token endpoint.
+    Maint {
+        #[command(subcommand)]
+        command: MaintCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -107,6 +118,57 @@ struct GenerateCli {
 enum Generated {
     Man,
     Completions,
+}
+
+/// `rolecall status`.
+#[derive(Args)]
+struct StatusArgs {
+    /// The configuration file: the daemon is asked on its `[http] listen` (only that key is read).
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        env = "ROLECALL_CONFIG",
+        default_value = "/etc/rolecall/rolecall.toml"
+    )]
+    config: PathBuf,
+    /// Ask the daemon at this URL instead of the file's listener (`http://127.0.0.1:7071`, or its /status URL).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Print the /status document itself (JSON); with --watch, one document per line.
+    #[arg(long)]
+    json: bool,
+    /// Look again every --interval until interrupted (or --count looks); a terminal is redrawn.
+    #[arg(long)]
+    watch: bool,
+    /// The time between two looks with --watch.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Stop after this many looks with --watch.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum MaintCommand {
+    /// Put the node in maintenance: the flag file if configured, else POST /maintenance.
+    On {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// Why, shown in /status, the page, /readyz?verbose and the agent's description.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Take the node out of maintenance: remove the flag file, and DELETE /maintenance with a token.
+    Off {
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+    /// Show whether the node is in maintenance, by which switch, since when and why.
+    Status {
+        #[command(flatten)]
+        file: ConfigFile,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +243,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config { command } => config_command(command),
         Command::Check { file } => load(&file.config).map(one_check),
+        Command::Status(args) => Ok(status(args)),
+        Command::Maint { command } => Ok(maint(command)),
         Command::Run { file, log_format } => run(&file.config, log_format),
     };
     result.unwrap_or_else(|code| code)
@@ -278,6 +342,46 @@ fn one_check(config: Config) -> ExitCode {
     let label = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][usize::from(code)];
     println!("ROLECALL {label} - {}: {}", s.observed, s.observed_reason);
     ExitCode::from(code)
+}
+
+/// `rolecall status`: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (as `check`; also when the
+/// daemon cannot be reached), 64 when the command line or the file cannot tell where it is.
+fn status(args: StatusArgs) -> ExitCode {
+    let target = match args.url {
+        Some(url) => Target::Url(url),
+        None => Target::Config(args.config),
+    };
+    let options = StatusOptions {
+        target,
+        json: args.json,
+        watch: args.watch,
+        interval: args.interval,
+        count: args.count,
+    };
+    match runtime() {
+        Ok(rt) => ExitCode::from(rt.block_on(rolecall::console::status(options))),
+        Err(e) => {
+            println!("UNKNOWN - {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// `rolecall maint`: exit 0 done, 1 failed, 3 the daemon did not answer (`maint status`), 64
+/// bad configuration or no switch configured.
+fn maint(command: MaintCommand) -> ExitCode {
+    let (path, action) = match command {
+        MaintCommand::On { file, reason } => (file.config, MaintAction::On { reason }),
+        MaintCommand::Off { file } => (file.config, MaintAction::Off),
+        MaintCommand::Status { file } => (file.config, MaintAction::Status),
+    };
+    match runtime() {
+        Ok(rt) => ExitCode::from(rt.block_on(rolecall::console::maint(&path, action))),
+        Err(e) => {
+            eprintln!("rolecall: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn daemon(path: PathBuf, config: Config, levels: LevelHandle) -> anyhow::Result<()> {

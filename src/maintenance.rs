@@ -11,6 +11,10 @@
 //!   endpoint does not exist (404). The HTTP switch is kept in a state file in
 //!   `[node] state_dir` (written atomically), so a restart does not end a maintenance.
 //!
+//! Either may carry the operator's words (`rolecall maint on --reason TEXT`): the first line of
+//! the flag file, or the body of the `POST`. They are shown as the state's `note`, cut to one
+//! line of [`NOTE_MAX`] characters without control characters.
+//!
 //! A reload (SIGHUP) may change the file and the token: the API switch goes off when its token
 //! is removed (as a restart without it would), and the new file is looked at within a
 //! [`FILE_POLL`].
@@ -36,6 +40,10 @@ use crate::config::{Config, MaintenanceConfig};
 pub const FILE_POLL: Duration = Duration::from_millis(250);
 /// A `stat` that takes longer than this (a hung network filesystem) keeps the last state.
 const STAT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest note kept, in characters.
+pub const NOTE_MAX: usize = 200;
+/// How much of the flag file is read for its note.
+const NOTE_READ: u64 = 4096;
 
 /// Whether the node is in maintenance, and why. Shown in `/status` as `maintenance`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -49,11 +57,23 @@ pub struct MaintenanceState {
     pub file: Option<String>,
     /// When maintenance last turned on (Unix milliseconds), while it is on.
     pub since_unix_ms: Option<u64>,
+    /// What the operator said, while it is on: the flag file's first line, the `POST`'s body
+    /// (both, separated by `; `, when both switches carry one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl MaintenanceState {
     /// Why the node is in maintenance, for the agent's description and `/readyz?verbose`.
     pub fn reason(&self) -> String {
+        match &self.note {
+            Some(note) => format!("{}: {note}", self.source()),
+            None => self.source(),
+        }
+    }
+
+    /// Which switch holds the node in maintenance.
+    fn source(&self) -> String {
         match (self.by_file, self.by_api) {
             (true, true) => format!(
                 "flag file {} exists and switched on through POST /maintenance",
@@ -73,7 +93,50 @@ pub struct Maintenance {
     config: ArcSwap<MaintenanceConfig>,
     by_file: AtomicBool,
     by_api: AtomicBool,
+    /// The notes of the file and of the HTTP switch (a std `Mutex`: held to copy a string).
+    notes: std::sync::Mutex<Notes>,
     tx: watch::Sender<MaintenanceState>,
+}
+
+#[derive(Debug, Default)]
+struct Notes {
+    file: Option<String>,
+    api: Option<String>,
+}
+
+/// The operator's words as kept: the first line, without control characters, trimmed, at most
+/// [`NOTE_MAX`] characters; `None` when nothing is left.
+pub fn clean_note(text: &str) -> Option<String> {
+    let line = text.lines().next().unwrap_or("");
+    let note: String = line
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(NOTE_MAX)
+        .collect();
+    let note = note.trim();
+    (!note.is_empty()).then(|| note.to_string())
+}
+
+/// Whether the flag file exists, and its note: a regular file's first line (a FIFO or a
+/// device is never opened, so a look cannot block on it).
+fn read_flag(path: &Path) -> std::io::Result<Option<Option<String>>> {
+    use std::io::Read;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() {
+        return Ok(Some(None));
+    }
+    let mut text = Vec::new();
+    match std::fs::File::open(path) {
+        Ok(f) => f.take(NOTE_READ).read_to_end(&mut text)?,
+        // Removed between the two looks.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(clean_note(&String::from_utf8_lossy(&text))))
 }
 
 fn unix_ms() -> u64 {
@@ -90,6 +153,7 @@ impl Maintenance {
         let m = Maintenance {
             by_file: AtomicBool::new(false),
             by_api: AtomicBool::new(false),
+            notes: std::sync::Mutex::default(),
             tx: watch::channel(MaintenanceState {
                 file: config.file.as_ref().map(|p| p.display().to_string()),
                 ..MaintenanceState::default()
@@ -98,18 +162,24 @@ impl Maintenance {
             config: ArcSwap::from_pointee(config.clone()),
         };
         if let Some(path) = &config.file
-            && let Ok(exists) = path.try_exists()
+            && let Ok(flag) = read_flag(path)
         {
-            m.set_file(exists);
+            m.set_file(flag);
         }
         if let Some(path) = &config.state_file
-            && std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "on")
+            && let Ok(text) = std::fs::read_to_string(path)
+            && text.lines().next().is_some_and(|l| l.trim() == "on")
         {
             tracing::warn!(file = %path.display(), "maintenance switched on through POST /maintenance before this start: still on");
+            m.notes().api = text.lines().nth(1).and_then(clean_note);
             m.by_api.store(true, Ordering::SeqCst);
             m.publish();
         }
         Arc::new(m)
+    }
+
+    fn notes(&self) -> std::sync::MutexGuard<'_, Notes> {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn state(&self) -> MaintenanceState {
@@ -158,12 +228,15 @@ impl Maintenance {
             && constant_time_eq(presented.trim().as_bytes(), token.expose().as_bytes())
     }
 
-    /// Turns the HTTP switch on or off; returns the resulting state.
-    /// The switch is kept in the state file before it is published, so a restart keeps it.
-    pub fn set_api(&self, on: bool) -> MaintenanceState {
-        if self.by_api.swap(on, Ordering::SeqCst) != on {
+    /// Turns the HTTP switch on (with the operator's `note`, if any: it replaces the last) or
+    /// off; returns the resulting state. The switch is kept in the state file before it is
+    /// published, so a restart keeps it.
+    pub fn set_api(&self, on: bool, note: Option<String>) -> MaintenanceState {
+        let note = note.as_deref().and_then(clean_note).filter(|_| on);
+        let noted = std::mem::replace(&mut self.notes().api, note.clone()) != note;
+        if self.by_api.swap(on, Ordering::SeqCst) != on || noted {
             if let Some(path) = &self.config.load().state_file
-                && let Err(e) = keep(path, on)
+                && let Err(e) = keep(path, on, note.as_deref())
             {
                 tracing::warn!(file = %path.display(), error = %e, "cannot keep the maintenance switch: a restart will forget it");
             }
@@ -176,7 +249,10 @@ impl Maintenance {
         self.publish()
     }
 
-    fn set_file(&self, exists: bool) {
+    /// The flag file as last looked at: absent (`None`), or present with its note.
+    fn set_file(&self, flag: Option<Option<String>>) {
+        let exists = flag.is_some();
+        self.notes().file = flag.flatten();
         if self.by_file.swap(exists, Ordering::SeqCst) != exists {
             let file = self
                 .config
@@ -204,6 +280,15 @@ impl Maintenance {
             .file
             .as_ref()
             .map(|p| p.display().to_string());
+        let note = {
+            let notes = self.notes();
+            let kept = [(by_file, &notes.file), (by_api, &notes.api)];
+            let said: Vec<&str> = kept
+                .iter()
+                .filter_map(|(on, note)| note.as_deref().filter(|_| *on))
+                .collect();
+            (!said.is_empty()).then(|| said.join("; "))
+        };
         self.tx.send_if_modified(|s| {
             let on = by_file || by_api;
             let since = match (s.on, on) {
@@ -217,6 +302,7 @@ impl Maintenance {
                 by_api,
                 file,
                 since_unix_ms: since,
+                note,
             };
             let changed = *s != next;
             *s = next;
@@ -226,8 +312,9 @@ impl Maintenance {
     }
 }
 
-/// Writes the HTTP switch to `path` atomically (a temp file renamed over it): `on`, or no file.
-fn keep(path: &Path, on: bool) -> std::io::Result<()> {
+/// Writes the HTTP switch to `path` atomically (a temp file renamed over it): `on` and the
+/// note on the next line, or no file.
+fn keep(path: &Path, on: bool, note: Option<&str>) -> std::io::Result<()> {
     if !on {
         return match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -238,7 +325,7 @@ fn keep(path: &Path, on: bool) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, "on\n")?;
+    std::fs::write(&tmp, format!("on\n{}\n", note.unwrap_or_default()))?;
     std::fs::rename(&tmp, path)
 }
 
@@ -269,7 +356,7 @@ pub async fn watch_file(
         }
         match m.config.load().file.clone() {
             Some(path) => failing = look(&m, path, failing).await,
-            None if m.by_file.load(Ordering::SeqCst) => m.set_file(false),
+            None if m.by_file.load(Ordering::SeqCst) => m.set_file(None),
             None => {}
         }
     }
@@ -281,12 +368,12 @@ async fn look(m: &Maintenance, path: std::path::PathBuf, failing: bool) -> bool 
     let p = path.clone();
     let seen = tokio::time::timeout(
         STAT_TIMEOUT,
-        tokio::task::spawn_blocking(move || p.try_exists()),
+        tokio::task::spawn_blocking(move || read_flag(&p)),
     )
     .await;
     let error = match seen {
-        Ok(Ok(Ok(exists))) => {
-            m.set_file(exists);
+        Ok(Ok(Ok(flag))) => {
+            m.set_file(flag);
             return false;
         }
         // Unreadable (permissions), or the stat hangs: keep the last state, say so once.
@@ -324,11 +411,15 @@ mod tests {
         };
         let m = Maintenance::new(config.clone());
         assert!(!m.state().on);
-        assert!(m.set_api(true).by_api);
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "on\n");
+        assert!(m.set_api(true, Some("moving racks".into())).by_api);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "on\nmoving racks\n"
+        );
         let restarted = Maintenance::new(config.clone());
         assert!(restarted.state().on && restarted.state().by_api);
-        assert!(!restarted.set_api(false).on);
+        assert_eq!(restarted.state().note.as_deref(), Some("moving racks"));
+        assert!(!restarted.set_api(false, None).on);
         assert!(!file.exists());
         assert!(!Maintenance::new(config).state().on);
     }
@@ -352,7 +443,7 @@ mod tests {
     #[test]
     fn a_reload_swaps_the_token_and_removing_it_ends_the_api_switch() {
         let m = with_token("old");
-        m.set_api(true);
+        m.set_api(true, None);
         m.reconfigure(MaintenanceConfig {
             token: Some(Secret::new("new".into())),
             ..MaintenanceConfig::default()
@@ -378,14 +469,14 @@ mod tests {
             state_file: None,
         });
         assert!(!m.state().on);
-        m.set_api(true);
+        m.set_api(true, None);
         let s = m.state();
         assert!(s.on && s.by_api && !s.by_file && s.since_unix_ms.is_some());
-        m.set_file(true);
+        m.set_file(Some(None));
         assert!(m.state().reason().contains("flag file"));
-        m.set_api(false);
+        m.set_api(false, None);
         assert!(m.state().on, "the file still holds it");
-        m.set_file(false);
+        m.set_file(None);
         let s = m.state();
         assert!(!s.on && s.since_unix_ms.is_none());
 
@@ -397,5 +488,48 @@ mod tests {
             state_file: None,
         });
         assert!(m.state().on && m.state().by_file);
+    }
+
+    #[test]
+    fn the_operators_note_comes_from_the_flag_files_first_line_or_the_post() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("maintenance");
+        assert_eq!(read_flag(&flag).unwrap(), None);
+        std::fs::write(&flag, "").unwrap();
+        assert_eq!(read_flag(&flag).unwrap(), Some(None));
+        std::fs::write(
+            &flag,
+            "  disk swap\u{1b}[31m, back at 15:00 \nsecond line\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_flag(&flag).unwrap(),
+            Some(Some("disk swap[31m, back at 15:00".into()))
+        );
+        std::fs::write(&flag, "x".repeat(10_000)).unwrap();
+        let long = read_flag(&flag).unwrap().flatten().unwrap();
+        assert_eq!(long.chars().count(), NOTE_MAX);
+        assert_eq!(
+            read_flag(dir.path()).unwrap(),
+            Some(None),
+            "a directory: no note"
+        );
+
+        let m = with_token("t");
+        m.set_file(Some(Some("from the file".into())));
+        assert_eq!(m.state().note.as_deref(), Some("from the file"));
+        m.set_api(true, Some("from the api\nignored".into()));
+        let s = m.state();
+        assert_eq!(s.note.as_deref(), Some("from the file; from the api"));
+        assert!(
+            s.reason().ends_with(": from the file; from the api"),
+            "{}",
+            s.reason()
+        );
+        m.set_file(None);
+        assert_eq!(m.state().note.as_deref(), Some("from the api"));
+        m.set_api(false, None);
+        let s = m.state();
+        assert!(!s.on && s.note.is_none() && s.reason() == "off");
     }
 }

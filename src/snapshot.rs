@@ -5,8 +5,13 @@
 //! a borrow across an `.await`. What depends on the time of reading (is the snapshot stale?
 //! has a wedged check loop been blind long enough to fail open?) is computed by
 //! [`Snapshot::at`], so a stuck check loop is visible to every reader.
+//!
+//! [`History`] keeps the last [`HISTORY`] changes of the published verdict or rotation, with
+//! their wall-clock times and causes, for `/status`, the page at `/` and `rolecall status`.
 
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -328,6 +333,73 @@ impl Snapshot {
     }
 }
 
+/// How many changes [`History`] keeps.
+pub const HISTORY: usize = 20;
+
+/// One change of the published verdict or rotation, as `/status` lists it under `changes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// When rolecall published it (wall clock, RFC 3339 in UTC with milliseconds).
+    pub at: String,
+    pub at_unix_ms: u64,
+    pub verdict: Verdict,
+    pub in_rotation: bool,
+    /// The cause: the verdict's reason as published.
+    pub reason: String,
+}
+
+/// The last [`HISTORY`] changes of the published `(verdict, in_rotation)`, oldest first: the
+/// same changes the check loop logs as "verdict changed". Fed every published snapshot;
+/// read by the HTTP server. A std `Mutex`: it is held only to push or copy a few entries,
+/// never across an `.await`.
+#[derive(Debug, Default)]
+pub struct History {
+    inner: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    changes: VecDeque<Change>,
+    last: Option<(Verdict, bool)>,
+}
+
+impl History {
+    /// Records `s` if its verdict or rotation differs from the last snapshot recorded (the
+    /// starting snapshot, before any check, is not a verdict); `at` is when it was published.
+    /// Returns whether it was a change.
+    pub fn record(&self, s: &Snapshot, at: SystemTime) -> bool {
+        if !s.checked {
+            return false;
+        }
+        let mut ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = (s.verdict, s.in_rotation);
+        if ring.last == Some(now) {
+            return false;
+        }
+        ring.last = Some(now);
+        if ring.changes.len() == HISTORY {
+            ring.changes.pop_front();
+        }
+        ring.changes.push_back(Change {
+            at: humantime::format_rfc3339_millis(at).to_string(),
+            at_unix_ms: at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+            verdict: s.verdict,
+            in_rotation: s.in_rotation,
+            reason: s.reason.clone(),
+        });
+        true
+    }
+
+    /// The changes kept, oldest first.
+    pub fn changes(&self) -> Vec<Change> {
+        let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        ring.changes.iter().cloned().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +454,47 @@ mod tests {
         let e = s.at(Instant::now() + Duration::from_secs(100));
         assert!(!e.in_rotation && !e.stale);
         assert_eq!(s.to_json(Instant::now())["checked"], false);
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_twenty_changes_with_their_times_and_causes() {
+        let h = History::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+        let starting = Snapshot::starting(snap().node, Duration::ZERO, Duration::ZERO);
+        assert!(
+            !h.record(&starting, t0),
+            "the starting snapshot is no verdict"
+        );
+        let mut s = snap();
+        s.reason = "on a replica".into();
+        assert!(h.record(&s, t0));
+        assert!(!h.record(&s, t0 + Duration::from_secs(1)), "no change");
+        s.in_rotation = true;
+        assert!(
+            h.record(&s, t0 + Duration::from_millis(1500)),
+            "rotation alone"
+        );
+        let c = h.changes();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].at, "2026-05-28T20:26:40.000Z");
+        assert_eq!(c[0].at_unix_ms, 1_780_000_000_000);
+        assert_eq!(
+            (c[0].verdict, c[0].in_rotation, c[0].reason.as_str()),
+            (Verdict::StuckOnReplica, false, "on a replica")
+        );
+        assert_eq!(c[1].at, "2026-05-28T20:26:41.500Z");
+        for i in 0..30u64 {
+            s.verdict = if i % 2 == 0 {
+                Verdict::Ok
+            } else {
+                Verdict::Degraded
+            };
+            s.reason = format!("change {i}");
+            assert!(h.record(&s, t0 + Duration::from_secs(10 + i)));
+        }
+        let c = h.changes();
+        assert_eq!(c.len(), HISTORY);
+        assert_eq!(c[0].reason, "change 10", "the oldest dropped first");
+        assert_eq!(c[HISTORY - 1].reason, "change 29");
     }
 }

