@@ -312,18 +312,20 @@ fn run(path: &Path, log_format: LogFormat) -> Result<ExitCode, ExitCode> {
     match daemon(path.to_path_buf(), config, levels) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
+            // The log goes to stderr: printing the error again would show it twice.
             tracing::error!(error = format!("{e:#}"), "rolecall failed to start");
-            eprintln!("rolecall: {e:#}");
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // Two worker threads: the check loop and the servers never need more, and rolecall must
-    // cost nothing beside the node.
+    // One worker thread: the check loop and the servers never need more (a check waits on the
+    // network, a dump runs on the blocking pool, probes are answered from the published
+    // snapshot), and a second worker costs CPU in wakeups handed across threads
+    // (BENCHMARKS.md). A multi-thread runtime all the same, for that blocking pool.
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

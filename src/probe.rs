@@ -134,31 +134,43 @@ pub async fn server_facts(
             None
         }
     };
+    let mut role_conn = conn.clone();
     let role = async {
-        command(&mut conn, &addr, "server", timeout, &redis::cmd("ROLE"))
-            .await
-            .and_then(|v| {
-                parse_role(&v)
-                    .map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}")))
-            })
+        let role = command(
+            &mut role_conn,
+            &addr,
+            "server",
+            timeout,
+            &redis::cmd("ROLE"),
+        )
+        .await
+        .and_then(|v| {
+            parse_role(&v)
+                .map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}")))
+        });
+        let latency = role.is_ok().then(|| started.elapsed());
+        (role, latency)
     };
-    let (role, software) = tokio::join!(role, sw);
-    let latency = role.is_ok().then(|| started.elapsed());
-    let probe = match (&role, probe) {
+    // The write goes out with `ROLE`, not after its answer: one round trip, so the replies
+    // usually arrive together. On a replica it fails (`READONLY`), as it did after the answer.
+    let write = async {
+        let (key, value, ttl) = probe?;
+        let mut set = redis::cmd("SET");
+        set.arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
+        Some(
+            command(&mut conn, &addr, "server", timeout, &set)
+                .await
+                .map(|_| ()),
+        )
+    };
+    let ((role, latency), written, software) = tokio::join!(role, write, sw);
+    let probe = match (&role, written) {
         (_, None) => None,
         (Err(e), Some(_)) => Some(Err(e.clone())),
-        (Ok(_), Some((key, value, ttl))) => {
-            let mut set = redis::cmd("SET");
-            set.arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl.as_millis() as u64);
-            Some(
-                command(&mut conn, &addr, "server", timeout, &set)
-                    .await
-                    .map(|_| ()),
-            )
-        }
+        (Ok(_), Some(written)) => Some(written),
     };
     // A reply error (READONLY, NOREPLICAS, ...) leaves the connection usable; a timeout or an
     // I/O error does not.
