@@ -345,9 +345,11 @@ pub async fn watch_file(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
+        // Without a flag file there is nothing to look at: no wakeup until a reload.
+        let watching = m.config.load().file.is_some();
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick(), if watching => {}
             Ok(()) = reloads.changed() => {
                 let config = reloads.borrow_and_update().maintenance.clone();
                 m.reconfigure(config);
