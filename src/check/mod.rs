@@ -30,8 +30,7 @@ use crate::repair::{CommandRunner, GroupRepair};
 use crate::sentinel::{Asked, Members, SentinelView, ask_group, decide};
 use crate::snapshot::{GroupStatus, NodeStatus, Snapshot};
 use crate::sockets::{
-    DiscoverError, FdMemory, Listing, NodeSelector, NodeSockets, confirm_known,
-    discover_remembering,
+    DiscoverError, FdMemory, Listing, NodeSelector, NodeSockets, discover_remembering,
 };
 use crate::verdict::{Tracker, Verdict, observe};
 
@@ -513,26 +512,20 @@ fn sentinel_auth(g: &crate::config::GroupConfig) -> Auth {
     }
 }
 
-/// The node's sockets: in steady state, the known connections confirmed in place
-/// ([`confirm_known`]: a few system calls, cheaper than a hop to another thread); otherwise
-/// [`discover_remembering`] off the async runtime (it reads /proc and waits on netlink dumps).
+/// [`discover_remembering`] off the async runtime: even the steady state's few system calls
+/// read the selector's files (a pid file on a filesystem that hangs, a FIFO), which must never
+/// stall the runtime that answers the probes.
 async fn discover_blocking(
     selector: NodeSelector,
     ports: BTreeSet<u16>,
     memory: Arc<std::sync::Mutex<FdMemory>>,
     listing: Listing,
 ) -> Result<NodeSockets, DiscoverError> {
-    if listing == Listing::KnownMayDo {
-        let mut known = memory.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(Some(sockets)) = confirm_known(&selector, &ports, &mut known) {
-            return Ok(sockets);
-        }
-    }
     tokio::task::spawn_blocking(move || {
         // Only the check loop discovers, one at a time; a poisoned lock only means a panic in
         // an earlier discovery, and the memory is still consistent or forgotten below.
         let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-        let result = discover_remembering(&selector, &ports, &mut memory, Listing::Always);
+        let result = discover_remembering(&selector, &ports, &mut memory, listing);
         if result.is_err() {
             *memory = FdMemory::default();
         }

@@ -194,9 +194,8 @@ fn still_holds(link: &PathBuf, inode: u64) -> bool {
 
 /// The node's known connections to `ports`, if exact lookups confirm them all and they may stand
 /// in for a listing (see [`FdMemory`]); `Ok(None)` when the sockets must be listed. Costs a few
-/// system calls (the selector's pids, a `readlink` and a lookup per connection), so the daemon
-/// calls it in place, and [`discover_remembering`] when it gives `None`.
-pub fn confirm_known(
+/// system calls (the selector's pids, a `readlink` and a lookup per connection).
+fn confirm_known(
     selector: &NodeSelector,
     ports: &BTreeSet<u16>,
     memory: &mut FdMemory,

@@ -45,9 +45,7 @@ pub(crate) use cgroup::check_unit_name;
 pub use connection::{Connection, NodeSockets};
 pub use discover::{discover, discover_to_ports, discover_to_ports_with, discover_with};
 pub use error::DiscoverError;
-pub use memory::{
-    DUMP_EVERY, FULL_SCAN_EVERY, FdMemory, Listing, confirm_known, discover_remembering,
-};
+pub use memory::{DUMP_EVERY, FULL_SCAN_EVERY, FdMemory, Listing, discover_remembering};
 pub use namespace::Method;
 pub use pids::NodeSelector;
 pub use proc_net::parse_proc_net_tcp;
