@@ -235,8 +235,10 @@ fn a_pinned_node_is_out_at_once_after_the_demotion_not_at_the_next_interval() {
                 rolecall.report(None)
             )
         });
+    // A check at the next interval could come up to 5 s later; the demotion's events bring
+    // one at once. The bound leaves room for a loaded machine (BENCHMARKS.md has the figure).
     assert!(
-        took < Duration::from_millis(1500),
+        took < Duration::from_secs(3),
         "out {took:?} after the demotion, with a 5 s interval\n{}",
         rolecall.report(None)
     );

@@ -876,7 +876,6 @@ fn with_the_example_configuration_restarts_keep_an_operators_drain_and_maintenan
         !config.lines().any(|l| l.starts_with("state_")),
         "no state file configured"
     );
-    let started = Instant::now();
     let mut rolecall = Rolecall::start(&config);
     let (b1, b2) = (Backend::start(), Backend::start());
     let mut env = agent_env(b1.addr(), rolecall.agent_addr(), b2.addr(), nowhere());
@@ -884,9 +883,12 @@ fn with_the_example_configuration_restarts_keep_an_operators_drain_and_maintenan
     let h = Haproxy::start("agent-check.cfg", &env);
     h.wait_for(BACKEND, "node1", "UP", HAPROXY_TIMEOUT, ServerState::is_up);
 
-    // 1. An operator drains the node 2 s after rolecall started: it stays drained, and across
-    //    a restart of rolecall.
-    std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
+    // 1. An operator drains the node once rolecall has judged it and HAProxy has heard the
+    //    agent: it stays drained, and across a restart of rolecall.
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    h.wait_for(BACKEND, "node1", "agent heard", HAPROXY_TIMEOUT, |s| {
+        s.is_up() && s.last_agent.starts_with("via agent : up")
+    });
     h.cli(&format!("set server {BACKEND}/node1 state drain"));
     let five = Duration::from_secs(5);
     assert_holds(&h, "node1", "DRAIN", five, ServerState::is_drain);

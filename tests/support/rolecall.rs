@@ -22,6 +22,8 @@ use super::{poll_for, timed_out};
 const ROLECALL: &str = env!("CARGO_BIN_EXE_rolecall");
 /// Until `/livez` answers after the spawn.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Starts on other free ports when the ones picked were taken before rolecall bound them.
+const PORT_ATTEMPTS: usize = 5;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Whole-response bound of the HTTP and agent clients.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -315,11 +317,15 @@ impl RolecallConfig {
         out
     }
 
-    /// Starts rolecall and waits until `/livez` answers.
+    /// Starts rolecall and waits until `/livez` answers (on other ports if the free ports it
+    /// picked were taken meanwhile).
     pub fn start(self) -> Rolecall {
-        let mut r = self.spawn();
-        r.wait_live();
-        r
+        let text = self.to_toml();
+        let dump = self.dump.map(|d| DumpTargets {
+            netns: self.dump_netns,
+            ..d
+        });
+        Rolecall::start_with(&text, &self.env, dump, self.hosts)
     }
 
     /// Starts rolecall without waiting for anything (for configs it should refuse).
@@ -390,9 +396,33 @@ impl Rolecall {
     /// Starts rolecall with this config text (after replacing `{agent}`, `{http}` and `{dir}`)
     /// and waits until `/livez` answers.
     pub fn start(config_toml: &str) -> Rolecall {
-        let mut r = Rolecall::spawn(config_toml);
-        r.wait_live();
-        r
+        Rolecall::start_with(config_toml, &[], None, None)
+    }
+
+    /// Spawns rolecall and waits until `/livez` answers. The free ports put in for `{agent}`
+    /// and `{http}` may be taken by another process before rolecall binds them: then it
+    /// starts again on others, as the Redis and HAProxy harnesses do.
+    fn start_with(
+        config_toml: &str,
+        env: &[(String, String)],
+        dump: Option<DumpTargets>,
+        hosts: Option<PrivateHosts>,
+    ) -> Rolecall {
+        let picked_ports = config_toml.contains("{agent}") || config_toml.contains("{http}");
+        for attempt in 1..=PORT_ATTEMPTS {
+            let mut r = Rolecall::spawn_with(config_toml, env, dump.clone(), hosts.clone());
+            let Some(status) = r.try_live() else {
+                return r;
+            };
+            let taken = r.stderr().contains("Address already in use");
+            if !(picked_ports && taken && attempt < PORT_ATTEMPTS) {
+                panic!(
+                    "rolecall exited ({status}) before answering /livez\n{}",
+                    r.report(None)
+                );
+            }
+        }
+        unreachable!("the last attempt panics instead of retrying")
     }
 
     /// Starts rolecall without waiting for anything.
@@ -499,6 +529,17 @@ impl Rolecall {
 
     /// Waits until `GET /livez` answers 200; panics with the log if rolecall exits first.
     pub fn wait_live(&mut self) {
+        if let Some(status) = self.try_live() {
+            panic!(
+                "rolecall exited ({status}) before answering /livez\n{}",
+                self.report(None)
+            );
+        }
+    }
+
+    /// Waits until `GET /livez` answers 200 (then `None`) or rolecall exits (its status);
+    /// panics with the log after [`LIVE_TIMEOUT`].
+    fn try_live(&mut self) -> Option<ExitStatus> {
         let mut last = String::new();
         let mut exited = None;
         let start = Instant::now();
@@ -519,11 +560,8 @@ impl Rolecall {
                 }
             }
         });
-        if let Some(status) = exited {
-            panic!(
-                "rolecall exited ({status}) before answering /livez\n{}",
-                self.report(None)
-            );
+        if exited.is_some() {
+            return exited;
         }
         if live.is_none() {
             timed_out(
@@ -532,6 +570,7 @@ impl Rolecall {
                 &format!("last answer: {last}\n{}", self.report(None)),
             );
         }
+        None
     }
 
     pub fn pid(&self) -> u32 {
