@@ -246,6 +246,16 @@ impl NotifySocket {
         &self.path
     }
 
+    /// When the first notification carrying `line` arrived, if one did.
+    fn first(&self, line: &str) -> Option<Instant> {
+        self.heard
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, m)| m.lines().any(|l| l == line))
+            .map(|(at, _)| *at)
+    }
+
     /// How many notifications so far carried `line` (e.g. `WATCHDOG=1`).
     fn count(&self, line: &str) -> usize {
         self.heard
@@ -606,6 +616,70 @@ fn a_master_loading_its_dataset_holds_in_rotation() {
 
 // ---------------------------------------------------------------------------------------------
 // Row 29: a wedged check loop
+
+/// Row 1: `READY=1` once the listeners are bound, without waiting on Redis: every sentinel is
+/// frozen and the check timeout is 4 s, so no check can complete for 4 s; the notification
+/// comes first, with `/readyz` 503 meanwhile. Then, with Redis answering, `/readyz` turns 200
+/// only after `rise` (3) checks.
+#[test]
+fn ready_is_notified_without_waiting_on_redis_and_readiness_needs_rise_checks() {
+    let mut topology = Topology::start(1, 3);
+    let node = DemoNode::pin(topology.master_addr());
+    for i in 0..3 {
+        topology.sentinel_mut(i).stop();
+    }
+    let notify = NotifySocket::start();
+    let spawned = Instant::now();
+    let blind = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("interval", "\"10s\"")
+        .check("timeout", "\"4s\"")
+        .env("NOTIFY_SOCKET", &notify.path().display().to_string())
+        .start();
+    support::wait_until(VERDICT_TIMEOUT, "READY=1", || notify.count("READY=1") == 1);
+    let ready_after = notify.first("READY=1").unwrap().duration_since(spawned);
+    let status = blind.status();
+    assert_eq!(checks(&status), 0, "no check could complete yet: {status:#}");
+    assert_eq!(blind.http_get("/readyz").0, 503);
+    assert!(
+        spawned.elapsed() < Duration::from_secs(4),
+        "READY=1 {ready_after:?} after the start, status read {:?} after: too slow to show \
+         that it did not wait for the 4 s timeout",
+        spawned.elapsed()
+    );
+    drop(blind);
+    for i in 0..3 {
+        topology.sentinel_mut(i).cont();
+    }
+
+    // Redis answers: in rotation only once `rise` checks agree (each status is one snapshot).
+    // Confirming checks 400 ms apart, so the polls see the ones before the third.
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .check("rise", "3")
+        .check("interval", "\"500ms\"")
+        .check("fast_interval", "\"400ms\"")
+        .start();
+    let pending = std::cell::Cell::new(0);
+    let first_in = rolecall.wait_for_status("in rotation", VERDICT_TIMEOUT, |s| {
+        if s["in_rotation"] == true {
+            return true;
+        }
+        if checks(s) >= 1 {
+            pending.set(pending.get() + 1);
+        }
+        false
+    });
+    assert_eq!(first_in["verdict"], "ok", "{first_in:#}");
+    assert!(checks(&first_in) >= 3, "in rotation after fewer than rise = 3 checks: {first_in:#}");
+    assert!(
+        pending.get() > 0,
+        "never seen a complete check before rotation"
+    );
+    assert_eq!(rolecall.http_get("/readyz").0, 200);
+}
 
 #[test]
 fn a_wedged_check_loop_is_reported_stale_while_probes_answer_and_the_watchdog_starves() {
