@@ -455,6 +455,51 @@ fn a_node_with_a_pubsub_connection_on_the_old_master_is_out() {
     assert!(reply.contains("#stuck_on_replica"), "{reply:?}");
 }
 
+/// Row 7 across a failover: the node's commands follow Sentinel to the new master at once, its
+/// subscriber stays on the old master's address. While the old master still claims master the
+/// subscriber makes the node `stale_master`; once Sentinel demotes it (and kills its
+/// subscribers) the subscriber redials it, a replica now: out of rotation.
+#[test]
+fn a_node_whose_subscriber_stays_on_the_old_master_across_a_failover_goes_out() {
+    let topology = Topology::start(1, 3);
+    let old = topology.master_addr();
+    let mut node = DemoNode::follow_watching_with_pubsub(&topology, old);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    let (_, new) = topology.failover();
+    // The commands moved, the subscriber did not, and the old master still claims master.
+    let want = format!("connected {new}");
+    node.wait_for_line(VERDICT_TIMEOUT, |l| l == want);
+    let mut both = vec![old.to_string(), new.to_string()];
+    both.sort();
+    let split = rolecall.wait_for_status("split connections judged", VERDICT_TIMEOUT, |s| {
+        let mut servers = connection_servers(s);
+        servers.sort();
+        s["verdict"] == "stale_master" && servers == both
+    });
+    assert_eq!(split["in_rotation"], true, "within the grace period: {split:#}");
+    assert!(
+        reason(&split).contains(&format!("-> {old} goes to a server that still claims master")),
+        "{split:#}"
+    );
+
+    // Demoted: the subscriber is back on the old address, a replica now.
+    let s = rolecall.wait_for_verdict("stuck_on_replica", DEMOTED_VERDICT_TIMEOUT);
+    assert_eq!(s["in_rotation"], false, "{s:#}");
+    assert_eq!(topology.server(old).role().as_deref(), Some("slave"));
+    assert!(
+        reason(&s).contains(&format!("-> {old} goes to a replica"))
+            && reason(&s).contains(&format!("Sentinel's master is {new}")),
+        "{s:#}"
+    );
+    let reply = assert_rotation(&rolecall, 503, "drain");
+    assert!(reply.contains("#stuck_on_replica"), "{reply:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command line
 
