@@ -241,8 +241,14 @@ fn every_output(rolecall: &Rolecall, env: &[(&str, &str)]) -> Vec<(String, Strin
         all.extend(["--config", &config]);
         let o = run_rolecall_env(&all, env, COMMAND_TIMEOUT);
         let what = args.join(" ");
-        out.push((format!("{what} (stdout)"), String::from_utf8_lossy(&o.stdout).into()));
-        out.push((format!("{what} (stderr)"), String::from_utf8_lossy(&o.stderr).into()));
+        out.push((
+            format!("{what} (stdout)"),
+            String::from_utf8_lossy(&o.stdout).into(),
+        ));
+        out.push((
+            format!("{what} (stderr)"),
+            String::from_utf8_lossy(&o.stderr).into(),
+        ));
     }
     out
 }
@@ -302,7 +308,10 @@ fn passwords_from_the_environment_authenticate_and_show_in_no_output_whatever_ha
     }
     let s = rolecall.wait_for_verdict("unknown", VERDICT_TIMEOUT);
     let why = s["reason"].as_str().unwrap_or("");
-    assert!(why.contains("'role'"), "the reason names the command: {s:#}");
+    assert!(
+        why.contains("'role'"),
+        "the reason names the command: {s:#}"
+    );
     assert_eq!(s["in_rotation"], true, "{s:#}");
     assert_eq!(rolecall.http_get("/readyz").0, 200);
     let reply = rolecall.agent(Some("\n"));
@@ -315,10 +324,22 @@ fn passwords_from_the_environment_authenticate_and_show_in_no_output_whatever_ha
 
     // The passwords changed under it: authentication fails on both sides; unknown, in rotation.
     for srv in topology.servers() {
-        srv.cli(&["ACL", "SETUSER", "rolecall", "resetpass", ">another-password"]);
+        srv.cli(&[
+            "ACL",
+            "SETUSER",
+            "rolecall",
+            "resetpass",
+            ">another-password",
+        ]);
     }
     for sen in topology.sentinels() {
-        sen.cli(&["ACL", "SETUSER", "rolecall", "resetpass", ">another-password"]);
+        sen.cli(&[
+            "ACL",
+            "SETUSER",
+            "rolecall",
+            "resetpass",
+            ">another-password",
+        ]);
     }
     // A new password does not end the sessions already authenticated; rolecall must dial again.
     for srv in topology.servers() {

@@ -481,9 +481,14 @@ fn a_node_whose_subscriber_stays_on_the_old_master_across_a_failover_goes_out() 
         servers.sort();
         s["verdict"] == "stale_master" && servers == both
     });
-    assert_eq!(split["in_rotation"], true, "within the grace period: {split:#}");
+    assert_eq!(
+        split["in_rotation"], true,
+        "within the grace period: {split:#}"
+    );
     assert!(
-        reason(&split).contains(&format!("-> {old} goes to a server that still claims master")),
+        reason(&split).contains(&format!(
+            "-> {old} goes to a server that still claims master"
+        )),
         "{split:#}"
     );
 

@@ -105,7 +105,10 @@ fn a_master_name_the_sentinels_forget_holds_the_last_state_then_fails_open() {
     }
     let unknown_name = format!("\"{}\" unknown to every sentinel", topology.master_name());
     let held = rolecall.wait_for_status("master name unknown", VERDICT_TIMEOUT, |s| {
-        s["verdict"] == "unknown" && s["reason"].as_str().is_some_and(|r| r.contains(&unknown_name))
+        s["verdict"] == "unknown"
+            && s["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(&unknown_name))
     });
     let why = held["reason"].as_str().unwrap();
     assert!(why.contains("holding the last state"), "{held:#}");
@@ -140,7 +143,10 @@ fn a_master_name_the_sentinels_forget_holds_the_last_state_then_fails_open() {
         "{open:#}"
     );
     let reply = rolecall.agent(Some("\n"));
-    assert!(reply.starts_with("up") && reply.contains("#unknown"), "{reply:?}");
+    assert!(
+        reply.starts_with("up") && reply.contains("#unknown"),
+        "{reply:?}"
+    );
 }
 
 /// Row 20: MISCONF on the true master (a save point, and a dump that cannot be written: its
@@ -226,7 +232,10 @@ fn with_the_master_frozen_probes_answer_at_once_and_a_node_left_on_it_goes_out()
         assert_eq!(code, 200, "{body}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(slowest < Duration::from_secs(1), "slowest probe {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest probe {slowest:?}"
+    );
     // Sentinel fails over (down-after 1 s); the node stays connected to the frozen server,
     // which is not Sentinel's master and does not answer: out after the grace period.
     let new = topology.wait_new_master(old);

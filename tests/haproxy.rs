@@ -641,7 +641,13 @@ fn sigterm_leaves_rolecalls_drain_in_haproxy_and_a_restart_keeps_a_failed_node_o
     // The node dies: rolecall drains it, and says the drain is its own.
     drop(node);
     rolecall.wait_for_verdict("node_missing", VERDICT_TIMEOUT);
-    h.wait_for(BACKEND, "node1", "DRAIN", HAPROXY_TIMEOUT, ServerState::is_drain);
+    h.wait_for(
+        BACKEND,
+        "node1",
+        "DRAIN",
+        HAPROXY_TIMEOUT,
+        ServerState::is_drain,
+    );
     wait_until(VERDICT_TIMEOUT, "the state file to say drain", || {
         std::fs::read_to_string(&state_file).is_ok_and(|s| s.trim() == "drain")
     });
@@ -651,10 +657,20 @@ fn sigterm_leaves_rolecalls_drain_in_haproxy_and_a_restart_keeps_a_failed_node_o
         rolecall.terminate();
         let status = rolecall.wait_exit(Duration::from_secs(15));
         assert_eq!(status.code(), Some(0), "{}", rolecall.report(None));
-        h.wait_for(BACKEND, "node1", "its agent unreachable", HAPROXY_TIMEOUT, |s| {
-            s.agent_status.starts_with("L4")
-        });
-        assert_holds(&h, "node1", "DRAIN", Duration::from_secs(1), ServerState::is_drain);
+        h.wait_for(
+            BACKEND,
+            "node1",
+            "its agent unreachable",
+            HAPROXY_TIMEOUT,
+            |s| s.agent_status.starts_with("L4"),
+        );
+        assert_holds(
+            &h,
+            "node1",
+            "DRAIN",
+            Duration::from_secs(1),
+            ServerState::is_drain,
+        );
         let kept = std::fs::read_to_string(&state_file).unwrap_or_default();
         assert_eq!(kept.trim(), "drain", "the state file survives the stop");
     };
@@ -662,16 +678,34 @@ fn sigterm_leaves_rolecalls_drain_in_haproxy_and_a_restart_keeps_a_failed_node_o
 
     // Restarted with the node still gone: drained from the first poll to the verdict and after.
     rolecall.restart();
-    assert_holds(&h, "node1", "DRAIN", Duration::from_secs(2), ServerState::is_drain);
+    assert_holds(
+        &h,
+        "node1",
+        "DRAIN",
+        Duration::from_secs(2),
+        ServerState::is_drain,
+    );
     rolecall.wait_for_verdict("node_missing", VERDICT_TIMEOUT);
-    assert_holds(&h, "node1", "DRAIN", Duration::from_secs(1), ServerState::is_drain);
+    assert_holds(
+        &h,
+        "node1",
+        "DRAIN",
+        Duration::from_secs(1),
+        ServerState::is_drain,
+    );
     stop(&mut rolecall);
 
     // The node is back while rolecall is stopped: still drained (nothing tells HAProxy), until
     // the restarted rolecall sees it healthy and lifts its own drain.
     let node = DemoNode::pin(topology.master_addr());
     std::fs::write(&pid_file, node.pid().to_string()).unwrap();
-    assert_holds(&h, "node1", "DRAIN", Duration::from_secs(1), ServerState::is_drain);
+    assert_holds(
+        &h,
+        "node1",
+        "DRAIN",
+        Duration::from_secs(1),
+        ServerState::is_drain,
+    );
     rolecall.restart();
     rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
     assert_eq!(rolecall.agent(Some("\n")), "up ready\n");

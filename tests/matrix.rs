@@ -29,9 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::{
-    DemoNode, Rolecall, RolecallConfig, Topology, call_timeout, value_to_string,
-};
+use support::{DemoNode, Rolecall, RolecallConfig, Topology, call_timeout, value_to_string};
 
 /// From start (or a change of the node's connections) to a confirmed verdict: a few checks of
 /// 250 ms; generous for a loaded two-core machine.
@@ -545,7 +543,9 @@ fn a_master_busy_with_a_long_script_holds_in_rotation() {
     let changed = verdict_changes(&rolecall) - changes_before;
     let status = rolecall.status();
     assert!((2..=6).contains(&changed), "{changed} verdict changes");
-    let recent = status["changes"].as_array().expect("/status lists the changes");
+    let recent = status["changes"]
+        .as_array()
+        .expect("/status lists the changes");
     let since = &recent[recent.len().saturating_sub(changed as usize)..];
     assert_eq!(since.len() as u64, changed, "{status:#}");
     for c in since {
@@ -640,7 +640,11 @@ fn ready_is_notified_without_waiting_on_redis_and_readiness_needs_rise_checks() 
     support::wait_until(VERDICT_TIMEOUT, "READY=1", || notify.count("READY=1") == 1);
     let ready_after = notify.first("READY=1").unwrap().duration_since(spawned);
     let status = blind.status();
-    assert_eq!(checks(&status), 0, "no check could complete yet: {status:#}");
+    assert_eq!(
+        checks(&status),
+        0,
+        "no check could complete yet: {status:#}"
+    );
     assert_eq!(blind.http_get("/readyz").0, 503);
     assert!(
         spawned.elapsed() < Duration::from_secs(4),
@@ -673,7 +677,10 @@ fn ready_is_notified_without_waiting_on_redis_and_readiness_needs_rise_checks() 
         false
     });
     assert_eq!(first_in["verdict"], "ok", "{first_in:#}");
-    assert!(checks(&first_in) >= 3, "in rotation after fewer than rise = 3 checks: {first_in:#}");
+    assert!(
+        checks(&first_in) >= 3,
+        "in rotation after fewer than rise = 3 checks: {first_in:#}"
+    );
     assert!(
         pending.get() > 0,
         "never seen a complete check before rotation"

@@ -121,17 +121,22 @@ fn one_sentinel_naming_another_master_is_outvoted_through_a_failover_and_reporte
     let s2 = topology.sentinel(2);
     s2.cli(&["SENTINEL", "CONFIG", "SET", "announce-ip", "127.0.0.3"]);
     let name = topology.master_name();
-    support::wait_until(VERDICT_TIMEOUT, "sentinels 0 and 1 to see the new address", || {
-        [0, 1].iter().all(|&i| {
-            topology
-                .sentinel(i)
-                .cli_str(&["SENTINEL", "SENTINELS", name])
-                .contains("127.0.0.3")
-        })
-    });
+    support::wait_until(
+        VERDICT_TIMEOUT,
+        "sentinels 0 and 1 to see the new address",
+        || {
+            [0, 1].iter().all(|&i| {
+                topology
+                    .sentinel(i)
+                    .cli_str(&["SENTINEL", "SENTINELS", name])
+                    .contains("127.0.0.3")
+            })
+        },
+    );
     re_point(&topology, 2, elsewhere.addr());
     let other = elsewhere.addr().to_string();
-    let dissent_named = |s: &serde_json::Value| s["groups"][0]["dissent"].to_string().contains(&other);
+    let dissent_named =
+        |s: &serde_json::Value| s["groups"][0]["dissent"].to_string().contains(&other);
     let s = rolecall.wait_for_status("the dissent reported", VERDICT_TIMEOUT, |s| {
         dissent_named(s)
     });
@@ -152,7 +157,11 @@ fn one_sentinel_naming_another_master_is_outvoted_through_a_failover_and_reporte
     // No flapping: a follower's failover is a few changes (ok, perhaps stale_master or
     // disconnected for a moment, ok), never one per check.
     let changes = verdict_changes(&rolecall) - changes_before;
-    assert!(changes <= 4, "{changes} verdict changes\n{}", rolecall.report(None));
+    assert!(
+        changes <= 4,
+        "{changes} verdict changes\n{}",
+        rolecall.report(None)
+    );
 }
 
 /// Row 10: sentinel 0 names the master, sentinel 1 another server, sentinel 2 is stopped (its

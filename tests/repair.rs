@@ -137,7 +137,8 @@ fn failover_with_follower(repair: &str) -> FollowerRun {
 }
 
 #[test]
-fn with_repair_a_following_node_moves_long_before_the_demotion_stays_in_rotation_and_loses_no_write() {
+fn with_repair_a_following_node_moves_long_before_the_demotion_stays_in_rotation_and_loses_no_write()
+ {
     // `kill_stale_connections` alone: it brings the write pause on the old master with it.
     let FollowerRun {
         acked,

@@ -243,7 +243,11 @@ fn main() -> ExitCode {
                 master_name,
                 password: passwords.sentinel.clone(),
             };
-            (target, common, subscription.into_iter().chain(events).collect())
+            (
+                target,
+                common,
+                subscription.into_iter().chain(events).collect(),
+            )
         }
     };
     for sub in subscriptions {
