@@ -390,6 +390,53 @@ pub struct Rolecall {
     http: SocketAddr,
     dump: Option<DumpTargets>,
     hosts: Option<PrivateHosts>,
+    /// The passwords and tokens its configuration names (files, environment variables): on
+    /// drop, none may show in its log.
+    secrets: Vec<String>,
+}
+
+impl Drop for Rolecall {
+    /// Every test with a secret is a canary test too: its log must not hold the secret, at
+    /// whatever level the test ran (a failing test is left to its own message).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for log in [self.stderr.clone(), self.dir.path().join("stdout.log")] {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for secret in &self.secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "a secret of the configuration shows in {}",
+                    log.display()
+                );
+            }
+        }
+    }
+}
+
+/// The secrets `config` names: the first line of each `*password_file` and `token_file`, and
+/// the value of each `*password_env` variable in `env`. Shorter than 6 characters is too short
+/// to search a log for.
+fn secrets_in(config: &str, env: &[(String, String)]) -> Vec<String> {
+    let mut secrets = Vec::new();
+    for line in config.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim().trim_matches('"'));
+        let secret = if key.ends_with("password_file") || key == "token_file" {
+            std::fs::read_to_string(value)
+                .ok()
+                .and_then(|t| t.lines().next().map(str::to_owned))
+        } else if key.ends_with("password_env") {
+            env.iter().find(|(k, _)| k == value).map(|(_, v)| v.clone())
+        } else {
+            None
+        };
+        secrets.extend(secret.filter(|s| s.trim().len() >= 6));
+    }
+    secrets
 }
 
 impl Rolecall {
@@ -496,7 +543,7 @@ impl Rolecall {
             .replace("{http}", &http.to_string())
             .replace("{dir}", &dir.path().display().to_string());
         let config = dir.path().join("rolecall.toml");
-        std::fs::write(&config, text).expect("write rolecall.toml");
+        std::fs::write(&config, &text).expect("write rolecall.toml");
         let stderr = dir.path().join("stderr.log");
         let mut cmd = command_for(hosts.as_ref(), ROLECALL);
         cmd.arg("run")
@@ -515,6 +562,7 @@ impl Rolecall {
             cmd.env(k, v.replace("{journal_stream}", &device_inode(&stderr)));
         }
         let proc = Proc::spawn(cmd, "rolecall run");
+        let secrets = secrets_in(&text, env);
         Rolecall {
             proc,
             dir,
@@ -524,6 +572,7 @@ impl Rolecall {
             http,
             dump,
             hosts,
+            secrets,
         }
     }
 
