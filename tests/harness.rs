@@ -732,9 +732,11 @@ fn a_secret_in_rolecalls_log_fails_the_test() {
             &format!("password_file = {:?}\n", pw.display().to_string()),
         )
         .start();
-    support::wait_until(Duration::from_secs(20), "the node's name in the log", || {
-        rolecall.stderr().contains(SECRET)
-    });
+    support::wait_until(
+        Duration::from_secs(20),
+        "the node's name in the log",
+        || rolecall.stderr().contains(SECRET),
+    );
     rolecall.terminate();
     rolecall.wait_exit(Duration::from_secs(15));
 }

@@ -666,9 +666,8 @@ fn ready_is_notified_without_waiting_on_redis_and_readiness_needs_rise_checks() 
         .check("interval", "\"1s\"")
         .check("fast_interval", "\"1s\"")
         .start();
-    let first_in = rolecall.wait_for_status("in rotation", VERDICT_TIMEOUT, |s| {
-        s["in_rotation"] == true
-    });
+    let first_in =
+        rolecall.wait_for_status("in rotation", VERDICT_TIMEOUT, |s| s["in_rotation"] == true);
     assert_eq!(first_in["verdict"], "ok", "{first_in:#}");
     assert!(
         checks(&first_in) >= 3,

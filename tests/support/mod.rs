@@ -20,7 +20,8 @@
 //! - `node`: [`DemoNode`], the `rolecall-demo-node` binary as a separate process, so rolecall
 //!   discovers its sockets by pid.
 //! - `rolecall`: [`Rolecall`] and [`RolecallConfig`], the daemon under test with a tiny HTTP and
-//!   agent client.
+//!   agent client; started again on other ports if the free ones it picked were taken, and
+//!   checked on drop: its log must not hold a secret its configuration names.
 //! - `watch`: [`ReadyWatch`], a thread polling `/readyz` through a failover.
 //! - `measure`: what the benchmarks share: counts from the environment, percentiles, a
 //!   process's CPU time.
