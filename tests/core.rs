@@ -235,8 +235,10 @@ fn a_pinned_node_is_out_at_once_after_the_demotion_not_at_the_next_interval() {
                 rolecall.report(None)
             )
         });
+    // A check at the next interval could come up to 5 s later; the demotion's events bring
+    // one at once. The bound leaves room for a loaded machine (BENCHMARKS.md has the figure).
     assert!(
-        took < Duration::from_millis(1500),
+        took < Duration::from_secs(3),
         "out {took:?} after the demotion, with a 5 s interval\n{}",
         rolecall.report(None)
     );
@@ -448,6 +450,56 @@ fn a_node_with_a_pubsub_connection_on_the_old_master_is_out() {
     assert!(
         why.contains(&format!("-> {replica} goes to a replica")),
         "the reason names the subscriber's server {replica}: {why}"
+    );
+    let reply = assert_rotation(&rolecall, 503, "drain");
+    assert!(reply.contains("#stuck_on_replica"), "{reply:?}");
+}
+
+/// Row 7 across a failover: the node's commands follow Sentinel to the new master at once, its
+/// subscriber stays on the old master's address. While the old master still claims master the
+/// subscriber makes the node `stale_master`; once Sentinel demotes it (and kills its
+/// subscribers) the subscriber redials it, a replica now: out of rotation.
+#[test]
+fn a_node_whose_subscriber_stays_on_the_old_master_across_a_failover_goes_out() {
+    let topology = Topology::start(1, 3);
+    let old = topology.master_addr();
+    let mut node = DemoNode::follow_watching_with_pubsub(&topology, old);
+    let mut rolecall = RolecallConfig::new()
+        .pid(node.pid())
+        .topology(&topology)
+        .start();
+    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+
+    let (_, new) = topology.failover();
+    // The commands moved, the subscriber did not, and the old master still claims master.
+    let want = format!("connected {new}");
+    node.wait_for_line(VERDICT_TIMEOUT, |l| l == want);
+    let mut both = vec![old.to_string(), new.to_string()];
+    both.sort();
+    let split = rolecall.wait_for_status("split connections judged", VERDICT_TIMEOUT, |s| {
+        let mut servers = connection_servers(s);
+        servers.sort();
+        s["verdict"] == "stale_master" && servers == both
+    });
+    assert_eq!(
+        split["in_rotation"], true,
+        "within the grace period: {split:#}"
+    );
+    assert!(
+        reason(&split).contains(&format!(
+            "-> {old} goes to a server that still claims master"
+        )),
+        "{split:#}"
+    );
+
+    // Demoted: the subscriber is back on the old address, a replica now.
+    let s = rolecall.wait_for_verdict("stuck_on_replica", DEMOTED_VERDICT_TIMEOUT);
+    assert_eq!(s["in_rotation"], false, "{s:#}");
+    assert_eq!(topology.server(old).role().as_deref(), Some("slave"));
+    assert!(
+        reason(&s).contains(&format!("-> {old} goes to a replica"))
+            && reason(&s).contains(&format!("Sentinel's master is {new}")),
+        "{s:#}"
     );
     let reply = assert_rotation(&rolecall, 503, "drain");
     assert!(reply.contains("#stuck_on_replica"), "{reply:?}");

@@ -2,20 +2,22 @@
 # rolecall end to end on loopback: 1 master + 1 replica + 3 sentinels, two sample nodes (one
 # pins the master's address, one follows Sentinel), one rolecall per node. Shows the verdicts,
 # runs a real SENTINEL FAILOVER and shows the pinned node leave rotation while the
-# Sentinel-following node stays in. Installs redis-server/redis-sentinel with apt-get if missing.
+# Sentinel-following node stays in. Needs redis-server, redis-sentinel, redis-cli and curl
+# (Debian: apt-get install redis-server redis-sentinel redis-tools curl); it says so and stops
+# if one is missing.
 #
 #   bash tests/demo.sh          # from the repository root
 #
-# Ports: 127.0.0.1:{16379,16380} redis, {26479,26480,26481} sentinels, {17070..17073} rolecall.
+# Ports: free loopback ports below the kernel's ephemeral range, picked at start and printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need redis-server || ! need redis-sentinel || ! need redis-cli; then
-  echo "== installing redis-server and redis-sentinel (apt-get)"
-  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-sentinel >/dev/null
+missing=()
+for b in redis-server redis-sentinel redis-cli curl; do need "$b" || missing+=("$b"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing: ${missing[*]}; install them first (Debian: apt-get install redis-server redis-sentinel redis-tools curl)" >&2
+  exit 1
 fi
 [ -n "${ROLECALL_BIN_DIR:-}" ] || need cargo || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
 
@@ -36,7 +38,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
-M=16379; R=16380; S=(26479 26480 26481)
+# A loopback port nobody listens on and this script has not chosen yet, into PORT. Chosen below
+# the ephemeral range, so no outgoing connection takes it before its server binds it.
+CHOSEN=" "
+free_port() {
+  local lo hi base span
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+  if [ "$lo" -gt 11000 ]; then base=10000; span=$((lo - 10000)); else base=$((hi + 1)); span=$((65535 - hi)); fi
+  for _ in $(seq 1 200); do
+    PORT=$((base + (RANDOM * 32768 + RANDOM) % span))
+    case "$CHOSEN" in *" $PORT "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then CHOSEN="$CHOSEN$PORT "; return 0; fi
+  done
+  echo "no free loopback port found in $base..$((base + span))" >&2; exit 1
+}
+free_port; M=$PORT; free_port; R=$PORT
+S=(); for _ in 1 2 3; do free_port; S+=("$PORT"); done
+A=(); for _ in 1 2 3 4; do free_port; A+=("$PORT"); done
 for p in $M $R; do
   mkdir -p "$WORK/$p"
   args=(--port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK/$p" --logfile "$WORK/$p/log")
@@ -61,6 +79,7 @@ wait_for() { # what, seconds, command...
   for _ in $(seq 1 $((secs * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "timed out waiting for $what" >&2; exit 1
 }
+for p in $M $R "${S[@]}"; do wait_for "redis on port $p" 20 redis-cli -p "$p" ping; done
 wait_for "replica in sync" 20 sh -c "redis-cli -p $R info replication | grep -q 'master_link_status:up'"
 for p in "${S[@]}"; do
   wait_for "sentinel $p to see the replica and its peers" 30 sh -c \
@@ -99,37 +118,41 @@ EOF
   # What systemd's StateDirectory= would give each instance: its own place for what it keeps.
   STATE_DIRECTORY="$WORK/$1.state" ROLECALL_LOG=info $BIN/rolecall run --config "$WORK/$1.toml" 2>"$WORK/$1.log" & PIDS+=($!)
 }
-start_rolecall pinned $PINNED 17070 17071
-start_rolecall follower $FOLLOWER 17072 17073
+start_rolecall pinned $PINNED "${A[0]}" "${A[1]}"
+start_rolecall follower $FOLLOWER "${A[2]}" "${A[3]}"
 
-agent() { # port -> the agent's reply line
-  exec 3<>"/dev/tcp/127.0.0.1/$1" && printf '\n' >&3 && head -n1 <&3; exec 3<&- 3>&-
+agent() { # port -> the agent's reply line, or nothing after 2 s
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "\n" >&3 && IFS= read -r line <&3 && printf "%s\n" "$line"' _ "$1" || true
 }
 verdict() { # http port
-  curl -s "http://127.0.0.1:$1/status" 2>/dev/null | sed -n 's/^  "verdict": "\([a-z_]*\)",*/\1/p'
+  curl -s --max-time 2 "http://127.0.0.1:$1/status" 2>/dev/null | sed -n 's/^  "verdict": "\([a-z_]*\)",*/\1/p'
+}
+readyz() { # http port -> its status code
+  curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz" || true
 }
 show() {
   printf '%-8s pinned: %-17s agent: %-36.36s | follower: %-17s agent: %-.36s\n' "$1" \
-    "$(verdict 17071)" "$(agent 17070)" "$(verdict 17073)" "$(agent 17072)"
+    "$(verdict "${A[1]}")" "$(agent "${A[0]}")" "$(verdict "${A[3]}")" "$(agent "${A[2]}")"
 }
-need curl || { echo "curl not found: apt-get install -y curl" >&2; exit 1; }
-wait_for "both nodes ok" 20 sh -c "curl -sf http://127.0.0.1:17071/readyz && curl -sf http://127.0.0.1:17073/readyz"
+echo "== rolecall: pinned node agent ${A[0]}, http ${A[1]}; follower agent ${A[2]}, http ${A[3]}"
+wait_for "both nodes ok" 20 sh -c "curl -sf --max-time 2 http://127.0.0.1:${A[1]}/readyz && curl -sf --max-time 2 http://127.0.0.1:${A[3]}/readyz"
 show "before"
 
 echo "== SENTINEL FAILOVER mymaster"
 redis-cli -p "${S[0]}" sentinel failover mymaster >/dev/null
 START=$(date +%s%N)
+# Polls every half second, up to 20 s, until both verdicts are the expected ones.
 for _ in $(seq 1 40); do
   show "+$(( ($(date +%s%N) - START) / 1000000 ))ms"
+  if [ "$(verdict "${A[1]}")" = "stuck_on_replica" ] && [ "$(verdict "${A[3]}")" = "ok" ]; then break; fi
   sleep 0.5
-  if [ "$(verdict 17071)" = "stuck_on_replica" ] && [ "$(verdict 17073)" = "ok" ]; then break; fi
 done
 show "after"
 echo "== new master: $(redis-cli -p "${S[0]}" sentinel get-master-addr-by-name mymaster | paste -sd: -)"
 echo "== what rolecall logged for the pinned node:"
 grep -E "verdict changed" "$WORK/pinned.log" | sed 's/^/   /' || true
-echo "== readiness: pinned $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:17071/readyz), follower $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:17073/readyz)"
-if [ "$(verdict 17071)" != "stuck_on_replica" ] || [ "$(verdict 17073)" != "ok" ]; then
+echo "== readiness: pinned $(readyz "${A[1]}"), follower $(readyz "${A[3]}")"
+if [ "$(verdict "${A[1]}")" != "stuck_on_replica" ] || [ "$(verdict "${A[3]}")" != "ok" ]; then
   echo "== unexpected verdicts; rolecall logs: $WORK/*.log" >&2
   tail -n 20 "$WORK"/pinned.log "$WORK"/pinned.out >&2 || true
   exit 1

@@ -25,8 +25,9 @@ use support::{DemoNode, Rolecall, RolecallConfig, Topology, call_timeout};
 
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
 const DEMOTED_TIMEOUT: Duration = Duration::from_secs(60);
-/// A write that waits longer than this is held by a pause.
-const HELD: Duration = Duration::from_millis(500);
+/// A write that waits longer than this is held by a pause (a free server answers in well under
+/// a millisecond; the rest is margin for a loaded machine).
+const HELD: Duration = Duration::from_secs(1);
 
 fn rolecall_for(node: &DemoNode, topology: &Topology, repair: &str) -> Rolecall {
     RolecallConfig::new()
@@ -80,9 +81,7 @@ fn the_old_master_is_fenced_until_sentinel_converts_it_then_it_resyncs() {
             "Sentinel never demoted {old}\n{}",
             topology.dump()
         );
-        let t = Instant::now();
         assert!(writes_pass(new), "a write on the new master was held");
-        assert!(t.elapsed() < HELD);
         new_writes += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -122,8 +121,10 @@ fn a_rolecall_killed_mid_fence_lets_the_pause_lapse_within_one_lease() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let resumed = resumed.expect("writes on the old master resume");
+    // The last lease was set before the kill, so it ends within 2 s of it; 1 s more for a
+    // loaded machine and for the poll (each held write waits up to HELD).
     assert!(
-        resumed < Duration::from_millis(2500),
+        resumed < Duration::from_secs(3),
         "writes resumed {resumed:?} after the kill, with a 2 s lease"
     );
 }

@@ -123,8 +123,10 @@ fn probes_are_answered_while_thousands_of_idle_connections_are_held_under_a_1024
             http_times.push(t.elapsed());
         }
         drop(slow);
+        // Unaffected: no probe waited behind the flood, whose connections are only dropped by
+        // the 5 s header timeout. Loose for a loaded machine; BENCHMARKS.md has the figures.
         for t in agent_times.iter().chain(&http_times) {
-            assert!(*t < Duration::from_secs(1), "{flood:?}: a probe took {t:?}");
+            assert!(*t < Duration::from_secs(2), "{flood:?}: a probe took {t:?}");
         }
         report(&format!("{flood:?}: agent probe"), agent_times);
         report(&format!("{flood:?}: /livez probe"), http_times);

@@ -709,3 +709,34 @@ fn rolecall_runs_under_the_chart_private_hosts() {
     rolecall.wait_for_verdict("ok", Duration::from_secs(20));
     assert!(rolecall.report(None).contains("--- chart ---"));
 }
+
+/// The harness's canary check: a secret the configuration names (here a password file whose
+/// line is also the node's name, which rolecall logs) fails the test when the rolecall is
+/// dropped.
+#[test]
+#[should_panic(expected = "a secret of the configuration shows in")]
+fn a_secret_in_rolecalls_log_fails_the_test() {
+    const SECRET: &str = "canary-harness-5d1e";
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sentinel = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let mut rolecall = RolecallConfig::new()
+        .pid(std::process::id())
+        .node_name(SECRET)
+        .redis_group_with(
+            "main",
+            "mymaster",
+            &[sentinel],
+            &format!("password_file = {:?}\n", pw.display().to_string()),
+        )
+        .start();
+    support::wait_until(
+        Duration::from_secs(20),
+        "the node's name in the log",
+        || rolecall.stderr().contains(SECRET),
+    );
+    rolecall.terminate();
+    rolecall.wait_exit(Duration::from_secs(15));
+}

@@ -137,7 +137,8 @@ fn failover_with_follower(repair: &str) -> FollowerRun {
 }
 
 #[test]
-fn with_repair_a_following_node_moves_within_a_second_stays_in_rotation_and_loses_no_write() {
+fn with_repair_a_following_node_moves_long_before_the_demotion_stays_in_rotation_and_loses_no_write()
+ {
     // `kill_stale_connections` alone: it brings the write pause on the old master with it.
     let FollowerRun {
         acked,
@@ -156,9 +157,12 @@ fn with_repair_a_following_node_moves_within_a_second_stays_in_rotation_and_lose
         "readiness was polled throughout ({polls} polls)"
     );
     assert_eq!(not_ready, 0, "the node never leaves rotation");
+    // Without the repair the node moves only when Sentinel demotes the old master, about 10 s
+    // after the switch (DESIGN.md); with it, at once. The bound leaves room for a loaded
+    // machine; BENCHMARKS.md has the figure.
     assert!(
-        moved_after < Duration::from_secs(1),
-        "on the new master within a second of +switch-master, took {moved_after:?}"
+        moved_after < Duration::from_secs(3),
+        "on the new master well before the demotion, took {moved_after:?} after +switch-master"
     );
     assert!(acked > 0);
     // No acknowledged write lost; beyond them, at most the writes whose outcome the node could
@@ -401,8 +405,10 @@ fn sentinel_events_are_resubscribed_after_a_disconnect_and_still_trigger_a_check
         "the restored subscriptions delivered +switch-master\n{}",
         rolecall.stderr_tail(30)
     );
+    // A check at the next interval could come up to 5 s later; the event brings one at once.
+    // The bound leaves room for a loaded machine.
     assert!(
-        after < Duration::from_millis(500),
+        after < Duration::from_secs(2),
         "seen {after:?} after +switch-master with a 5 s interval: the event did not trigger a check\n{}",
         rolecall.stderr_tail(30)
     );
@@ -584,10 +590,24 @@ fn an_elected_leaders_new_master_is_followed_before_the_other_sentinels_name_it(
         group["name"].as_str().unwrap()
     );
     assert!(metrics.contains(&gauge), "{metrics}");
-    rolecall.wait_for_status(
+    let judged = rolecall.wait_for_status(
         "the pinned node judged against it",
         Duration::from_secs(10),
         |s| s["verdict"] == "stale_master" || s["verdict"] == "stuck_on_replica",
+    );
+    // Which of the two depends only on whether Sentinel has demoted the resumed old master
+    // yet; either way it is the pinned node's connection to `old` judged against the elected
+    // master, and the reason says which the old server was.
+    let reason = judged["reason"].as_str().unwrap_or("");
+    let claim = if judged["verdict"] == "stale_master" {
+        "goes to a server that still claims master"
+    } else {
+        "goes to a replica"
+    };
+    assert!(
+        reason.contains(&format!("-> {old} {claim}"))
+            && reason.contains(&format!("Sentinel's master is {new}")),
+        "{judged:#}"
     );
 
     // The others resume: they adopt the leader's configuration, or sit in TILT for 30 s if

@@ -15,7 +15,8 @@
 //!   the old master still alive, such a client keeps writing to the old master until Sentinel
 //!   demotes it and kills its clients (10–20 s later). With `--watch` it also subscribes to
 //!   `+switch-master` on a sentinel (as Jedis does) and moves at once; that is one more socket,
-//!   to a sentinel.
+//!   to a sentinel. With `--pubsub-addr` it also keeps a subscriber connection on a fixed
+//!   address, which it never re-resolves: commands follow Sentinel, the subscriber does not.
 //!
 //! With `--tls-ca` (and `--tls-cert`/`--tls-key` for mutual TLS) every connection speaks TLS
 //! (rustls), verifying the host name it dialled.
@@ -107,6 +108,9 @@ enum Mode {
         /// once (as Jedis does), instead of only when the old master breaks the connection.
         #[arg(long)]
         watch: bool,
+        /// Also keep a subscriber connection on this fixed address (never re-resolved).
+        #[arg(long, value_name = "HOST:PORT")]
+        pubsub_addr: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -203,7 +207,7 @@ fn main() -> ExitCode {
     }
     let switch = Arc::new(Mutex::new(None));
     let mut started = Vec::new();
-    let (target, common, subscription) = match cli.mode {
+    let (target, common, subscriptions) = match cli.mode {
         Mode::Pin {
             addr,
             pubsub_addr,
@@ -212,22 +216,17 @@ fn main() -> ExitCode {
         } => {
             started
                 .extend(read_addr.map(|addr| Reader::start(addr, &common, passwords.data.clone())));
-            let subscription = pubsub_addr.map(|pubsub| Subscription {
-                addrs: vec![pubsub],
-                password: passwords.data.clone(),
-                channel: format!("rolecall-demo:{}:events", common.name),
-                client_name: format!("rolecall-demo-{}-sub", common.name),
-                label: "subscribed",
-                on_message: None,
-            });
-            (Target::Fixed(addr), common, subscription)
+            let subscription = pubsub_addr.map(|pubsub| events(pubsub, &common, &passwords));
+            (Target::Fixed(addr), common, Vec::from_iter(subscription))
         }
         Mode::Follow {
             sentinels,
             master_name,
             watch,
+            pubsub_addr,
             common,
         } => {
+            let events = pubsub_addr.map(|pubsub| events(pubsub, &common, &passwords));
             let subscription = watch.then(|| Subscription {
                 addrs: sentinels.clone(),
                 password: passwords.sentinel.clone(),
@@ -244,10 +243,14 @@ fn main() -> ExitCode {
                 master_name,
                 password: passwords.sentinel.clone(),
             };
-            (target, common, subscription)
+            (
+                target,
+                common,
+                subscription.into_iter().chain(events).collect(),
+            )
         }
     };
-    if let Some(sub) = subscription {
+    for sub in subscriptions {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || sub.run(tx));
         started.push(rx);
@@ -260,6 +263,18 @@ fn main() -> ExitCode {
         &switch,
         &acked,
     )
+}
+
+/// The subscriber connection of `--pubsub-addr`: the node's events channel on `addr`.
+fn events(addr: String, common: &Common, passwords: &Passwords) -> Subscription {
+    Subscription {
+        addrs: vec![addr],
+        password: passwords.data.clone(),
+        channel: format!("rolecall-demo:{}:events", common.name),
+        client_name: format!("rolecall-demo-{}-sub", common.name),
+        label: "subscribed",
+        on_message: None,
+    }
 }
 
 /// The passwords the node sends, by the kind of server it connects to.

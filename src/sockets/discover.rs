@@ -413,11 +413,13 @@ mod tests {
         }
     }
 
-    /// Whether netlink sock_diag is refused here (a sandbox); tests of the netlink path then
-    /// say so and pass, as `discover` itself falls back to /proc.
+    /// Whether netlink sock_diag is refused here (a sandbox) and the environment allows the
+    /// netlink half of a test to be skipped (`ROLECALL_TEST_ALLOW_NO_NETLINK=1`). Refused
+    /// without that permission, the test fails: netlink is the path rolecall takes by default,
+    /// and a run that never exercised it must not pass as one that did.
     fn netlink_refused() -> bool {
-        match dump_established(&BTreeSet::new()) {
-            Ok(_) => false,
+        let cause = match dump_established(&BTreeSet::new()) {
+            Ok(_) => return false,
             Err(NetlinkError::Os { cause, .. })
                 if matches!(
                     cause.raw_os_error(),
@@ -430,12 +432,26 @@ mod tests {
                     )
                 ) =>
             {
-                eprintln!("netlink sock_diag is refused here ({cause}); only /proc is tested");
-                true
+                cause
             }
             Err(err) => panic!("netlink sock_diag failed: {err}"),
+        };
+        if std::env::var_os(ALLOW_NO_NETLINK).is_some_and(|v| v == "1") {
+            eprintln!(
+                "netlink sock_diag is refused here ({cause}); {ALLOW_NO_NETLINK}=1: \
+                 only /proc is tested"
+            );
+            return true;
         }
+        panic!(
+            "netlink sock_diag is refused here ({cause}): run the tests where a process may \
+             open NETLINK_SOCK_DIAG (outside a seccomp sandbox that refuses it), or set \
+             {ALLOW_NO_NETLINK}=1 to test only the /proc path"
+        )
     }
+
+    /// The variable that lets a test skip its netlink half where netlink is refused.
+    const ALLOW_NO_NETLINK: &str = "ROLECALL_TEST_ALLOW_NO_NETLINK";
 
     /// Runs `selector` by /proc, netlink, /proc until both /proc answers agree (other tests of
     /// this process open and close sockets meanwhile), and checks that netlink agreed too.

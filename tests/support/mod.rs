@@ -20,7 +20,8 @@
 //! - `node`: [`DemoNode`], the `rolecall-demo-node` binary as a separate process, so rolecall
 //!   discovers its sockets by pid.
 //! - `rolecall`: [`Rolecall`] and [`RolecallConfig`], the daemon under test with a tiny HTTP and
-//!   agent client.
+//!   agent client; started again on other ports if the free ones it picked were taken, and
+//!   checked on drop: its log must not hold a secret its configuration names.
 //! - `watch`: [`ReadyWatch`], a thread polling `/readyz` through a failover.
 //! - `measure`: what the benchmarks share: counts from the environment, percentiles, a
 //!   process's CPU time.
@@ -32,6 +33,8 @@
 //! - `tls`: [`TlsCluster`], a TLS-only Sentinel cluster (`port 0`, client certificates
 //!   required) with certificates made at test time ([`Pki`]) that name host names only.
 //! - `vip`: [`cluster_ips`], Kubernetes ClusterIPs (nftables DNAT) in a [`PodNetns`].
+//! - `blackhole`: [`BlackHole`], an nftables rule dropping what a [`PodNetns`]'s pod sends to
+//!   some ports (sentinels or servers cut off without a refusal).
 //! - `hosts`: [`PrivateHosts`], a hosts file of the test's own that children see as
 //!   `/etc/hosts` in a private mount namespace each (the machine's is never touched); every
 //!   process type above can be started under one (`.hosts(&h)` on its builder or options).
@@ -46,6 +49,7 @@
 // Each test file compiles its own copy of this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+mod blackhole;
 mod chart;
 mod haproxy;
 mod hosts;
@@ -64,6 +68,7 @@ mod watch;
 
 use std::time::{Duration, Instant};
 
+pub use blackhole::BlackHole;
 pub use chart::{Chart, ChartBuilder, Pod};
 pub use haproxy::{
     Backend, Haproxy, HaproxyBuilder, RuntimeApi, ServerState, Session, check_config, cli,

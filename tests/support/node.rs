@@ -179,6 +179,17 @@ impl DemoNode {
         )
     }
 
+    /// `follow --watch --pubsub-addr PUBSUB`: commands follow Sentinel and move at
+    /// `+switch-master`; the subscriber stays on `pubsub`, only ever redialled there.
+    pub fn follow_watching_with_pubsub(topology: &Topology, pubsub: SocketAddr) -> DemoNode {
+        DemoNode::follow_args(
+            "watchsub",
+            &topology.sentinel_addrs(),
+            topology.master_name(),
+            &["--watch", "--pubsub-addr", &pubsub.to_string()],
+        )
+    }
+
     pub fn follow_sentinels(sentinels: &[SocketAddr], master_name: &str) -> DemoNode {
         DemoNode::follow_args("follow", sentinels, master_name, &[])
     }

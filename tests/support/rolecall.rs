@@ -22,6 +22,8 @@ use super::{poll_for, timed_out};
 const ROLECALL: &str = env!("CARGO_BIN_EXE_rolecall");
 /// Until `/livez` answers after the spawn.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Starts on other free ports when the ones picked were taken before rolecall bound them.
+const PORT_ATTEMPTS: usize = 5;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Whole-response bound of the HTTP and agent clients.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -315,11 +317,15 @@ impl RolecallConfig {
         out
     }
 
-    /// Starts rolecall and waits until `/livez` answers.
+    /// Starts rolecall and waits until `/livez` answers (on other ports if the free ports it
+    /// picked were taken meanwhile).
     pub fn start(self) -> Rolecall {
-        let mut r = self.spawn();
-        r.wait_live();
-        r
+        let text = self.to_toml();
+        let dump = self.dump.map(|d| DumpTargets {
+            netns: self.dump_netns,
+            ..d
+        });
+        Rolecall::start_with(&text, &self.env, dump, self.hosts)
     }
 
     /// Starts rolecall without waiting for anything (for configs it should refuse).
@@ -384,15 +390,86 @@ pub struct Rolecall {
     http: SocketAddr,
     dump: Option<DumpTargets>,
     hosts: Option<PrivateHosts>,
+    /// The passwords and tokens its configuration names (files, environment variables): on
+    /// drop, none may show in its log.
+    secrets: Vec<String>,
+}
+
+impl Drop for Rolecall {
+    /// Every test with a secret is a canary test too: its log must not hold the secret, at
+    /// whatever level the test ran (a failing test is left to its own message).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for log in [self.stderr.clone(), self.dir.path().join("stdout.log")] {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for secret in &self.secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "a secret of the configuration shows in {}",
+                    log.display()
+                );
+            }
+        }
+    }
+}
+
+/// The secrets `config` names: the first line of each `*password_file` and `token_file`, and
+/// the value of each `*password_env` variable in `env`. Shorter than 6 characters is too short
+/// to search a log for.
+fn secrets_in(config: &str, env: &[(String, String)]) -> Vec<String> {
+    let mut secrets = Vec::new();
+    for line in config.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim().trim_matches('"'));
+        let secret = if key.ends_with("password_file") || key == "token_file" {
+            std::fs::read_to_string(value)
+                .ok()
+                .and_then(|t| t.lines().next().map(str::to_owned))
+        } else if key.ends_with("password_env") {
+            env.iter().find(|(k, _)| k == value).map(|(_, v)| v.clone())
+        } else {
+            None
+        };
+        secrets.extend(secret.filter(|s| s.trim().len() >= 6));
+    }
+    secrets
 }
 
 impl Rolecall {
     /// Starts rolecall with this config text (after replacing `{agent}`, `{http}` and `{dir}`)
     /// and waits until `/livez` answers.
     pub fn start(config_toml: &str) -> Rolecall {
-        let mut r = Rolecall::spawn(config_toml);
-        r.wait_live();
-        r
+        Rolecall::start_with(config_toml, &[], None, None)
+    }
+
+    /// Spawns rolecall and waits until `/livez` answers. The free ports put in for `{agent}`
+    /// and `{http}` may be taken by another process before rolecall binds them: then it
+    /// starts again on others, as the Redis and HAProxy harnesses do.
+    fn start_with(
+        config_toml: &str,
+        env: &[(String, String)],
+        dump: Option<DumpTargets>,
+        hosts: Option<PrivateHosts>,
+    ) -> Rolecall {
+        let picked_ports = config_toml.contains("{agent}") || config_toml.contains("{http}");
+        for attempt in 1..=PORT_ATTEMPTS {
+            let mut r = Rolecall::spawn_with(config_toml, env, dump.clone(), hosts.clone());
+            let Some(status) = r.try_live() else {
+                return r;
+            };
+            let taken = r.stderr().contains("Address already in use");
+            if !(picked_ports && taken && attempt < PORT_ATTEMPTS) {
+                panic!(
+                    "rolecall exited ({status}) before answering /livez\n{}",
+                    r.report(None)
+                );
+            }
+        }
+        unreachable!("the last attempt panics instead of retrying")
     }
 
     /// Starts rolecall without waiting for anything.
@@ -466,7 +543,7 @@ impl Rolecall {
             .replace("{http}", &http.to_string())
             .replace("{dir}", &dir.path().display().to_string());
         let config = dir.path().join("rolecall.toml");
-        std::fs::write(&config, text).expect("write rolecall.toml");
+        std::fs::write(&config, &text).expect("write rolecall.toml");
         let stderr = dir.path().join("stderr.log");
         let mut cmd = command_for(hosts.as_ref(), ROLECALL);
         cmd.arg("run")
@@ -485,6 +562,7 @@ impl Rolecall {
             cmd.env(k, v.replace("{journal_stream}", &device_inode(&stderr)));
         }
         let proc = Proc::spawn(cmd, "rolecall run");
+        let secrets = secrets_in(&text, env);
         Rolecall {
             proc,
             dir,
@@ -494,11 +572,23 @@ impl Rolecall {
             http,
             dump,
             hosts,
+            secrets,
         }
     }
 
     /// Waits until `GET /livez` answers 200; panics with the log if rolecall exits first.
     pub fn wait_live(&mut self) {
+        if let Some(status) = self.try_live() {
+            panic!(
+                "rolecall exited ({status}) before answering /livez\n{}",
+                self.report(None)
+            );
+        }
+    }
+
+    /// Waits until `GET /livez` answers 200 (then `None`) or rolecall exits (its status);
+    /// panics with the log after [`LIVE_TIMEOUT`].
+    fn try_live(&mut self) -> Option<ExitStatus> {
         let mut last = String::new();
         let mut exited = None;
         let start = Instant::now();
@@ -519,11 +609,8 @@ impl Rolecall {
                 }
             }
         });
-        if let Some(status) = exited {
-            panic!(
-                "rolecall exited ({status}) before answering /livez\n{}",
-                self.report(None)
-            );
+        if exited.is_some() {
+            return exited;
         }
         if live.is_none() {
             timed_out(
@@ -532,6 +619,7 @@ impl Rolecall {
                 &format!("last answer: {last}\n{}", self.report(None)),
             );
         }
+        None
     }
 
     pub fn pid(&self) -> u32 {
