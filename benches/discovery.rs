@@ -5,7 +5,10 @@
 //! Pid(own pid), ports, method)` four ways, rotating: /proc and netlink unfiltered (`ports`
 //! empty), and netlink and /proc filtered to the remote ports of the node's connections to its
 //! three listeners (IPv4, IPv6, IPv4 to a dual-stack listener), which stand for the Redis
-//! ports. This process is the node and holds both ends of those three connections.
+//! ports. This process is the node and holds both ends of those three connections. Then the
+//! daemon's two ways: `discover_remembering` listing the sockets at every call (the fd memory
+//! only), and in steady state (`Listing::KnownMayDo`: the known connections confirmed by exact
+//! lookups, a dump every `DUMP_EVERY`), with how many of its calls needed no dump.
 //!
 //! Two cases, for N = 0, 1 000 and 10 000:
 //!

@@ -110,7 +110,7 @@ pub async fn server_facts(
     probe: Option<(String, String, Duration)>,
 ) -> (ServerAddr, ServerFacts, Option<MultiplexedConnection>) {
     let started = Instant::now();
-    let (mut conn, fresh) = match conn {
+    let (conn, fresh) = match conn {
         Ok(c) => c,
         Err(e) => {
             let probe = probe.map(|_| Err(e.clone()));
@@ -134,39 +134,8 @@ pub async fn server_facts(
             None
         }
     };
-    let mut role_conn = conn.clone();
-    let role = async {
-        let role = command(
-            &mut role_conn,
-            &addr,
-            "server",
-            timeout,
-            &redis::cmd("ROLE"),
-        )
-        .await
-        .and_then(|v| {
-            parse_role(&v)
-                .map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}")))
-        });
-        let latency = role.is_ok().then(|| started.elapsed());
-        (role, latency)
-    };
-    // The write goes out with `ROLE`, not after its answer: one round trip, so the replies
-    // usually arrive together. On a replica it fails (`READONLY`), as it did after the answer.
-    let write = async {
-        let (key, value, ttl) = probe?;
-        let mut set = redis::cmd("SET");
-        set.arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64);
-        Some(
-            command(&mut conn, &addr, "server", timeout, &set)
-                .await
-                .map(|_| ()),
-        )
-    };
-    let ((role, latency), written, software) = tokio::join!(role, write, sw);
+    let role_and_write = role_and_write(&conn, &addr, timeout, probe, started);
+    let ((role, latency, written), software) = tokio::join!(role_and_write, sw);
     let probe = match (&role, written) {
         (_, None) => None,
         (Err(e), Some(_)) => Some(Err(e.clone())),
@@ -194,6 +163,48 @@ pub async fn server_facts(
         },
         keep.then_some(conn),
     )
+}
+
+/// `ROLE` (with its latency from `started`) and, if `probe` is given, the probe write. The write
+/// goes out with `ROLE`, not after its answer: one round trip, so the replies usually arrive
+/// together. On a replica it fails (`READONLY`), as it did after the answer.
+async fn role_and_write(
+    conn: &MultiplexedConnection,
+    addr: &ServerAddr,
+    timeout: Duration,
+    probe: Option<(String, String, Duration)>,
+    started: Instant,
+) -> (
+    Result<Role, ServerError>,
+    Option<Duration>,
+    Option<Result<(), ServerError>>,
+) {
+    let (mut role_conn, mut write_conn) = (conn.clone(), conn.clone());
+    let role = async {
+        let role = command(&mut role_conn, addr, "server", timeout, &redis::cmd("ROLE"))
+            .await
+            .and_then(|v| {
+                parse_role(&v)
+                    .map_err(|m| ServerError::new(ErrorClass::Protocol, format!("{addr}: {m}")))
+            });
+        let latency = role.is_ok().then(|| started.elapsed());
+        (role, latency)
+    };
+    let write = async {
+        let (key, value, ttl) = probe?;
+        let mut set = redis::cmd("SET");
+        set.arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
+        Some(
+            command(&mut write_conn, addr, "server", timeout, &set)
+                .await
+                .map(|_| ()),
+        )
+    };
+    let ((role, latency), written) = tokio::join!(role, write);
+    (role, latency, written)
 }
 
 /// The largest `CLIENT LIST` reply rolecall reads (one line per client, about 300 bytes each:
