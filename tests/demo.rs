@@ -1,4 +1,5 @@
-//! The README's first command, `bash tests/demo.sh`, run end to end: a real failover on
+//! The README's first command, `bash tests/demo.sh` (without `--install`: the suite installs
+//! the servers itself, and a test never calls apt-get), run end to end: a real failover on
 //! loopback after which the pinned node is out of rotation and the Sentinel-following node in.
 
 use std::os::unix::process::CommandExt;

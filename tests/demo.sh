@@ -4,9 +4,10 @@
 # runs a real SENTINEL FAILOVER and shows the pinned node leave rotation while the
 # Sentinel-following node stays in. Needs redis-server, redis-sentinel, redis-cli and curl
 # (Debian: apt-get install redis-server redis-sentinel redis-tools curl); it says so and stops
-# if one is missing.
+# if one is missing, unless --install is given: then it installs the missing ones with apt-get
+# (as root, or with sudo) first. The test suite never passes --install.
 #
-#   bash tests/demo.sh          # from the repository root
+#   bash tests/demo.sh [--install]          # from the repository root
 #
 # Ports: free loopback ports below the kernel's ephemeral range, picked at start and printed.
 set -euo pipefail
@@ -15,8 +16,16 @@ cd "$(dirname "$0")/.."
 need() { command -v "$1" >/dev/null 2>&1; }
 missing=()
 for b in redis-server redis-sentinel redis-cli curl; do need "$b" || missing+=("$b"); done
+if [ ${#missing[@]} -gt 0 ] && [ "${1:-}" = "--install" ]; then
+  echo "== installing redis-server redis-sentinel redis-tools curl (missing: ${missing[*]})"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-sentinel redis-tools curl >/dev/null
+  missing=()
+  for b in redis-server redis-sentinel redis-cli curl; do need "$b" || missing+=("$b"); done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "missing: ${missing[*]}; install them first (Debian: apt-get install redis-server redis-sentinel redis-tools curl)" >&2
+  echo "missing: ${missing[*]}; install them first (Debian: apt-get install redis-server redis-sentinel redis-tools curl), or run bash tests/demo.sh --install" >&2
   exit 1
 fi
 [ -n "${ROLECALL_BIN_DIR:-}" ] || need cargo || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
