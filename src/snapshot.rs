@@ -141,6 +141,10 @@ pub struct GroupStatus {
     pub connections: Vec<ConnectionStatus>,
     pub unplaced: Vec<UnplacedStatus>,
     pub servers: Vec<ServerStatus>,
+    /// The group's other servers as the sentinels know them: the replicas any sentinel lists,
+    /// and a master only a minority names. rolecall asks `ROLE` only of those the node's
+    /// connections reach (`servers`).
+    pub other_servers: Vec<ServerAddr>,
     pub probe: Option<ProbeStatus>,
     /// What the kill repair did in this check (when enabled).
     pub repair: Option<KillReport>,

@@ -169,7 +169,7 @@ fn wait_maintenance(r: &mut Rolecall, on: bool) -> serde_json::Value {
 // rolecall status and the page
 
 /// The node line, the group row and the page of a healthy node on the master.
-fn assert_healthy(r: &Rolecall, master: SocketAddr) {
+fn assert_healthy(r: &Rolecall, master: SocketAddr, replica: SocketAddr) {
     let out = status_command(r, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let text = stdout(&out);
@@ -192,6 +192,13 @@ fn assert_healthy(r: &Rolecall, master: SocketAddr) {
     assert!(dom.contains("<header id=\"node\" class=\"in\">"), "{dom}");
     assert!(
         dom.contains(&format!("<td class=\"role-master\">{master}</td>")),
+        "{dom}"
+    );
+    // The replica the sentinels list, which the node does not reach.
+    assert!(
+        dom.contains(&format!(
+            "<tr><td class=\"role-replica\">{replica}</td><td class=\"role-replica\">replica</td>"
+        )),
         "{dom}"
     );
 }
@@ -323,7 +330,7 @@ fn status_and_the_page_show_a_healthy_node_and_then_the_same_node_stuck_after_a_
         .topology(&topology)
         .start();
     r.wait_for_verdict("ok", VERDICT_TIMEOUT);
-    assert_healthy(&r, master);
+    assert_healthy(&r, master, topology.replicas()[0].addr());
 
     let (old, new) = topology.failover();
     r.wait_for_verdict("stuck_on_replica", DEMOTED_VERDICT_TIMEOUT);

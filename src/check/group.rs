@@ -432,6 +432,7 @@ impl Group {
             verdict: decision.verdict,
             in_rotation: decision.in_rotation,
             reason: decision.reason,
+            other_servers: view.others.clone(),
             master: view.master,
             votes: view.votes,
             elected: view.elected,

@@ -159,12 +159,13 @@ fn sentinels(out: &mut String, g: &Group) {
     out.push_str("</table>");
 }
 
-/// Sentinel's master first, then every other server rolecall asked, by role.
+/// Sentinel's master first, then every other server rolecall asked, by role, then the replicas
+/// the sentinels list that rolecall did not ask.
 fn servers(out: &mut String, g: &Group) {
     out.push_str(
         "<h3>Servers</h3><p class=\"caption\">Sentinel's master and every server the node's \
-         connections reach, with the role each answered</p>\
-         <table><tr><th>server</th><th>role</th><th></th></tr>",
+         connections reach, with the role each answered; then the replicas the sentinels list\
+         </p><table><tr><th>server</th><th>role</th><th></th></tr>",
     );
     let mut rows: Vec<(&str, Option<&str>, Option<&str>)> = Vec::new();
     if let Some(m) = &g.master {
@@ -176,6 +177,14 @@ fn servers(out: &mut String, g: &Group) {
         .filter(|s| Some(&s.addr) != g.master.as_ref())
     {
         rows.push((&s.addr, s.role.as_deref(), s.error.as_deref()));
+    }
+    for addr in g
+        .other_servers
+        .iter()
+        .filter(|a| Some(*a) != g.master.as_ref() && !g.servers.iter().any(|s| &s.addr == *a))
+    {
+        let role = g.role_of(addr).or(Some("replica"));
+        rows.push((addr, role, Some("as the sentinels list it")));
     }
     for (addr, role, note) in rows {
         let _ = write!(
@@ -287,6 +296,12 @@ mod tests {
              <td>127.0.0.1:6379</td><td class=\"role-replica\">replica</td></tr>"
         ));
         assert!(page.contains("<td class=\"role-master\">127.0.0.1:6380</td>"));
+        // A replica the sentinels list that rolecall did not ask, once.
+        assert!(page.contains(
+            "<tr><td class=\"role-replica\">127.0.0.1:6381</td><td class=\"role-replica\">\
+             replica</td><td>as the sentinels list it</td></tr>"
+        ));
+        assert_eq!(page.matches("127.0.0.1:6381").count(), 1, "{page}");
         assert!(page.contains("since 2026-11-30T14:30:12.345Z (47s ago)"));
         for link in ["/status", "/readyz?verbose", "/metrics"] {
             assert!(page.contains(&format!("<a href=\"{link}\">")), "{link}");

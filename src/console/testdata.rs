@@ -51,6 +51,7 @@ pub fn stuck() -> Status {
                 {"addr": "127.0.0.1:6379", "role": "replica", "error": null, "latency_ms": 0.2},
                 {"addr": "127.0.0.1:6380", "role": "master", "error": null, "latency_ms": 0.2}
             ],
+            "other_servers": ["127.0.0.1:6379", "127.0.0.1:6381"],
             "probe": {"ok": true, "error": null},
             "repair": null,
             "fenced": [],

@@ -67,6 +67,8 @@ pub struct Group {
     pub sentinels: Vec<Sentinel>,
     pub connections: Vec<Connection>,
     pub servers: Vec<Server>,
+    /// The replicas the sentinels list (and a master only a minority names).
+    pub other_servers: Vec<String>,
     pub probe: Option<Probe>,
     pub last_event: Option<Event>,
 }

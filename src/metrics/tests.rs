@@ -76,6 +76,7 @@ fn group(master: &str) -> GroupStatus {
         ],
         connections: vec![],
         unplaced: vec![],
+        other_servers: Vec::new(),
         servers: vec![
             server(master, None),
             server("127.0.0.1:6380", Some("refused")),
