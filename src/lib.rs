@@ -67,6 +67,8 @@ pub(crate) mod conn;
 pub mod console;
 pub(crate) mod events;
 pub(crate) mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod haproxy;
 pub(crate) mod http;
 pub(crate) mod listen;

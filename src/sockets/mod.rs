@@ -51,3 +51,14 @@ pub use memory::{
 pub use namespace::Method;
 pub use pids::NodeSelector;
 pub use proc_net::parse_proc_net_tcp;
+
+/// For `crate::fuzzing`: one datagram of a `sock_diag` dump read into `table`; whether it
+/// parsed.
+pub(crate) fn fuzz_dump_datagram(datagram: &[u8], table: &mut Vec<(Connection, u64)>) -> bool {
+    netlink::parse_dump_datagram(datagram, table).is_ok()
+}
+
+/// For `crate::fuzzing`: whether `answer` confirms its request's connection of `batch`.
+pub(crate) fn fuzz_same_socket(answer: &[u8], batch: &[(Connection, u64)]) -> Option<bool> {
+    exact::same_socket(answer, batch).ok()
+}
