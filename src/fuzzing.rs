@@ -18,7 +18,9 @@ use crate::conn::{ServerAddr, parse_software, reply_error, text};
 use crate::maintenance::{Maintenance, NOTE_MAX, clean_note};
 use crate::secret::Secret;
 use crate::snapshot::Effective;
-use crate::sockets::{Connection, fuzz_dump_datagram, fuzz_same_socket, parse_proc_net_tcp};
+use crate::sockets::{
+    Connection, fuzz_dump_datagram, fuzz_proc_entry, fuzz_same_socket, parse_proc_net_tcp,
+};
 use crate::verdict::Verdict;
 
 /// The longest agent reply line: a word, `up`, `ready`, and a description HAProxy shows, cut
@@ -125,8 +127,13 @@ pub fn config_toml(text: &str) -> Result<Config, String> {
 }
 
 /// `/proc/net/tcp` (or `tcp6` when `v6`), as the fallback discovery reads it: the
-/// ESTABLISHED connections and their inodes, at most one per line.
+/// ESTABLISHED connections and their inodes, at most one per line. The same text is read as
+/// `/proc/PID/stat` and as a `/proc/PID/fd` link.
 pub fn proc_net_tcp(text: &str, v6: bool) -> Vec<(Connection, u64)> {
+    let (stat, _inode) = fuzz_proc_entry(text.as_bytes());
+    if let Some((comm, _state)) = stat {
+        assert!(comm.len() < text.len());
+    }
     let table = parse_proc_net_tcp(text, v6);
     assert!(table.len() <= text.lines().count());
     table

@@ -62,3 +62,11 @@ pub(crate) fn fuzz_dump_datagram(datagram: &[u8], table: &mut Vec<(Connection, u
 pub(crate) fn fuzz_same_socket(answer: &[u8], batch: &[(Connection, u64)]) -> Option<bool> {
     exact::same_socket(answer, batch).ok()
 }
+
+/// For `crate::fuzzing`: `/proc/PID/stat` (whose `comm` any process names itself) as its
+/// `comm` and state, and a `/proc/PID/fd` link target as a socket's inode.
+pub(crate) fn fuzz_proc_entry(text: &[u8]) -> (Option<(&[u8], u8)>, Option<u64>) {
+    use std::os::unix::ffi::OsStrExt;
+    let link = std::path::Path::new(std::ffi::OsStr::from_bytes(text));
+    (pids::parse_stat(text), fds::parse_socket_link(link))
+}
