@@ -39,7 +39,7 @@ use crate::conn::{ServerAddr, ServerError, Software};
 pub use ask::{Reports, ask_group};
 pub use decide::decide;
 pub use members::{Asked, Found, Members};
-// For `crate::fuzzing`.
+// For the fuzz targets (`src/fuzzing.rs`).
 pub(crate) use ask::{
     MAX_PEERS, fields, parse_master_addr, parse_peers, parse_replicas, parse_tilt,
 };
