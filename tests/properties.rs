@@ -88,9 +88,10 @@ fn proc_line(slot: usize, local: SocketAddr, remote: SocketAddr, inode: u64) -> 
         format!("{words}:{:04X}", sa.port())
     };
     format!(
-        "{slot:4}: {} {} 01 00000000:00000000 00:00000000 00000000  1000        0 {inode} 1 0000000000000000 20 4 30 10 -1",
+        "{slot:4}: {} {} 01 00000000:00000000 00:00000000 00000000  1000        0 {inode} 1 {}",
         endpoint(local),
-        endpoint(remote)
+        endpoint(remote),
+        "0000000000000000 20 4 30 10 -1"
     )
 }
 
@@ -143,7 +144,9 @@ fn normalised(sa: SocketAddr) -> SocketAddr {
 
 proptest! {
     #[test]
-    fn agent_requests_and_replies_stay_one_bounded_line(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+    fn agent_requests_and_replies_stay_one_bounded_line(
+        bytes in proptest::collection::vec(any::<u8>(), 0..400)
+    ) {
         fuzzing::agent_line(&bytes);
     }
 
@@ -183,8 +186,14 @@ proptest! {
     }
 
     #[test]
-    fn an_address_written_as_host_port_parses_to_its_host_and_port(host in host(), port in any::<u16>()) {
-        let text = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    fn an_address_written_as_host_port_parses_to_its_host_and_port(
+        host in host(), port in any::<u16>()
+    ) {
+        let text = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         prop_assert_eq!(fuzzing::address(&text), Some((plain(&host), port)));
     }
 
@@ -195,7 +204,8 @@ proptest! {
 
     #[test]
     fn the_example_configuration_with_one_line_replaced_never_panics(
-        at in any::<prop::sample::Index>(), line in "[a-z_]{1,16} = (\"\\PC{0,30}\"|[0-9]{1,12}|true|\\[\\])"
+        at in any::<prop::sample::Index>(),
+        line in "[a-z_]{1,16} = (\"\\PC{0,30}\"|[0-9]{1,12}|true|\\[\\])"
     ) {
         let example = include_str!("../rolecall.example.toml");
         let mut lines: Vec<&str> = example.lines().collect();
@@ -211,21 +221,33 @@ proptest! {
 
     #[test]
     fn proc_net_tcp_lines_parse_to_the_connections_the_kernel_printed(
-        conns in proptest::collection::vec((socket(), socket(), any::<u64>()), 0..8), v6 in any::<bool>()
+        conns in proptest::collection::vec((socket(), socket(), any::<u64>()), 0..8),
+        v6 in any::<bool>()
     ) {
         let v6_addr = |sa: SocketAddr| match sa {
             SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
             v6 => v6,
         };
         let v4_addr = |sa: SocketAddr| match sa.ip() {
-            IpAddr::V6(ip) => SocketAddr::new(IpAddr::V4(ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST)), sa.port()),
+            IpAddr::V6(ip) => {
+                let v4 = ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST);
+                SocketAddr::new(IpAddr::V4(v4), sa.port())
+            }
             IpAddr::V4(_) => sa,
         };
         let conns: Vec<(SocketAddr, SocketAddr, u64)> = conns
             .into_iter()
-            .map(|(l, r, inode)| if v6 { (v6_addr(l), v6_addr(r), inode) } else { (v4_addr(l), v4_addr(r), inode) })
+            .map(|(l, r, inode)| {
+                if v6 {
+                    (v6_addr(l), v6_addr(r), inode)
+                } else {
+                    (v4_addr(l), v4_addr(r), inode)
+                }
+            })
             .collect();
-        let mut text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n".to_string();
+        let mut text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when \
+            retrnsmt   uid  timeout inode\n"
+            .to_string();
         for (i, (l, r, inode)) in conns.iter().enumerate() {
             text.push_str(&proc_line(i, *l, *r, *inode));
             text.push('\n');
@@ -246,7 +268,8 @@ proptest! {
 
     #[test]
     fn a_dump_datagram_gives_its_established_connections_and_confirms_the_first(
-        records in proptest::collection::vec((v4_socket(), v4_socket(), any::<u32>(), 1u8..12), 1..6)
+        records in
+            proptest::collection::vec((v4_socket(), v4_socket(), any::<u32>(), 1u8..12), 1..6)
     ) {
         let datagram: Vec<u8> = records
             .iter()
