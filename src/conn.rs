@@ -690,7 +690,7 @@ impl Pool {
 }
 
 /// A reply that is a server's error (`-READONLY ...`), as a [`ServerError`].
-fn reply_error(addr: &ServerAddr, v: Value) -> Result<Value, ServerError> {
+pub(crate) fn reply_error(addr: &ServerAddr, v: Value) -> Result<Value, ServerError> {
     match v {
         Value::ServerError(e) => {
             let code = e.code().to_string();

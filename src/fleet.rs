@@ -520,7 +520,7 @@ impl Guard {
 
 /// The records of an `HGETALL` reply (a map in RESP3, a flat array in RESP2); fields that are
 /// not records are left out.
-fn parse_registry(reply: Option<&Value>) -> BTreeMap<String, Record> {
+pub(crate) fn parse_registry(reply: Option<&Value>) -> BTreeMap<String, Record> {
     let pairs: Vec<(String, String)> = match reply {
         Some(Value::Map(m)) => m
             .iter()

@@ -56,7 +56,9 @@
 //!    commands, made of the `/status` document). `http`: `/`, `/livez`, `/readyz`, `/status`,
 //!    `/metrics`, `/maintenance`.
 //!
-//! [`run`] wires them together with bound listeners and one cancellation token.
+//! [`run`] wires them together with bound listeners and one cancellation token. `fuzzing`
+//! (hidden) hands outside input to the parsers for the fuzz targets in `fuzz/` and the
+//! property tests; it imports from every layer and nothing imports it.
 
 #![forbid(unsafe_code)]
 
@@ -67,6 +69,8 @@ pub(crate) mod conn;
 pub mod console;
 pub(crate) mod events;
 pub(crate) mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod haproxy;
 pub(crate) mod http;
 pub(crate) mod listen;

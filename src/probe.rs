@@ -222,6 +222,11 @@ impl LastCommands {
     pub fn of(&self, addr: &str) -> Option<&str> {
         self.0.get(addr).map(String::as_str)
     }
+
+    /// How many clients the list holds.
+    pub(crate) fn clients(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Parses the reply to `CLIENT LIST`: one line per client of space-separated `field=value`

@@ -16,7 +16,7 @@ use crate::conn::{
 };
 
 /// Parses `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil for an unknown name.
-fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, ReplyError> {
+pub(crate) fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, ReplyError> {
     let error = |problem: String| ReplyError::new("master address", problem);
     match v {
         Value::Nil => Ok(None),
@@ -31,7 +31,7 @@ fn parse_master_addr(v: &Value) -> Result<Option<ServerAddr>, ReplyError> {
     }
 }
 
-fn fields(v: &Value) -> BTreeMap<String, String> {
+pub(crate) fn fields(v: &Value) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     match v {
         Value::Array(kv) => {
@@ -56,7 +56,7 @@ fn fields(v: &Value) -> BTreeMap<String, String> {
 }
 
 /// Parses `SENTINEL replicas`: an array of field/value arrays.
-fn parse_replicas(v: &Value) -> Result<Vec<ReplicaInfo>, ReplyError> {
+pub(crate) fn parse_replicas(v: &Value) -> Result<Vec<ReplicaInfo>, ReplyError> {
     let Value::Array(items) = v else {
         return Err(ReplyError::new(
             "replicas",
@@ -88,7 +88,7 @@ pub const MAX_PEERS: usize = 16;
 /// Parses `SENTINEL SENTINELS`: the other sentinels monitoring the master, each with its id
 /// (`runid`) and announced address (an IP, or a host name with `announce-hostnames`); the
 /// first [`MAX_PEERS`] that have all three.
-fn parse_peers(v: &Value) -> Result<Vec<Peer>, ReplyError> {
+pub(crate) fn parse_peers(v: &Value) -> Result<Vec<Peer>, ReplyError> {
     let Value::Array(items) = v else {
         return Err(ReplyError::new(
             "sentinels",
@@ -111,7 +111,7 @@ fn parse_peers(v: &Value) -> Result<Vec<Peer>, ReplyError> {
 }
 
 /// Reads `sentinel_tilt:1` from `INFO sentinel`.
-fn parse_tilt(info: &str) -> bool {
+pub(crate) fn parse_tilt(info: &str) -> bool {
     info.lines().any(|l| l.trim_end() == "sentinel_tilt:1")
 }
 

@@ -39,6 +39,10 @@ use crate::conn::{ServerAddr, ServerError, Software};
 pub use ask::{Reports, ask_group};
 pub use decide::decide;
 pub use members::{Asked, Found, Members};
+// For the fuzz targets (`src/fuzzing.rs`).
+pub(crate) use ask::{
+    MAX_PEERS, fields, parse_master_addr, parse_peers, parse_replicas, parse_tilt,
+};
 
 /// A replica as one sentinel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +99,7 @@ pub fn parse_vote(payload: &str) -> Option<(String, u64)> {
 
 /// A sentinel id as Redis makes them: 40 hex digits (tests and forks may differ in length, so
 /// 1 to 64).
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

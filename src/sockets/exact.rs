@@ -108,7 +108,10 @@ fn lookup_request(connection: &Connection, sequence: u32) -> Vec<u8> {
 /// Whether one answer (one datagram) says that the socket its sequence number asked about is
 /// the one in `batch`: the same connection, ESTABLISHED, the same inode. `ENOENT` (no such
 /// socket) is `false`; another error, or an answer that does not parse, is an error.
-fn same_socket(answer: &[u8], batch: &[(Connection, u64)]) -> Result<bool, NetlinkError> {
+pub(super) fn same_socket(
+    answer: &[u8],
+    batch: &[(Connection, u64)],
+) -> Result<bool, NetlinkError> {
     let malformed = |what: &str, err: &dyn std::fmt::Display| {
         NetlinkError::Malformed(format!("cannot parse {what}: {err}"))
     };

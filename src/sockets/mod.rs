@@ -49,3 +49,23 @@ pub use memory::{DUMP_EVERY, FULL_SCAN_EVERY, FdMemory, Listing, discover_rememb
 pub use namespace::Method;
 pub use pids::NodeSelector;
 pub use proc_net::parse_proc_net_tcp;
+
+/// For the fuzz targets (`src/fuzzing.rs`): one datagram of a `sock_diag` dump read into
+/// `table`; whether it parsed.
+pub(crate) fn fuzz_dump_datagram(datagram: &[u8], table: &mut Vec<(Connection, u64)>) -> bool {
+    netlink::parse_dump_datagram(datagram, table).is_ok()
+}
+
+/// For the fuzz targets (`src/fuzzing.rs`): whether `answer` confirms its request's
+/// connection of `batch`.
+pub(crate) fn fuzz_same_socket(answer: &[u8], batch: &[(Connection, u64)]) -> Option<bool> {
+    exact::same_socket(answer, batch).ok()
+}
+
+/// For the fuzz targets (`src/fuzzing.rs`): `/proc/PID/stat` (whose `comm` any process names
+/// itself) as its `comm` and state, and a `/proc/PID/fd` link target as a socket's inode.
+pub(crate) fn fuzz_proc_entry(text: &[u8]) -> (Option<(&[u8], u8)>, Option<u64>) {
+    use std::os::unix::ffi::OsStrExt;
+    let link = std::path::Path::new(std::ffi::OsStr::from_bytes(text));
+    (pids::parse_stat(text), fds::parse_socket_link(link))
+}

@@ -273,7 +273,7 @@ const NLA_HEADER_LEN: usize = 4;
 
 /// Whether a dump goes on after a datagram.
 #[derive(Debug, PartialEq, Eq)]
-enum Dump {
+pub(super) enum Dump {
     More,
     Done,
 }
@@ -284,7 +284,10 @@ enum Dump {
 ///
 /// Only the fixed `inet_diag_msg` header of each record is read; the attributes after it
 /// (`INET_DIAG_SHUTDOWN`, `INET_DIAG_CGROUP_ID`, ... by kernel version) are skipped.
-fn parse_dump_datagram(mut datagram: &[u8], table: &mut Table) -> Result<Dump, NetlinkError> {
+pub(super) fn parse_dump_datagram(
+    mut datagram: &[u8],
+    table: &mut Table,
+) -> Result<Dump, NetlinkError> {
     let malformed = |what: &str, err: &dyn fmt::Display| {
         NetlinkError::Malformed(format!("cannot parse {what}: {err}"))
     };

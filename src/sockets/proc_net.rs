@@ -48,7 +48,8 @@ fn parse_endpoint(text: &str, v6: bool) -> Option<SocketAddr> {
     }
     let port = u16::from_be_bytes(parse_hex_bytes::<2>(port)?);
     if v6 {
-        if address.len() != 32 {
+        // Sliced by bytes below: a non-ASCII character would straddle a word.
+        if address.len() != 32 || !address.is_ascii() {
             return None;
         }
         let mut octets = [0u8; 16];
@@ -264,5 +265,19 @@ mod tests {
             assert!(parse_proc_net_tcp(odd, true).is_empty(), "{odd:?}");
             assert!(parse_proc_net_tcp(odd, false).is_empty(), "{odd:?}");
         }
+    }
+    #[test]
+    fn a_non_ascii_character_inside_an_ipv6_address_is_a_line_that_does_not_parse() {
+        // Found by the proc_net_tcp fuzz target: 32 bytes, a two-byte character across the
+        // first word's end.
+        let address = format!("0000000\u{239}{}", "0".repeat(23));
+        assert_eq!(address.len(), 32);
+        let line = format!(
+            "   0: {address}:18EB 00000000000000000000000001000000:D431 01 00000000:00000000 00:00000000 00000000   100        0 123 1"
+        );
+        assert!(parse_proc_net_tcp(&line, true).is_empty());
+        // The same line with an ASCII address parses.
+        let ascii = line.replace(&address, &"0".repeat(32));
+        assert_eq!(parse_proc_net_tcp(&ascii, true).len(), 1);
     }
 }
