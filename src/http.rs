@@ -358,39 +358,18 @@ async fn read_note(body: Incoming) -> Result<Option<String>, Response<Full<Bytes
     }
 }
 
-/// Records every published snapshot in `history` (which keeps its changes of verdict) until
-/// `shutdown`. It wakes on each snapshot sent; a watch channel keeps only the latest, so a
-/// snapshot is skipped only if the next is sent before this task runs at all (checks are at
-/// least 2 ms apart, and this task does next to nothing).
-async fn keep_history(
-    mut rx: watch::Receiver<Arc<Snapshot>>,
-    history: Arc<History>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let s = rx.borrow_and_update().clone();
-        history.record(&s, SystemTime::now());
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
 /// Serves HTTP on `listener` until `shutdown` (`/readyz`, `/status` and `/maintenance` with the
-/// maintenance switch; `/status` and `/` with the history of verdict changes, which it keeps
-/// from `rx` while it serves), then drains open connections for a bounded time.
+/// maintenance switch; `/status` and `/` with the `history` of verdict changes, which the check
+/// loop keeps), then drains open connections for a bounded time.
 pub async fn serve(
     listener: TcpListener,
     rx: watch::Receiver<Arc<Snapshot>>,
-    metrics: Arc<Metrics>,
+    (metrics, history): (Arc<Metrics>, Arc<History>),
     maintenance: Arc<Maintenance>,
     shutdown: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = crate::listen::Slots::new(crate::listen::cap(MAX_CONNECTIONS));
-    let history = Arc::new(History::default());
-    let keeper = tokio::spawn(keep_history(rx.clone(), history.clone(), shutdown.clone()));
     let sources = Arc::new(Sources {
         rx,
         metrics,
@@ -420,7 +399,6 @@ pub async fn serve(
             }
         });
     }
-    let _ = keeper.await;
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()

@@ -130,6 +130,8 @@ pub async fn run(
     checker.watch_maintenance(move || on.state().on);
     let (tx, rx) = watch::channel(Arc::new(checker.starting_snapshot()));
     let metrics = Arc::new(Metrics::new());
+    // The last verdict changes, kept by the check loop as it publishes, read by `/status`.
+    let history = Arc::new(snapshot::History::default());
     let trigger = Trigger::default();
     let mut tasks = tokio::task::JoinSet::new();
     if config.check.sentinel_events {
@@ -146,7 +148,7 @@ pub async fn run(
     tasks.spawn(check::run(
         checker,
         tx,
-        metrics.clone(),
+        (metrics.clone(), history.clone()),
         trigger,
         reloads.clone(),
         shutdown.clone(),
@@ -186,7 +188,7 @@ pub async fn run(
         tasks.spawn(http::serve(
             l,
             rx.clone(),
-            metrics,
+            (metrics, history),
             maintenance,
             shutdown.clone(),
         ));

@@ -543,7 +543,7 @@ async fn discover_blocking(
 pub async fn run(
     mut checker: Checker,
     tx: watch::Sender<Arc<Snapshot>>,
-    metrics: Arc<Metrics>,
+    (metrics, history): (Arc<Metrics>, Arc<crate::snapshot::History>),
     trigger: Trigger,
     mut reloads: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
@@ -566,6 +566,7 @@ pub async fn run(
         let now = (snapshot.verdict, snapshot.in_rotation);
         if last != Some(now) {
             metrics.verdict_changed();
+            history.record(&snapshot, std::time::SystemTime::now());
             log_change(&snapshot);
             crate::systemd::status(&snapshot);
             last = Some(now);
