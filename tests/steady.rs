@@ -4,7 +4,7 @@
 //!
 //! While the node is `ok` and no Sentinel event comes, rolecall confirms the node's known
 //! connections by exact `sock_diag` lookups instead of dumping the namespace's sockets, and
-//! dumps at least every 5 s (`DUMP_EVERY`). Both sides of that rule, end to end:
+//! dumps at least every 10 s (`DUMP_EVERY`). Both sides of that rule, end to end:
 //!
 //! - a known connection that closes is seen at the next check (the lookup fails, so rolecall
 //!   dumps at once);
@@ -21,7 +21,7 @@ use std::time::Duration;
 use support::{RolecallConfig, Topology, wait_until};
 
 /// `DUMP_EVERY` in src/sockets/memory.rs.
-const DUMP_EVERY: Duration = Duration::from_secs(5);
+const DUMP_EVERY: Duration = Duration::from_secs(10);
 /// From start to a confirmed verdict: a few checks of 250 ms; generous for a loaded machine.
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
 /// A few checks of 250 ms, with margin for a loaded two-core machine.

@@ -19,8 +19,9 @@ pub const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
 /// The namespace's sockets are listed (dumped) at least this often, even while exact lookups
 /// confirm the node's known connections ([`Listing::KnownMayDo`]): the bound on how long a
 /// connection the node adds beside its others (no known one closing) goes unseen in steady
-/// state.
-pub const DUMP_EVERY: Duration = Duration::from_secs(5);
+/// state. A dump walks the kernel's whole established-socket table (about 1.2 ms of CPU on the
+/// benchmark machine), so this sets most of what a check costs in steady state (BENCHMARKS.md).
+pub const DUMP_EVERY: Duration = Duration::from_secs(10);
 
 /// Whether a discovery may confirm the node's known connections by exact lookups instead of
 /// listing the namespace's sockets.
