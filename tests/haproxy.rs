@@ -511,19 +511,27 @@ fn an_operators_manual_drain_is_not_undone_while_the_node_is_healthy_and_ready_b
 // ---------------------------------------------------------------------------------------------
 // rolecall killed and restarted
 
-#[test]
-fn rolecall_killed_leaves_haproxys_state_alone_and_a_restart_re_evaluates_and_releases_its_drain() {
-    let topology = small_topology();
-    let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("node.pid");
+/// A node pinned to `topology`'s master, named to rolecall by a pid file in `dir` (so a
+/// restarted node can be followed), and a rolecall that keeps its agent state file in its own
+/// directory, `ok`.
+fn pinned_by_pid_file(topology: &Topology, dir: &Path) -> (DemoNode, std::path::PathBuf, Rolecall) {
+    let pid_file = dir.join("node.pid");
     let node = DemoNode::pin(topology.master_addr());
     std::fs::write(&pid_file, node.pid().to_string()).unwrap();
     let mut rolecall = RolecallConfig::new()
         .node_selector("pid_file", &format!("{:?}", pid_file.display().to_string()))
-        .topology(&topology)
+        .topology(topology)
         .agent("state_file", "\"{dir}/agent.state\"")
         .start();
     rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    (node, pid_file, rolecall)
+}
+
+#[test]
+fn rolecall_killed_leaves_haproxys_state_alone_and_a_restart_re_evaluates_and_releases_its_drain() {
+    let topology = small_topology();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, pid_file, mut rolecall) = pinned_by_pid_file(&topology, dir.path());
     let state_file = rolecall.dir().join("agent.state");
     let (b1, b2) = (Backend::start(), Backend::start());
     let mut env = agent_env(b1.addr(), rolecall.agent_addr(), b2.addr(), nowhere());
@@ -622,15 +630,7 @@ fn sigterm_leaves_rolecalls_drain_in_haproxy_and_a_restart_keeps_a_failed_node_o
  {
     let topology = small_topology();
     let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("node.pid");
-    let node = DemoNode::pin(topology.master_addr());
-    std::fs::write(&pid_file, node.pid().to_string()).unwrap();
-    let mut rolecall = RolecallConfig::new()
-        .node_selector("pid_file", &format!("{:?}", pid_file.display().to_string()))
-        .topology(&topology)
-        .agent("state_file", "\"{dir}/agent.state\"")
-        .start();
-    rolecall.wait_for_verdict("ok", VERDICT_TIMEOUT);
+    let (node, pid_file, mut rolecall) = pinned_by_pid_file(&topology, dir.path());
     let state_file = rolecall.dir().join("agent.state");
     let (b1, b2) = (Backend::start(), Backend::start());
     let mut env = agent_env(b1.addr(), rolecall.agent_addr(), b2.addr(), nowhere());

@@ -309,23 +309,25 @@ mod tests {
     use crate::sockets::discover_to_ports;
     use crate::sockets::testutil::{accept_within, addr, our_pid};
 
+    /// A loopback connection to `listener`: the client end, the accepted end, and the
+    /// connection as the client (the node) sees it.
+    fn connect(listener: &TcpListener) -> (TcpStream, TcpStream, Connection) {
+        let port = listener.local_addr().unwrap().port();
+        let client =
+            TcpStream::connect_timeout(&addr(&format!("127.0.0.1:{port}")), Duration::from_secs(5))
+                .unwrap();
+        let server = accept_within(listener, Duration::from_secs(5));
+        let side = Connection {
+            local: normalise(client.local_addr().unwrap()),
+            remote: normalise(client.peer_addr().unwrap()),
+        };
+        (client, server, side)
+    }
+
     #[test]
     fn remembered_fds_are_read_again_only_when_the_candidate_sockets_change() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let connect = || {
-            let client = TcpStream::connect_timeout(
-                &addr(&format!("127.0.0.1:{port}")),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            let server = accept_within(&listener, Duration::from_secs(5));
-            (client, server)
-        };
-        let side = |c: &TcpStream| Connection {
-            local: normalise(c.local_addr().unwrap()),
-            remote: normalise(c.peer_addr().unwrap()),
-        };
         let ports: BTreeSet<u16> = [port].into_iter().collect();
         let selector = NodeSelector::Pid(our_pid());
         let mut memory = FdMemory::default();
@@ -337,30 +339,29 @@ mod tests {
             got.connections
         };
 
-        let (c1, s1) = connect();
-        assert_eq!(discover(&mut memory), vec![side(&c1)]);
+        let (c1, s1, side1) = connect(&listener);
+        assert_eq!(discover(&mut memory), vec![side1]);
         assert_eq!(memory.full_scans, 1);
-        assert_eq!(discover(&mut memory), vec![side(&c1)]);
+        assert_eq!(discover(&mut memory), vec![side1]);
         assert_eq!(
             memory.full_scans, 1,
             "nothing new: one readlink, no full read"
         );
 
-        let (c2, s2) = connect();
-        let mut both = vec![side(&c1), side(&c2)];
+        let (c2, s2, side2) = connect(&listener);
+        let mut both = vec![side1, side2];
         both.sort_unstable();
         assert_eq!(discover(&mut memory), both);
         assert_eq!(memory.full_scans, 2, "a new socket to the port: full read");
 
         drop((c1, s1));
-        assert_eq!(discover(&mut memory), vec![side(&c2)]);
+        assert_eq!(discover(&mut memory), vec![side2]);
         assert_eq!(memory.full_scans, 2, "a socket gone: nothing to read");
 
         // The same socket in another fd, its first fd closed: the remembered link is stale.
         let c2_again = c2.try_clone().unwrap();
-        let c2_side = side(&c2);
         drop(c2);
-        assert_eq!(discover(&mut memory), vec![c2_side]);
+        assert_eq!(discover(&mut memory), vec![side2]);
         assert_eq!(memory.full_scans, 3, "a changed fd: full read");
         drop((c2_again, s2));
         assert_eq!(discover(&mut memory), Vec::<Connection>::new());
@@ -370,19 +371,7 @@ mod tests {
     fn in_steady_state_known_connections_are_confirmed_without_a_dump_until_one_changes() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let connect = || {
-            let client = TcpStream::connect_timeout(
-                &addr(&format!("127.0.0.1:{port}")),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            let server = accept_within(&listener, Duration::from_secs(5));
-            let side = Connection {
-                local: normalise(client.local_addr().unwrap()),
-                remote: normalise(client.peer_addr().unwrap()),
-            };
-            (client, server, side)
-        };
+        let connect = || connect(&listener);
         let ports: BTreeSet<u16> = [port].into_iter().collect();
         let selector = NodeSelector::Pid(our_pid());
         let mut memory = FdMemory::default();
