@@ -117,8 +117,10 @@ fn a_master_name_the_sentinels_forget_holds_the_last_state_then_fails_open() {
     // Held out (503, never `up`/`ready`) until the hold is over, then in rotation.
     let mut held_polls = 0;
     let opened = support::wait_for(Duration::from_secs(20), "fail open after the hold", || {
-        let (code, _) = rolecall.http_get("/readyz");
+        // The agent first: the hold may lapse between the two reads, and once open it stays
+        // open, so an agent still holding followed by a 200 is a clean opening.
         let reply = rolecall.agent(Some("\n"));
+        let (code, _) = rolecall.http_get("/readyz");
         if code == 200 {
             return Some(Instant::now());
         }

@@ -75,8 +75,10 @@ fn held_out_then_open(rolecall: &mut Rolecall, why: &str) -> Instant {
     assert!(reason(&held).contains("holding the last state"), "{held:#}");
     let mut held_polls = 0;
     let opened = support::wait_for(Duration::from_secs(30), "fail open after the hold", || {
-        let (code, _) = rolecall.http_get("/readyz");
+        // The agent first: the hold may lapse between the two reads, and once open it stays
+        // open, so an agent still holding followed by a 200 is a clean opening.
         let reply = rolecall.agent(Some("\n"));
+        let (code, _) = rolecall.http_get("/readyz");
         if code == 200 {
             return Some(Instant::now());
         }
