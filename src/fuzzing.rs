@@ -19,7 +19,8 @@ use crate::maintenance::{Maintenance, NOTE_MAX, clean_note};
 use crate::secret::Secret;
 use crate::snapshot::Effective;
 use crate::sockets::{
-    Connection, fuzz_dump_datagram, fuzz_proc_entry, fuzz_same_socket, parse_proc_net_tcp,
+    Connection, fuzz_dump_datagram, fuzz_mountinfo, fuzz_proc_entry, fuzz_same_socket,
+    parse_proc_net_tcp,
 };
 use crate::verdict::Verdict;
 
@@ -137,6 +138,22 @@ pub fn proc_net_tcp(text: &str, v6: bool) -> Vec<(Connection, u64)> {
     let table = parse_proc_net_tcp(text, v6);
     assert!(table.len() <= text.lines().count());
     table
+}
+
+/// `/proc/self/mountinfo`, as the `systemd_unit` selector reads it: the cgroup hierarchies it
+/// lists, each `(is cgroup v2, mount point)`. At most one of each kind, v2 first; every mount
+/// point is no longer than its line (escapes only shorten it).
+pub fn mountinfo(text: &str) -> Vec<(bool, std::path::PathBuf)> {
+    let found = fuzz_mountinfo(text);
+    assert!(found.len() <= 2, "{found:?}");
+    if let [a, b] = found.as_slice() {
+        assert!(a.0 && !b.0, "one of each kind, v2 first: {found:?}");
+    }
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    for (_, mount) in &found {
+        assert!(mount.as_os_str().len() <= longest, "{mount:?}");
+    }
+    found
 }
 
 /// One datagram of a `NETLINK_SOCK_DIAG` dump, and the same bytes as the answer to an exact

@@ -158,6 +158,36 @@ pub async fn run(
         reloads.clone(),
         shutdown.clone(),
     ));
+    let outputs = Outputs {
+        snapshots: rx,
+        metrics,
+        history,
+        maintenance,
+    };
+    serve_outputs(&mut tasks, &config, listeners, outputs, &shutdown);
+    systemd::ready();
+    shutdown.cancelled().await;
+    systemd::stopping();
+    drain(tasks).await;
+}
+
+/// What the check loop publishes, for the outputs to serve.
+struct Outputs {
+    snapshots: watch::Receiver<Arc<snapshot::Snapshot>>,
+    metrics: Arc<Metrics>,
+    history: Arc<snapshot::History>,
+    maintenance: Arc<maintenance::Maintenance>,
+}
+
+/// Spawns the outputs: the agent's memory of what it holds in HAProxy, the push to HAProxy's
+/// runtime API, the agent and the HTTP server, as configured.
+fn serve_outputs(
+    tasks: &mut tokio::task::JoinSet<()>,
+    config: &Config,
+    listeners: Listeners,
+    o: Outputs,
+    shutdown: &CancellationToken,
+) {
     let memory = Arc::new(agent::Memory::new(
         config.agent.as_ref().and_then(|a| a.state_file.clone()),
         runclock::now(),
@@ -167,36 +197,32 @@ pub async fn run(
         tasks.spawn(haproxy::run(
             push,
             cfg,
-            rx.clone(),
-            maintenance.clone(),
+            o.snapshots.clone(),
+            o.maintenance.clone(),
             memory.clone(),
-            metrics.clone(),
+            o.metrics.clone(),
             shutdown.clone(),
         ));
     }
     if let (Some(l), Some(cfg)) = (listeners.agent, config.agent.clone()) {
         tasks.spawn(agent::serve(
             l,
-            rx.clone(),
+            o.snapshots.clone(),
             cfg,
             memory,
-            maintenance.clone(),
+            o.maintenance.clone(),
             shutdown.clone(),
         ));
     }
     if let Some(l) = listeners.http {
         tasks.spawn(http::serve(
             l,
-            rx.clone(),
-            (metrics, history),
-            maintenance,
+            o.snapshots.clone(),
+            (o.metrics, o.history),
+            o.maintenance,
             shutdown.clone(),
         ));
     }
-    systemd::ready();
-    shutdown.cancelled().await;
-    systemd::stopping();
-    drain(tasks).await;
 }
 
 /// Waits, at most [`SHUTDOWN_DRAIN`], for the tasks to finish after `shutdown`.

@@ -9,6 +9,22 @@ use proptest::prelude::*;
 use redis::Value;
 use rolecall::fuzzing;
 
+/// A mount point: absolute, with the characters mountinfo escapes (space, tab, newline,
+/// backslash) among ordinary ones.
+fn mount_point() -> impl Strategy<Value = String> {
+    "(/[a-z0-9 \t\n\\\\._-]{1,12}){1,4}"
+}
+
+/// A path as the kernel prints it in mountinfo: space, tab, newline and backslash as `\NNN`.
+fn escape_mount(path: &str) -> String {
+    path.chars()
+        .map(|c| match c {
+            ' ' | '\t' | '\n' | '\\' => format!("\\{:03o}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 /// A RESP value as a server could send it, up to three levels deep.
 fn value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -259,6 +275,38 @@ proptest! {
         let expected: Vec<(SocketAddr, SocketAddr, u64)> =
             conns.iter().map(|(l, r, i)| (normalised(*l), normalised(*r), *i)).collect();
         prop_assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn mountinfo_text_never_panics(s in "\\PC{0,400}") {
+        fuzzing::mountinfo(&s);
+    }
+
+    #[test]
+    fn a_cgroup_mount_printed_as_the_kernel_prints_it_is_found_at_its_mount_point(
+        mounts in proptest::collection::vec(
+            (mount_point(), prop_oneof![Just("cgroup2"), Just("cgroup"), Just("tmpfs")], any::<bool>()),
+            0..6,
+        )
+    ) {
+        let mut text = String::new();
+        for (i, (mount, fs, systemd)) in mounts.iter().enumerate() {
+            let options = if *systemd { "rw,name=systemd" } else { "rw,cpu" };
+            text.push_str(&format!(
+                "{} 1 0:{i} / {} rw,relatime shared:{i} - {fs} {fs} {options}\n",
+                20 + i,
+                escape_mount(mount)
+            ));
+        }
+        // The first of each kind, v2 first (every line here mounts its hierarchy's root).
+        let first = |v2: bool| mounts.iter().find(|(_, fs, systemd)| {
+            if v2 { *fs == "cgroup2" } else { *fs == "cgroup" && *systemd }
+        });
+        let expected: Vec<(bool, std::path::PathBuf)> = [true, false]
+            .into_iter()
+            .filter_map(|v2| first(v2).map(|(m, _, _)| (v2, std::path::PathBuf::from(m))))
+            .collect();
+        prop_assert_eq!(fuzzing::mountinfo(&text), expected);
     }
 
     #[test]

@@ -655,14 +655,6 @@ fn without_an_election_a_single_sentinels_switch_waits_for_the_majority() {
 }
 
 /// The value of a counter or gauge without labels in `/metrics`.
-fn metric(rolecall: &Rolecall, name: &str) -> f64 {
-    let text = rolecall.http_get("/metrics").1;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 #[test]
 fn a_flapping_master_causes_bounded_verdict_changes_and_rate_limited_kills() {
     // Fault matrix row 32: failover after failover, as fast as Sentinel allows (the next one
@@ -678,7 +670,7 @@ fn a_flapping_master_causes_bounded_verdict_changes_and_rate_limited_kills() {
         .extra("[repair]\nkill_stale_connections = true\n")
         .start();
     rolecall.wait_for_verdict("ok", OK_TIMEOUT);
-    let changes_before = metric(&rolecall, "rolecall_verdict_changes_total");
+    let changes_before = rolecall.metric("rolecall_verdict_changes_total");
     let watch = ReadyWatch::start(&rolecall);
     for _ in 0..FAILOVERS {
         let (old, _) = topology.failover();
@@ -686,8 +678,8 @@ fn a_flapping_master_causes_bounded_verdict_changes_and_rate_limited_kills() {
     }
     rolecall.wait_for_verdict("ok", OK_TIMEOUT);
     let (polls, not_ready) = watch.finish();
-    let changes = metric(&rolecall, "rolecall_verdict_changes_total") - changes_before;
-    let kills = metric(&rolecall, "rolecall_repair_kills_total");
+    let changes = rolecall.metric("rolecall_verdict_changes_total") - changes_before;
+    let kills = rolecall.metric("rolecall_repair_kills_total");
     eprintln!(
         "{FAILOVERS} failovers: {changes} verdict changes, {kills} kills, {not_ready} of {polls} polls not ready"
     );

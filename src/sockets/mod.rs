@@ -62,6 +62,12 @@ pub(crate) fn fuzz_same_socket(answer: &[u8], batch: &[(Connection, u64)]) -> Op
     exact::same_socket(answer, batch).ok()
 }
 
+/// For the fuzz targets (`src/fuzzing.rs`): the cgroup hierarchies a `/proc/self/mountinfo`
+/// text lists, as (`cgroup2` or `name=systemd`, mount point), v2 first.
+pub(crate) fn fuzz_mountinfo(text: &str) -> Vec<(bool, std::path::PathBuf)> {
+    cgroup::fuzz_mountinfo(text)
+}
+
 /// For the fuzz targets (`src/fuzzing.rs`): `/proc/PID/stat` (whose `comm` any process names
 /// itself) as its `comm` and state, and a `/proc/PID/fd` link target as a socket's inode.
 pub(crate) fn fuzz_proc_entry(text: &[u8]) -> (Option<(&[u8], u8)>, Option<u64>) {

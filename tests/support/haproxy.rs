@@ -600,3 +600,45 @@ impl Drop for Session {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
+
+/// The backend of the shipped configurations.
+pub const BACKEND: &str = "centrifugo";
+
+/// A loopback address nothing listens on (an agent HAProxy cannot reach).
+pub fn nowhere() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The environment of the agent configurations for node1 and node2: service address and agent.
+pub fn agent_env(
+    node1: SocketAddr,
+    agent1: SocketAddr,
+    node2: SocketAddr,
+    agent2: SocketAddr,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("NODE1_ADDR", node1.to_string()),
+        ("NODE1_AGENT_HOST", agent1.ip().to_string()),
+        ("NODE1_AGENT_PORT", agent1.port().to_string()),
+        ("NODE2_ADDR", node2.to_string()),
+        ("NODE2_AGENT_HOST", agent2.ip().to_string()),
+        ("NODE2_AGENT_PORT", agent2.port().to_string()),
+    ]
+}
+
+/// `[haproxy]`: push to `api` for `centrifugo/<server>`.
+pub fn push_to(api: &RuntimeApi, server: &str) -> String {
+    format!(
+        "[haproxy]\nruntime_api = [{:?}]\nservers = [\"{BACKEND}/{server}\"]\ntimeout = \"500ms\"\n",
+        api.for_rolecall()
+    )
+}
+
+/// Asserts HAProxy's weight is still the configured one (rolecall never sends a percentage).
+pub fn assert_weight_untouched(s: &ServerState) {
+    assert_eq!(
+        (s.uweight, s.iweight),
+        (100, 100),
+        "rolecall must not change the weight: {s:?}"
+    );
+}

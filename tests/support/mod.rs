@@ -27,6 +27,8 @@
 //!   process's CPU time.
 //! - `haproxy`: [`Haproxy`], a real `haproxy` running a shipped `haproxy/*.cfg`, read through
 //!   its runtime API; [`Backend`], a node's service port.
+//! - `haproxy_failover`: [`failover_run`], one real failover in front of three HAProxies (agent
+//!   only, with the push, the `down` variant), what they show and how long each took.
 //! - `netns`: [`PodNetns`], a network namespace like a Kubernetes pod's and one standing for the
 //!   rest of its cluster, linked by a veth pair; [`Netns`], a way to run code (and spawn
 //!   processes) inside either.
@@ -52,6 +54,7 @@
 mod blackhole;
 mod chart;
 mod haproxy;
+mod haproxy_failover;
 mod hosts;
 mod measure;
 mod netns;
@@ -71,9 +74,10 @@ use std::time::{Duration, Instant};
 pub use blackhole::BlackHole;
 pub use chart::{Chart, ChartBuilder, Pod};
 pub use haproxy::{
-    Backend, Haproxy, HaproxyBuilder, RuntimeApi, ServerState, Session, check_config, cli,
-    shipped_config, shipped_configs,
+    BACKEND, Backend, Haproxy, HaproxyBuilder, RuntimeApi, ServerState, Session, agent_env,
+    assert_weight_untouched, check_config, cli, nowhere, push_to, shipped_config, shipped_configs,
 };
+pub use haproxy_failover::{FailoverTimes, failover_run, ms, print_times};
 pub use hosts::{PrivateHosts, has_own_mount_ns, resolves_here};
 pub use measure::{env_count, percentile, proc_cpu_ms, summary};
 pub use netns::{Netns, PodNetns};

@@ -651,6 +651,16 @@ impl Rolecall {
         String::from_utf8_lossy(&std::fs::read(&self.stderr).unwrap_or_default()).into_owned()
     }
 
+    /// The value of an unlabelled metric in `/metrics`; panics, showing the page, when it is
+    /// not there.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.http_get("/metrics").1;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
     /// Any request; `Err` describes a connection or protocol failure.
     pub fn http(&self, method: &str, path: &str) -> Result<HttpResponse, String> {
         http_request(self.http, method, path)

@@ -25,6 +25,15 @@ use super::pids::is_running;
 use mountinfo::{Hierarchy, mounted_hierarchies};
 use tree::{find_unit_dir, pids_below};
 
+/// For the fuzz targets: [`mountinfo::cgroup_hierarchies`] of `text`, each as (whether it is
+/// the v2 hierarchy, its mount point).
+pub(super) fn fuzz_mountinfo(text: &str) -> Vec<(bool, PathBuf)> {
+    mountinfo::cgroup_hierarchies(text)
+        .into_iter()
+        .map(|h| (h.kind == mountinfo::Kind::Unified, h.mount))
+        .collect()
+}
+
 /// The suffixes of the unit types rolecall accepts: the ones whose cgroup holds a workload's
 /// processes. A slice selects every process of every unit in it.
 const UNIT_SUFFIXES: [&str; 3] = [".service", ".scope", ".slice"];
