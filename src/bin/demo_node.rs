@@ -183,31 +183,52 @@ fn main() -> ExitCode {
     let common = match &cli.mode {
         Mode::Pin { common, .. } | Mode::Follow { common, .. } => common,
     };
-    let passwords = password_from_env(common.password_env.as_deref()).and_then(|data| {
-        Ok(Passwords {
-            data,
-            sentinel: password_from_env(common.sentinel_password_env.as_deref())?,
-        })
-    });
-    let passwords = match passwords {
+    let passwords = match prepare(common) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = set_tls(common) {
-        eprintln!("error: TLS: {e}");
-        return ExitCode::FAILURE;
-    }
     let acked = Arc::new(AtomicU64::new(0));
     if let Err(e) = spawn_signal_thread(Arc::clone(&acked)) {
         eprintln!("error: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
     let switch = Arc::new(Mutex::new(None));
+    let (target, common, started) = start(cli.mode, &passwords, &switch);
+    writer(
+        &target,
+        &common,
+        passwords.data.as_ref(),
+        started,
+        &switch,
+        &acked,
+    )
+}
+
+/// The passwords from the environment, and the TLS settings of every connection.
+fn prepare(common: &Common) -> Result<Passwords, String> {
+    let passwords = password_from_env(common.password_env.as_deref()).and_then(|data| {
+        Ok(Passwords {
+            data,
+            sentinel: password_from_env(common.sentinel_password_env.as_deref())?,
+        })
+    })?;
+    set_tls(common).map_err(|e| format!("TLS: {e}"))?;
+    Ok(passwords)
+}
+
+/// Where the writer writes, and the connections beside it, started: the replica reader, the
+/// event subscriber and the `+switch-master` watch, as `mode` asks. Returns the writer's target,
+/// the common options, and one receiver per started connection, told once it is up.
+fn start(
+    mode: Mode,
+    passwords: &Passwords,
+    switch: &Arc<Mutex<Option<String>>>,
+) -> (Target, Common, Vec<mpsc::Receiver<()>>) {
     let mut started = Vec::new();
-    let (target, common, subscriptions) = match cli.mode {
+    let (target, common, subscriptions) = match mode {
         Mode::Pin {
             addr,
             pubsub_addr,
@@ -216,7 +237,7 @@ fn main() -> ExitCode {
         } => {
             started
                 .extend(read_addr.map(|addr| Reader::start(addr, &common, passwords.data.clone())));
-            let subscription = pubsub_addr.map(|pubsub| events(pubsub, &common, &passwords));
+            let subscription = pubsub_addr.map(|pubsub| events(pubsub, &common, passwords));
             (Target::Fixed(addr), common, Vec::from_iter(subscription))
         }
         Mode::Follow {
@@ -226,7 +247,7 @@ fn main() -> ExitCode {
             pubsub_addr,
             common,
         } => {
-            let events = pubsub_addr.map(|pubsub| events(pubsub, &common, &passwords));
+            let events = pubsub_addr.map(|pubsub| events(pubsub, &common, passwords));
             let subscription = watch.then(|| Subscription {
                 addrs: sentinels.clone(),
                 password: passwords.sentinel.clone(),
@@ -235,7 +256,7 @@ fn main() -> ExitCode {
                 label: "watching",
                 on_message: Some(SwitchWatch {
                     master_name: master_name.clone(),
-                    switch: Arc::clone(&switch),
+                    switch: Arc::clone(switch),
                 }),
             });
             let target = Target::Sentinel {
@@ -255,14 +276,7 @@ fn main() -> ExitCode {
         thread::spawn(move || sub.run(tx));
         started.push(rx);
     }
-    writer(
-        &target,
-        &common,
-        passwords.data.as_ref(),
-        started,
-        &switch,
-        &acked,
-    )
+    (target, common, started)
 }
 
 /// The subscriber connection of `--pubsub-addr`: the node's events channel on `addr`.

@@ -420,12 +420,6 @@ impl Group {
         if let Some(p) = &view.problem {
             dissent.insert(0, p.clone());
         }
-        let role_name = |s: &ServerAddr| {
-            facts
-                .get(s)
-                .and_then(|f| f.role.as_ref().ok())
-                .map(|role| role.name().to_string())
-        };
         let status = GroupStatus {
             name: self.config.name.clone(),
             master_name: self.config.master_name.clone(),
@@ -445,34 +439,9 @@ impl Group {
                 .iter()
                 .map(|a| sentinel_status(a, self.software.get(&a.target.addr)))
                 .collect(),
-            connections: placed
-                .iter()
-                .map(|p| ConnectionStatus {
-                    local: p.routed.connection.local.to_string(),
-                    remote: p.routed.connection.remote.to_string(),
-                    server: p.routed.server.clone(),
-                    placed_by: p.by,
-                    role: role_name(&p.routed.server),
-                })
-                .collect(),
-            unplaced: unplaced
-                .iter()
-                .map(|u| UnplacedStatus {
-                    local: u.connection.local.to_string(),
-                    remote: u.connection.remote.to_string(),
-                    why: u.why.clone(),
-                })
-                .collect(),
-            servers: facts
-                .iter()
-                .map(|(addr, f)| ServerStatus {
-                    addr: addr.clone(),
-                    role: f.role.as_ref().ok().map(|r| r.name().to_string()),
-                    error: f.role.as_ref().err().map(|e| e.to_string()),
-                    latency_ms: f.latency.map(ms),
-                    software: self.software.get(addr).cloned(),
-                })
-                .collect(),
+            connections: connection_statuses(&placed, &facts),
+            unplaced: unplaced.iter().map(unplaced_status).collect(),
+            servers: server_statuses(&facts, &self.software),
             probe: probe.as_ref().map(|r| ProbeStatus {
                 ok: r.is_ok(),
                 error: r.as_ref().err().map(|e| e.to_string()),
@@ -534,6 +503,51 @@ fn timed_out(
         probe: probed.then_some(Err(e)),
     };
     (addr, facts, None)
+}
+
+/// The node's connections as `/status` shows them, each with its server's role.
+fn connection_statuses(
+    placed: &[route::Placed],
+    facts: &BTreeMap<ServerAddr, ServerFacts>,
+) -> Vec<ConnectionStatus> {
+    placed
+        .iter()
+        .map(|p| ConnectionStatus {
+            local: p.routed.connection.local.to_string(),
+            remote: p.routed.connection.remote.to_string(),
+            server: p.routed.server.clone(),
+            placed_by: p.by,
+            role: facts
+                .get(&p.routed.server)
+                .and_then(|f| f.role.as_ref().ok())
+                .map(|role| role.name().to_string()),
+        })
+        .collect()
+}
+
+fn unplaced_status(u: &Unplaced) -> UnplacedStatus {
+    UnplacedStatus {
+        local: u.connection.local.to_string(),
+        remote: u.connection.remote.to_string(),
+        why: u.why.clone(),
+    }
+}
+
+/// The servers the check asked, as `/status` shows them.
+fn server_statuses(
+    facts: &BTreeMap<ServerAddr, ServerFacts>,
+    software: &BTreeMap<ServerAddr, Software>,
+) -> Vec<ServerStatus> {
+    facts
+        .iter()
+        .map(|(addr, f)| ServerStatus {
+            addr: addr.clone(),
+            role: f.role.as_ref().ok().map(|r| r.name().to_string()),
+            error: f.role.as_ref().err().map(|e| e.to_string()),
+            latency_ms: f.latency.map(ms),
+            software: software.get(addr).cloned(),
+        })
+        .collect()
 }
 
 fn sentinel_status(asked: &Asked, software: Option<&Software>) -> SentinelStatus {

@@ -196,19 +196,14 @@ async fn ask(
     Option<redis::aio::MultiplexedConnection>,
 ) {
     let started = Instant::now();
+    let answer = |addr, result: Result<SentinelReport, ServerError>| SentinelAnswer {
+        addr,
+        latency: result.is_ok().then(|| started.elapsed()),
+        result,
+    };
     let (mut c, fresh) = match conn {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                SentinelAnswer {
-                    addr,
-                    latency: None,
-                    result: Err(e),
-                },
-                false,
-                None,
-            );
-        }
+        Err(e) => return (answer(addr, Err(e)), false, None),
     };
     let mut get = redis::cmd("SENTINEL");
     get.arg("get-master-addr-by-name").arg(&master_name);
@@ -216,52 +211,67 @@ async fn ask(
         && let Some(result) = ask_light(&mut c, &addr, &get, prev, timeout).await
     {
         let keep = keeps_connection(&result);
-        return (
-            SentinelAnswer {
-                addr,
-                latency: result.is_ok().then(|| started.elapsed()),
-                result,
-            },
-            false,
-            keep.then_some(c),
-        );
+        return (answer(addr, result), false, keep.then_some(c));
     }
+    let question = Question {
+        addr: &addr,
+        master_name: &master_name,
+        timeout,
+    };
+    let result = ask_full(&mut c, question, &get, fresh, epochs).await;
+    let keep = keeps_connection(&result);
+    (answer(addr, result), true, keep.then_some(c))
+}
+
+/// Which sentinel is asked about which master, and for how long.
+#[derive(Clone, Copy)]
+struct Question<'a> {
+    addr: &'a ServerAddr,
+    master_name: &'a str,
+    timeout: Duration,
+}
+
+/// The full answer, its commands sent concurrently on the one connection: the master's
+/// address (`get`), the replicas, `INFO sentinel`, the sentinel's identity and, on a `fresh`
+/// connection, its software.
+async fn ask_full(
+    c: &mut redis::aio::MultiplexedConnection,
+    question: Question<'_>,
+    get: &redis::Cmd,
+    fresh: bool,
+    epochs: bool,
+) -> Result<SentinelReport, ServerError> {
+    let Question {
+        addr,
+        master_name,
+        timeout,
+    } = question;
     let mut reps = redis::cmd("SENTINEL");
-    reps.arg("replicas").arg(&master_name);
+    reps.arg("replicas").arg(master_name);
     let mut info = redis::cmd("INFO");
     info.arg("sentinel");
     let (mut c1, mut c2, c3, mut c4) = (c.clone(), c.clone(), c.clone(), c.clone());
     let sw = async {
         if fresh {
-            software(&mut c4, &addr, "sentinel", timeout).await
+            software(&mut c4, addr, "sentinel", timeout).await
         } else {
             None
         }
     };
     let (m, r, i, (id, peers, config_epoch), software) = tokio::join!(
-        command(&mut c, &addr, "sentinel", timeout, &get),
-        command(&mut c1, &addr, "sentinel", timeout, &reps),
-        command(&mut c2, &addr, "sentinel", timeout, &info),
-        identity(c3, &addr, &master_name, timeout, epochs),
+        command(c, addr, "sentinel", timeout, get),
+        command(&mut c1, addr, "sentinel", timeout, &reps),
+        command(&mut c2, addr, "sentinel", timeout, &info),
+        identity(c3, addr, master_name, timeout, epochs),
         sw,
     );
-    let result = read_report(&addr, m, r, i).map(|report| SentinelReport {
+    read_report(addr, m, r, i).map(|report| SentinelReport {
         id,
         peers,
         config_epoch,
         software,
         ..report
-    });
-    let keep = keeps_connection(&result);
-    (
-        SentinelAnswer {
-            addr,
-            latency: result.is_ok().then(|| started.elapsed()),
-            result,
-        },
-        true,
-        keep.then_some(c),
-    )
+    })
 }
 
 /// Who the sentinel is and whom it knows: its id (`SENTINEL MYID`), the other sentinels it
