@@ -11,7 +11,8 @@
 //! - that verdict → HAProxy showing DRAIN, agent only (next `agent-inter` poll) and with the push;
 //! - the `down` variant's verdict → HAProxy showing DOWN.
 //!
-//! Every wait is bounded; all traffic stays on 127.0.0.1.
+//! Every wait is bounded; all traffic stays on 127.0.0.1. Without `--bench` (as `cargo test
+//! --benches` runs it) it only prints how to run it.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -19,6 +20,12 @@ mod support;
 use support::{FailoverTimes, Topology, env_count, failover_run, ms, print_times, summary};
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs benches in test mode: skip the
+    // measurement there (the test `after_a_failover_haproxy_drains_…` runs one failover).
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("haproxy: run with `cargo bench --bench haproxy` (ROLECALL_BENCH_HAPROXY_RUNS=7)");
+        return;
+    }
     let runs = env_count("ROLECALL_BENCH_HAPROXY_RUNS", 7);
     let topology = Topology::start(1, 3);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -57,6 +57,30 @@ fn since(later: SystemTime, earlier: SystemTime) -> Duration {
     later.duration_since(earlier).unwrap_or_default()
 }
 
+/// Opens two sessions through `h`'s frontend, one on each server: the second only once HAProxy
+/// has placed the first, so that leastconn sends it to the other server (two connections
+/// accepted together may both be placed before either counts).
+fn one_session_each(h: &Haproxy) -> Vec<Session> {
+    let placed = |n: u32| {
+        h.wait_for(
+            BACKEND,
+            "node1",
+            "the sessions placed",
+            HAPROXY_TIMEOUT,
+            |s1| s1.sessions + h.server(BACKEND, "node2").sessions == n,
+        )
+    };
+    let first = Session::open(h.frontend());
+    placed(1);
+    let second = Session::open(h.frontend());
+    placed(2);
+    for server in ["node1", "node2"] {
+        let s = h.server(BACKEND, server);
+        assert_eq!(s.sessions, 1, "one session on {server}: {s:?}");
+    }
+    vec![first, second]
+}
+
 /// One failover with a node pinned to the master and one following Sentinel, each with its
 /// rolecall, in front of them three HAProxies: `agent-check.cfg` (agent only), the same with
 /// rolecall pushing to its runtime API, and `agent-check-down.cfg` (a second rolecall for the
@@ -100,17 +124,9 @@ pub fn failover_run(topology: &Topology, dir: &Path, run: usize) -> FailoverTime
             h.wait_for(BACKEND, s, "UP", HAPROXY_TIMEOUT, ServerState::is_up);
         }
     }
-    // Sessions through the drain and the down variants; leastconn spreads them, so each
-    // server has one.
-    let mut drain_sessions: Vec<Session> = (0..2)
-        .map(|_| Session::open(agent_only.frontend()))
-        .collect();
-    let mut down_sessions: Vec<Session> = (0..2).map(|_| Session::open(down.frontend())).collect();
-    for h in [&agent_only, &down] {
-        h.wait_for(BACKEND, "node1", "one session", HAPROXY_TIMEOUT, |s| {
-            s.sessions >= 1
-        });
-    }
+    // One session on each server, through the drain and the down variants.
+    let mut drain_sessions = one_session_each(&agent_only);
+    let mut down_sessions = one_session_each(&down);
 
     let switches = SwitchWatcher::start(&topology.sentinel_addrs());
     let (old, _new) = topology.failover();
