@@ -17,7 +17,12 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::time::Duration;
+
 use support::{FailoverTimes, Topology, env_count, failover_run, ms, print_times, summary};
+
+/// One of the intervals a failover run measured.
+type Interval = fn(&FailoverTimes) -> Duration;
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs benches in test mode: skip the
@@ -36,24 +41,23 @@ fn main() {
         print_times(&format!("run {}", run + 1), &t);
         all.push(t);
     }
-    let each =
-        |f: fn(&FailoverTimes) -> std::time::Duration| all.iter().map(|t| ms(f(t))).collect();
+    let intervals: [(&str, Interval); 5] = [
+        ("+switch-master -> rolecall verdict", |t| {
+            t.switch_to_verdict
+        }),
+        ("verdict -> HAProxy DRAIN, agent only", |t| {
+            t.verdict_to_drain_agent
+        }),
+        ("verdict -> HAProxy DRAIN, with push", |t| {
+            t.verdict_to_drain_push
+        }),
+        ("verdict -> HAProxy DOWN, down variant", |t| {
+            t.verdict_to_down_agent
+        }),
+        ("HAProxy polled every", |t| t.poll),
+    ];
     println!("over {runs} failovers:");
-    summary(
-        "+switch-master -> rolecall verdict",
-        each(|t| t.switch_to_verdict),
-    );
-    summary(
-        "verdict -> HAProxy DRAIN, agent only",
-        each(|t| t.verdict_to_drain_agent),
-    );
-    summary(
-        "verdict -> HAProxy DRAIN, with push",
-        each(|t| t.verdict_to_drain_push),
-    );
-    summary(
-        "verdict -> HAProxy DOWN, down variant",
-        each(|t| t.verdict_to_down_agent),
-    );
-    summary("HAProxy polled every", each(|t| t.poll));
+    for (name, interval) in intervals {
+        summary(name, all.iter().map(|t| ms(interval(t))).collect());
+    }
 }
